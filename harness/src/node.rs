@@ -1,0 +1,227 @@
+//! One server instance: initdb, configuration, start/stop through `pg_ctl`, and SQL through the
+//! kernel's own `psql` over TCP on 127.0.0.1.
+
+use crate::{ClusterOptions, Kernel};
+use anyhow::{Context, Result, bail};
+use std::{
+    fs,
+    net::TcpListener,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+/// Account the servers run as when the harness runs as root (`PGEDGE_TEST_USER` overrides).
+const DEFAULT_SERVER_USER: &str = "nobody";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    Smart,
+    Fast,
+    Immediate,
+}
+
+impl StopMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    kernel: Kernel,
+    running: AtomicBool,
+}
+
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Opens every ancestor for traversal and `path` itself for reading by the server account.
+pub(crate) fn make_traversable(path: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let meta = fs::metadata(path)?;
+    let mut perms = meta.permissions();
+    perms.set_mode(perms.mode() | 0o755);
+    fs::set_permissions(path, perms)?;
+    Ok(())
+}
+
+fn server_user() -> String {
+    std::env::var("PGEDGE_TEST_USER").unwrap_or_else(|_| DEFAULT_SERVER_USER.into())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Node {
+    pub(crate) fn init(kernel: &Kernel, name: &str, root: &Path, opts: &ClusterOptions) -> Result<Node> {
+        fs::create_dir_all(root)?;
+        let sockets = root.join("sockets");
+        fs::create_dir_all(&sockets)?;
+        let node = Node {
+            name: name.into(),
+            port: free_port()?,
+            data: root.join("data"),
+            log: root.join("server.log"),
+            kernel: kernel.clone(),
+            running: AtomicBool::new(false),
+        };
+        if is_root() {
+            let user = server_user();
+            let out = Command::new("chown")
+                .args(["-R", &format!("{user}:"), &root.display().to_string()])
+                .output()?;
+            if !out.status.success() {
+                bail!("cannot give {} to {user}: {}", root.display(), stderr(&out));
+            }
+            make_traversable(root)?;
+        }
+        let data = node.data.display().to_string();
+        node.run_as_server(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+        )?;
+
+        let mut conf = vec![
+            ("listen_addresses".to_string(), "'127.0.0.1'".to_string()),
+            ("port".into(), node.port.to_string()),
+            ("unix_socket_directories".into(), format!("'{}'", sockets.display())),
+            ("wal_level".into(), "logical".into()),
+            ("track_commit_timestamp".into(), "on".into()),
+            ("max_wal_senders".into(), "20".into()),
+            ("max_replication_slots".into(), "20".into()),
+            ("max_worker_processes".into(), "32".into()),
+            ("max_connections".into(), "60".into()),
+            ("shared_buffers".into(), "64MB".into()),
+            ("fsync".into(), "off".into()),
+            ("log_line_prefix".into(), format!("'%m [%p] {name} '")),
+        ];
+        if let Some(libs) = &opts.preload {
+            conf.push(("shared_preload_libraries".into(), format!("'{libs}'")));
+        }
+        // Since 17.11/16.15/15.19 only listed libraries may serve as output plugins.
+        if kernel.has_setting("output_plugin_libraries")? {
+            conf.push((
+                "output_plugin_libraries".into(),
+                "'pgoutput, test_decoding, spock_output'".into(),
+            ));
+        }
+        conf.extend(opts.settings.iter().cloned());
+        let text: String = conf.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let conf_path = node.data.join("postgresql.conf");
+        let mut body = fs::read_to_string(&conf_path)?;
+        body.push_str("\n# pgedge test harness\n");
+        body.push_str(&text);
+        fs::write(&conf_path, body)?;
+        Ok(node)
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// libpq connection string for database `db`.
+    pub fn dsn(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} dbname={db} user=postgres", self.port)
+    }
+
+    pub fn start(&self) -> Result<()> {
+        let (data, log) = (self.data.display().to_string(), self.log.display().to_string());
+        self.run_as_server("pg_ctl", &["start", "-w", "-t", "60", "-D", &data, "-l", &log])
+            .with_context(|| format!("{} did not start; log:\n{}", self.name, self.log_tail(30)))?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn stop(&self, mode: StopMode) -> Result<()> {
+        let data = self.data.display().to_string();
+        self.run_as_server("pg_ctl", &["stop", "-w", "-t", "60", "-D", &data, "-m", mode.as_str()])
+            .with_context(|| format!("{} did not stop", self.name))?;
+        self.running.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn restart(&self) -> Result<()> {
+        self.stop(StopMode::Fast)?;
+        self.start()
+    }
+
+    /// Runs SQL in database `postgres` and returns psql's unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        self.sql_in("postgres", sql)
+    }
+
+    /// Runs SQL (possibly several statements) in `db`; an error carries the server's message.
+    pub fn sql_in(&self, db: &str, sql: &str) -> Result<String> {
+        let out = self.psql(db, sql)?;
+        if !out.status.success() {
+            bail!("{}", stderr(&out));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim_end_matches('\n').to_string())
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> Result<Output> {
+        let port = self.port.to_string();
+        Command::new(self.kernel.bin("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &port, "-U", "postgres", "-d", db, "-c", sql])
+            .envs(self.kernel.env())
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .context("cannot run psql")
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Runs one of the kernel's programs as the server account.
+    fn run_as_server(&self, program: &str, args: &[&str]) -> Result<()> {
+        let bin = self.kernel.bin(program);
+        let mut cmd = if is_root() {
+            let user = server_user();
+            let mut c = Command::new("runuser");
+            c.args(["-u", &user, "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd
+            .args(args)
+            .envs(self.kernel.env())
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("PGDATA")
+            .env_remove("INITDB_TEMPLATE")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!("{program} {} failed: {}", args.join(" "), stderr(&out));
+        }
+        Ok(())
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}

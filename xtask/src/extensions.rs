@@ -1,0 +1,103 @@
+//! Builds spock (`hooks/`), snowflake and lolor with pgrx against the staged kernel's
+//! `pg_config`, generates their SQL scripts and installs library, control file and script into
+//! the stage.
+
+use crate::{cache::Cache, sqlgen, stage::PgConfig};
+use anyhow::{Context, Result, bail};
+use std::{fs, os::unix::fs::symlink, path::Path};
+use xshell::{Shell, cmd};
+
+pub struct Extension {
+    /// Cargo package name (also the extension and library name).
+    pub name: &'static str,
+    /// Crate directory in the workspace.
+    pub dir: &'static str,
+    /// Other names the same library is installed under.
+    pub aliases: &'static [&'static str],
+}
+
+pub const EXTENSIONS: &[Extension] = &[
+    // spock_output is the logical decoding plugin name; it is the same library as spock.
+    Extension { name: "spock", dir: "hooks", aliases: &["spock_output"] },
+    Extension { name: "snowflake", dir: "snowflake", aliases: &[] },
+    Extension { name: "lolor", dir: "lolor", aliases: &[] },
+];
+
+/// Workspace paths whose contents decide the extension build.
+pub const INPUTS: &[&str] =
+    &["Cargo.toml", "Cargo.lock", ".cargo", "rust-toolchain.toml", "compat15", "compat16", "compat17", "hooks", "snowflake", "lolor"];
+
+pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(repo);
+    let target = cache.cargo_target(major);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let packages: Vec<String> = EXTENSIONS.iter().flat_map(|e| ["-p".into(), e.name.into()]).collect();
+    let features: String =
+        EXTENSIONS.iter().map(|e| format!("{}/pg{major}", e.name)).collect::<Vec<_>>().join(",");
+    let pg_config = &pg.path;
+    cmd!(sh, "{cargo} build --release --locked --lib {packages...} --features {features}")
+        .env("PGRX_PG_CONFIG_PATH", pg_config)
+        .env("CARGO_TARGET_DIR", &target)
+        .run()
+        .context("building the extensions failed")?;
+
+    let pkglibdir = pg.dir("--pkglibdir")?;
+    let extdir = pg.dir("--sharedir")?.join("extension");
+    fs::create_dir_all(&extdir)?;
+    let version = env!("CARGO_PKG_VERSION");
+    for ext in EXTENSIONS {
+        let built = target.join("release").join(format!("lib{}.so", ext.name));
+        let control = repo.join(ext.dir).join(format!("{}.control", ext.name));
+        let default_version = control_version(&control)?;
+        let sql = sqlgen::generate(&built, &control, ext.name, version)?;
+        fs::write(extdir.join(format!("{}--{default_version}.sql", ext.name)), sql)?;
+        fs::copy(&control, extdir.join(format!("{}.control", ext.name)))?;
+        let lib = pkglibdir.join(format!("{}.so", ext.name));
+        install_file(&built, &lib)?;
+        for alias in ext.aliases {
+            let link = pkglibdir.join(format!("{alias}.so"));
+            let _ = fs::remove_file(&link);
+            symlink(format!("{}.so", ext.name), &link)?;
+        }
+        eprintln!("installed {} {default_version} into {}", ext.name, pkglibdir.display());
+    }
+    Ok(())
+}
+
+/// Replaces `to` without rewriting a library a running server may have mapped.
+fn install_file(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("so.tmp");
+    fs::copy(from, &tmp).with_context(|| format!("cannot copy {}", from.display()))?;
+    fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+/// `default_version` from a control file.
+pub fn control_version(control: &Path) -> Result<String> {
+    let text = fs::read_to_string(control).with_context(|| format!("cannot read {}", control.display()))?;
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=')
+            && k.trim() == "default_version"
+        {
+            return Ok(v.trim().trim_matches('\'').to_string());
+        }
+    }
+    bail!("{} has no default_version", control.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_versions_are_the_upstream_api_levels() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let v = |dir: &str, name: &str| {
+            control_version(&repo.join(dir).join(format!("{name}.control"))).unwrap()
+        };
+        assert_eq!(v("hooks", "spock"), "5.0.5");
+        assert_eq!(v("snowflake", "snowflake"), "2.4");
+        assert_eq!(v("lolor", "lolor"), "1.2.2");
+    }
+}

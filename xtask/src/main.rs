@@ -1,0 +1,111 @@
+//! `cargo xtask`: the pgEdge kernel build pipeline. This file only parses flags and dispatches;
+//! each stage lives in its own module.
+
+mod apt_source;
+mod cache;
+mod configure;
+mod extensions;
+mod extract;
+mod fetch;
+mod patch;
+mod pipeline;
+mod sources;
+mod sqlgen;
+mod stage;
+mod test_cmd;
+mod verify;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Build, stage and test the pgEdge kernel distribution")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, verify, patch, build and stage PostgreSQL with spock, snowflake and lolor.
+    Build(BuildArgs),
+    /// Print the path of the staged pg_config.
+    PgConfig(KernelArgs),
+    /// Build the kernels the tests need, then run the whole test suite.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct KernelArgs {
+    /// PostgreSQL major version (15, 16 or 17).
+    #[arg(long, default_value_t = 17)]
+    pg: u32,
+    /// A pinned release other than the major's default (see sources.toml).
+    #[arg(long)]
+    pg_version: Option<String>,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// Use this PostgreSQL source tarball (still checked against the pinned SHA-256).
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Do not download; use the cache, --source or Debian's source package.
+    #[arg(long)]
+    offline: bool,
+    /// Parallel make jobs (default: number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Build and stage only the server, not the extensions.
+    #[arg(long)]
+    kernel_only: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Majors to build and test against (default: 17 and 15).
+    #[arg(long = "pg", value_delimiter = ',')]
+    majors: Vec<u32>,
+    /// Extra arguments for `cargo test` (after `--`).
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cache = cache::Cache::from_env()?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let options = |k: &KernelArgs| pipeline::BuildOptions {
+        major: k.pg,
+        version: k.pg_version.clone(),
+        fetch: fetch::FetchOptions::default(),
+        jobs,
+        skip_extensions: false,
+    };
+    match cli.command {
+        Command::Build(args) => {
+            let mut opts = options(&args.kernel);
+            opts.fetch.source = args.source;
+            opts.fetch.no_download = args.offline;
+            opts.jobs = args.jobs.unwrap_or(jobs);
+            opts.skip_extensions = args.kernel_only;
+            let built = pipeline::build(&cache, &opts)?;
+            println!("{}", built.pg_config.display());
+        }
+        Command::PgConfig(k) => {
+            println!("{}", pipeline::staged_pg_config(&cache, &options(&k))?.display());
+        }
+        Command::Test(args) => {
+            let majors = if args.majors.is_empty() { vec![17, 15] } else { args.majors };
+            let builds = majors
+                .into_iter()
+                .map(|m| options(&KernelArgs { pg: m, pg_version: None }))
+                .collect::<Vec<_>>();
+            test_cmd::run(&cache, &builds, &args.cargo_args)?;
+        }
+    }
+    Ok(())
+}
