@@ -7,6 +7,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
     path::{Path, PathBuf},
     process::Command,
+    sync::Mutex,
     time::UNIX_EPOCH,
 };
 
@@ -44,7 +45,10 @@ impl Kernel {
             Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
         };
         let bindir = ask("--bindir")?;
-        let root = bindir.parent().context("bindir has no parent")?.to_path_buf();
+        let root = bindir
+            .parent()
+            .context("bindir has no parent")?
+            .to_path_buf();
         let kernel = Kernel {
             major: major_of(&bindir)?,
             libdir: Some(ask("--libdir")?),
@@ -140,20 +144,37 @@ fn mirror(root: &Path) -> Result<PathBuf> {
     root.hash(&mut h);
     for f in &files {
         let m = fs::symlink_metadata(f)?;
-        (f, m.len(), m.modified()?.duration_since(UNIX_EPOCH)?.as_nanos()).hash(&mut h);
+        (
+            f,
+            m.len(),
+            m.modified()?.duration_since(UNIX_EPOCH)?.as_nanos(),
+        )
+            .hash(&mut h);
     }
     let dest = std::env::temp_dir().join(format!("pgedge-kernel-{:016x}", h.finish()));
+    // Test threads share the process id, so they take turns; other processes use other names.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _turn = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if dest.exists() {
         return Ok(dest);
     }
     let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+    if tmp.exists() {
+        // Left by a crashed run; removing links never touches the kernel's own files.
+        fs::remove_dir_all(&tmp)?;
+    }
     for f in &files {
         let to = tmp.join(f.strip_prefix(root)?);
         fs::create_dir_all(to.parent().expect("below tmp"))?;
         let meta = fs::symlink_metadata(f)?;
         if meta.file_type().is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(f)?, &to)?;
-        } else if fs::hard_link(f, &to).is_err() {
+        } else if let Err(e) = fs::hard_link(f, &to) {
+            // Only a cross-device link falls back to copying; `to` is new, so the copy can never
+            // write through a link into the kernel itself.
+            if e.kind() != std::io::ErrorKind::CrossesDevices {
+                return Err(e).with_context(|| format!("cannot link {}", f.display()));
+            }
             fs::copy(f, &to)?;
         }
     }

@@ -25,7 +25,11 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 1, preload: Some("spock".into()), settings: Vec::new() }
+        ClusterOptions {
+            nodes: 1,
+            preload: Some("spock".into()),
+            settings: Vec::new(),
+        }
     }
 }
 
@@ -55,9 +59,14 @@ pub struct Cluster {
 impl Cluster {
     /// Initialises and starts `opts.nodes` servers (`n1`, `n2`, …).
     pub fn start(kernel: &Kernel, opts: &ClusterOptions) -> Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("pgedge-cluster-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pgedge-cluster-")
+            .tempdir()?;
         node::make_traversable(dir.path())?;
-        let mut cluster = Cluster { nodes: Vec::new(), dir: Some(dir) };
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir: Some(dir),
+        };
         for i in 1..=opts.nodes {
             let root = cluster.dir().join(format!("n{i}"));
             let node = Node::init(kernel, &format!("n{i}"), &root, opts)?;
@@ -95,7 +104,10 @@ impl Drop for Cluster {
             && let Some(dir) = self.dir.take()
         {
             let kept = dir.keep();
-            eprintln!("test failed: cluster data and server logs kept in {}", kept.display());
+            eprintln!(
+                "test failed: cluster data and server logs kept in {}",
+                kept.display()
+            );
         }
     }
 }

@@ -67,7 +67,12 @@ fn free_port() -> Result<u16> {
 }
 
 impl Node {
-    pub(crate) fn init(kernel: &Kernel, name: &str, root: &Path, opts: &ClusterOptions) -> Result<Node> {
+    pub(crate) fn init(
+        kernel: &Kernel,
+        name: &str,
+        root: &Path,
+        opts: &ClusterOptions,
+    ) -> Result<Node> {
         fs::create_dir_all(root)?;
         let sockets = root.join("sockets");
         fs::create_dir_all(&sockets)?;
@@ -92,13 +97,26 @@ impl Node {
         let data = node.data.display().to_string();
         node.run_as_server(
             "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
         )?;
 
         let mut conf = vec![
             ("listen_addresses".to_string(), "'127.0.0.1'".to_string()),
             ("port".into(), node.port.to_string()),
-            ("unix_socket_directories".into(), format!("'{}'", sockets.display())),
+            (
+                "unix_socket_directories".into(),
+                format!("'{}'", sockets.display()),
+            ),
             ("wal_level".into(), "logical".into()),
             ("track_commit_timestamp".into(), "on".into()),
             ("max_wal_senders".into(), "20".into()),
@@ -139,21 +157,33 @@ impl Node {
 
     /// libpq connection string for database `db`.
     pub fn dsn(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} dbname={db} user=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} dbname={db} user=postgres",
+            self.port
+        )
     }
 
     pub fn start(&self) -> Result<()> {
-        let (data, log) = (self.data.display().to_string(), self.log.display().to_string());
-        self.run_as_server("pg_ctl", &["start", "-w", "-t", "60", "-D", &data, "-l", &log])
-            .with_context(|| format!("{} did not start; log:\n{}", self.name, self.log_tail(30)))?;
+        let (data, log) = (
+            self.data.display().to_string(),
+            self.log.display().to_string(),
+        );
+        self.run_as_server(
+            "pg_ctl",
+            &["start", "-w", "-t", "60", "-D", &data, "-l", &log],
+        )
+        .with_context(|| format!("{} did not start; log:\n{}", self.name, self.log_tail(30)))?;
         self.running.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     pub fn stop(&self, mode: StopMode) -> Result<()> {
         let data = self.data.display().to_string();
-        self.run_as_server("pg_ctl", &["stop", "-w", "-t", "60", "-D", &data, "-m", mode.as_str()])
-            .with_context(|| format!("{} did not stop", self.name))?;
+        self.run_as_server(
+            "pg_ctl",
+            &["stop", "-w", "-t", "60", "-D", &data, "-m", mode.as_str()],
+        )
+        .with_context(|| format!("{} did not stop", self.name))?;
         self.running.store(false, Ordering::SeqCst);
         Ok(())
     }
@@ -174,13 +204,24 @@ impl Node {
         if !out.status.success() {
             bail!("{}", stderr(&out));
         }
-        Ok(String::from_utf8(out.stdout)?.trim_end_matches('\n').to_string())
+        Ok(String::from_utf8(out.stdout)?
+            .trim_end_matches('\n')
+            .to_string())
     }
 
     fn psql(&self, db: &str, sql: &str) -> Result<Output> {
         let port = self.port.to_string();
         Command::new(self.kernel.bin("psql"))
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
             .args(["-p", &port, "-U", "postgres", "-d", db, "-c", sql])
             .envs(self.kernel.env())
             .env("PGCONNECT_TIMEOUT", "10")

@@ -20,11 +20,17 @@ struct Archive {
 
 /// Downloads the orig tarball for `release` and returns its path (not yet verified).
 pub fn orig_tarball(cache: &Cache, release: &Release) -> Result<PathBuf> {
-    let suite = release.debian_suite.as_deref().with_context(|| {
-        format!("no Debian suite carries postgresql-{}", release.version)
-    })?;
+    let suite = release
+        .debian_suite
+        .as_deref()
+        .with_context(|| format!("no Debian suite carries postgresql-{}", release.version))?;
     let sh = Shell::new()?;
-    if cmd!(sh, "apt-get --version").quiet().ignore_stdout().run().is_err() {
+    if cmd!(sh, "apt-get --version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .is_err()
+    {
         bail!("apt-get is not available");
     }
     let archives = system_archives()?;
@@ -33,7 +39,12 @@ pub fn orig_tarball(cache: &Cache, release: &Release) -> Result<PathBuf> {
     }
 
     let dir = cache.apt();
-    for sub in ["lists/partial", "cache/archives/partial", "state", "download"] {
+    for sub in [
+        "lists/partial",
+        "cache/archives/partial",
+        "state",
+        "download",
+    ] {
         fs::create_dir_all(dir.join(sub))?;
     }
     let list: String = archives
@@ -56,12 +67,26 @@ pub fn orig_tarball(cache: &Cache, release: &Release) -> Result<PathBuf> {
     fs::write(dir.join("apt.conf"), conf)?;
     sh.set_var("APT_CONFIG", dir.join("apt.conf"));
 
-    eprintln!("looking for postgresql-{} in Debian {suite} (private apt config in {})", release.version, dir.display());
-    cmd!(sh, "apt-get -q update").quiet().ignore_stdout().run().context("apt-get update failed")?;
+    eprintln!(
+        "looking for postgresql-{} in Debian {suite} (private apt config in {})",
+        release.version,
+        dir.display()
+    );
+    cmd!(sh, "apt-get -q update")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("apt-get update failed")?;
     let package = format!("postgresql-{}", release.major());
-    let showsrc = cmd!(sh, "apt-cache showsrc {package}").quiet().read().unwrap_or_default();
+    let showsrc = cmd!(sh, "apt-cache showsrc {package}")
+        .quiet()
+        .read()
+        .unwrap_or_default();
     let version = debian_version(&showsrc, &release.version).with_context(|| {
-        format!("Debian {suite} has no {package} source for {}", release.version)
+        format!(
+            "Debian {suite} has no {package} source for {}",
+            release.version
+        )
     })?;
 
     let download = dir.join("download");
@@ -113,11 +138,20 @@ fn system_archives() -> Result<Vec<Archive>> {
     let codename = os_codename();
     let mut found = Vec::new();
     for (deb822, text) in texts {
-        let entries = if deb822 { parse_deb822(&text) } else { parse_one_line(&text) };
+        let entries = if deb822 {
+            parse_deb822(&text)
+        } else {
+            parse_one_line(&text)
+        };
         for (suites, archive) in entries {
             // The main archive carries the plain codename (not -security or -updates).
-            let is_main = suites.iter().any(|s| Some(s.as_str()) == codename.as_deref());
-            if is_main && archive.uri.trim_end_matches('/').ends_with("/debian") && !found.contains(&archive) {
+            let is_main = suites
+                .iter()
+                .any(|s| Some(s.as_str()) == codename.as_deref());
+            if is_main
+                && archive.uri.trim_end_matches('/').ends_with("/debian")
+                && !found.contains(&archive)
+            {
                 found.push(archive);
             }
         }
@@ -138,21 +172,30 @@ fn parse_deb822(text: &str) -> Vec<(Vec<String>, Archive)> {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
         };
-        let (Some(types), Some(uris), Some(suites)) = (field("Types"), field("URIs"), field("Suites"))
+        let (Some(types), Some(uris), Some(suites)) =
+            (field("Types"), field("URIs"), field("Suites"))
         else {
             continue;
         };
-        if !types.split_whitespace().any(|t| t == "deb" || t == "deb-src") {
+        if !types
+            .split_whitespace()
+            .any(|t| t == "deb" || t == "deb-src")
+        {
             continue;
         }
         let suites: Vec<String> = suites.split_whitespace().map(String::from).collect();
         for uri in uris.split_whitespace() {
             out.push((
                 suites.clone(),
-                Archive { uri: uri.to_string(), signed_by: field("Signed-By") },
+                Archive {
+                    uri: uri.to_string(),
+                    signed_by: field("Signed-By"),
+                },
             ));
         }
     }
@@ -162,7 +205,10 @@ fn parse_deb822(text: &str) -> Vec<(Vec<String>, Archive)> {
 fn parse_one_line(text: &str) -> Vec<(Vec<String>, Archive)> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb-src ")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb-src "))
+        else {
             continue;
         };
         let mut signed_by = None;
@@ -179,7 +225,13 @@ fn parse_one_line(text: &str) -> Vec<(Vec<String>, Archive)> {
         };
         let mut words = rest.split_whitespace();
         if let (Some(uri), Some(suite)) = (words.next(), words.next()) {
-            out.push((vec![suite.to_string()], Archive { uri: uri.to_string(), signed_by }));
+            out.push((
+                vec![suite.to_string()],
+                Archive {
+                    uri: uri.to_string(),
+                    signed_by,
+                },
+            ));
         }
     }
     out
@@ -192,7 +244,10 @@ mod tests {
     #[test]
     fn picks_the_matching_upstream_version() {
         let out = "Package: postgresql-17\nVersion: 17.10-1\n\nPackage: postgresql-17\nVersion: 17.11-0+deb13u1\n";
-        assert_eq!(debian_version(out, "17.11").as_deref(), Some("17.11-0+deb13u1"));
+        assert_eq!(
+            debian_version(out, "17.11").as_deref(),
+            Some("17.11-0+deb13u1")
+        );
         assert_eq!(debian_version(out, "17.1"), None);
     }
 
@@ -204,10 +259,14 @@ mod tests {
         let got = parse_deb822(deb822);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1.uri, "http://mirror.example/debian");
-        assert_eq!(got[0].1.signed_by.as_deref(), Some("/usr/share/keyrings/k.gpg"));
+        assert_eq!(
+            got[0].1.signed_by.as_deref(),
+            Some("/usr/share/keyrings/k.gpg")
+        );
         assert_eq!(got[0].0, vec!["bookworm", "bookworm-updates"]);
 
-        let one = "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n";
+        let one =
+            "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n";
         let got = parse_one_line(one);
         assert_eq!(got[0].1.uri, "http://m.example/debian");
         assert_eq!(got[0].1.signed_by.as_deref(), Some("/k.gpg"));

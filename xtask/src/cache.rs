@@ -21,7 +21,8 @@ impl Cache {
         } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
             PathBuf::from(dir).join("pgedge-build")
         } else {
-            let home = std::env::var_os("HOME").context("HOME is not set; set PGEDGE_BUILD_CACHE")?;
+            let home =
+                std::env::var_os("HOME").context("HOME is not set; set PGEDGE_BUILD_CACHE")?;
             PathBuf::from(home).join(".cache/pgedge-build")
         };
         Cache::at(root)
@@ -41,7 +42,9 @@ impl Cache {
     }
 
     pub fn kernel(&self, major: u32, key: &str) -> PathBuf {
-        self.root.join("kernel").join(format!("pg{major}-{}", &key[..16]))
+        self.root
+            .join("kernel")
+            .join(format!("pg{major}-{}", &key[..16]))
     }
 
     pub fn cargo_target(&self, major: u32) -> PathBuf {
@@ -70,7 +73,11 @@ impl Key {
         walk(dir, &mut files)?;
         files.sort();
         for f in files {
-            let rel = f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().into_owned();
+            let rel = f
+                .strip_prefix(dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .into_owned();
             let body = fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
             self.add(&rel, body);
         }
@@ -130,9 +137,15 @@ mod tests {
         let before = Key::default().add_tree(dir.path()).unwrap().finish();
         fs::create_dir_all(dir.path().join("target")).unwrap();
         fs::write(dir.path().join("target/junk"), "x").unwrap();
-        assert_eq!(before, Key::default().add_tree(dir.path()).unwrap().finish());
+        assert_eq!(
+            before,
+            Key::default().add_tree(dir.path()).unwrap().finish()
+        );
         fs::write(dir.path().join("src/a.rs"), "2").unwrap();
-        assert_ne!(before, Key::default().add_tree(dir.path()).unwrap().finish());
+        assert_ne!(
+            before,
+            Key::default().add_tree(dir.path()).unwrap().finish()
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ pub fn build_and_install(
         fs::remove_dir_all(&tmp)?;
     }
     let destdir = format!("DESTDIR={}", tmp.display());
-    log_file.run(cmd!(sh, "make install-world-bin {destdir}"), "make install-world-bin")?;
+    log_file.run(
+        cmd!(sh, "make install-world-bin {destdir}"),
+        "make install-world-bin",
+    )?;
     if stage.exists() {
         fs::remove_dir_all(stage)?;
     }
@@ -105,7 +108,10 @@ impl Log {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Log { path: path.to_path_buf(), file })
+        Ok(Log {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn run(&mut self, cmd: Cmd<'_>, what: &str) -> Result<()> {
@@ -113,8 +119,12 @@ impl Log {
         eprintln!("$ {cmd}    (output in {})", self.path.display());
         writeln!(self.file, "\n$ {cmd}")?;
         let mut command = Command::from(cmd);
-        command.stdout(self.file.try_clone()?).stderr(self.file.try_clone()?);
-        let status = command.status().with_context(|| format!("cannot start {what}"))?;
+        command
+            .stdout(self.file.try_clone()?)
+            .stderr(self.file.try_clone()?);
+        let status = command
+            .status()
+            .with_context(|| format!("cannot start {what}"))?;
         if !status.success() {
             bail!(
                 "{what} failed ({status}). Last lines of {}:\n{}",
@@ -175,7 +185,10 @@ mod tests {
         let mut log = Log::open(&log_path).unwrap();
         let sh = Shell::new().unwrap();
         let e = log
-            .run(cmd!(sh, "sh -c 'echo compiling; echo boom >&2; exit 3'"), "make")
+            .run(
+                cmd!(sh, "sh -c 'echo compiling; echo boom >&2; exit 3'"),
+                "make",
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("make failed") && e.contains("boom"), "{e}");

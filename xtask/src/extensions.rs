@@ -18,29 +18,60 @@ pub struct Extension {
 
 pub const EXTENSIONS: &[Extension] = &[
     // spock_output is the logical decoding plugin name; it is the same library as spock.
-    Extension { name: "spock", dir: "hooks", aliases: &["spock_output"] },
-    Extension { name: "snowflake", dir: "snowflake", aliases: &[] },
-    Extension { name: "lolor", dir: "lolor", aliases: &[] },
+    Extension {
+        name: "spock",
+        dir: "hooks",
+        aliases: &["spock_output"],
+    },
+    Extension {
+        name: "snowflake",
+        dir: "snowflake",
+        aliases: &[],
+    },
+    Extension {
+        name: "lolor",
+        dir: "lolor",
+        aliases: &[],
+    },
 ];
 
 /// Workspace paths whose contents decide the extension build.
-pub const INPUTS: &[&str] =
-    &["Cargo.toml", "Cargo.lock", ".cargo", "rust-toolchain.toml", "compat15", "compat16", "compat17", "hooks", "snowflake", "lolor"];
+pub const INPUTS: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo",
+    "rust-toolchain.toml",
+    "compat15",
+    "compat16",
+    "compat17",
+    "hooks",
+    "snowflake",
+    "lolor",
+];
 
 pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(repo);
     let target = cache.cargo_target(major);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let packages: Vec<String> = EXTENSIONS.iter().flat_map(|e| ["-p".into(), e.name.into()]).collect();
-    let features: String =
-        EXTENSIONS.iter().map(|e| format!("{}/pg{major}", e.name)).collect::<Vec<_>>().join(",");
+    let packages: Vec<String> = EXTENSIONS
+        .iter()
+        .flat_map(|e| ["-p".into(), e.name.into()])
+        .collect();
+    let features: String = EXTENSIONS
+        .iter()
+        .map(|e| format!("{}/pg{major}", e.name))
+        .collect::<Vec<_>>()
+        .join(",");
     let pg_config = &pg.path;
-    cmd!(sh, "{cargo} build --release --locked --lib {packages...} --features {features}")
-        .env("PGRX_PG_CONFIG_PATH", pg_config)
-        .env("CARGO_TARGET_DIR", &target)
-        .run()
-        .context("building the extensions failed")?;
+    cmd!(
+        sh,
+        "{cargo} build --release --locked --lib {packages...} --features {features}"
+    )
+    .env("PGRX_PG_CONFIG_PATH", pg_config)
+    .env("CARGO_TARGET_DIR", &target)
+    .run()
+    .context("building the extensions failed")?;
 
     let pkglibdir = pg.dir("--pkglibdir")?;
     let extdir = pg.dir("--sharedir")?.join("extension");
@@ -51,7 +82,10 @@ pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) 
         let control = repo.join(ext.dir).join(format!("{}.control", ext.name));
         let default_version = control_version(&control)?;
         let sql = sqlgen::generate(&built, &control, ext.name, version)?;
-        fs::write(extdir.join(format!("{}--{default_version}.sql", ext.name)), sql)?;
+        fs::write(
+            extdir.join(format!("{}--{default_version}.sql", ext.name)),
+            sql,
+        )?;
         fs::copy(&control, extdir.join(format!("{}.control", ext.name)))?;
         let lib = pkglibdir.join(format!("{}.so", ext.name));
         install_file(&built, &lib)?;
@@ -60,7 +94,11 @@ pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) 
             let _ = fs::remove_file(&link);
             symlink(format!("{}.so", ext.name), &link)?;
         }
-        eprintln!("installed {} {default_version} into {}", ext.name, pkglibdir.display());
+        eprintln!(
+            "installed {} {default_version} into {}",
+            ext.name,
+            pkglibdir.display()
+        );
     }
     Ok(())
 }
@@ -75,7 +113,8 @@ fn install_file(from: &Path, to: &Path) -> Result<()> {
 
 /// `default_version` from a control file.
 pub fn control_version(control: &Path) -> Result<String> {
-    let text = fs::read_to_string(control).with_context(|| format!("cannot read {}", control.display()))?;
+    let text = fs::read_to_string(control)
+        .with_context(|| format!("cannot read {}", control.display()))?;
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=')
             && k.trim() == "default_version"

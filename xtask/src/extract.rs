@@ -10,7 +10,8 @@ pub fn unpack(tarball: &Path, into: &Path) -> Result<std::path::PathBuf> {
         bail!("{} already exists", into.display());
     }
     fs::create_dir_all(into)?;
-    let file = fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
+    let file =
+        fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
     let name = tarball.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".tar.bz2") {
         Box::new(bzip2::read::BzDecoder::new(file))
@@ -28,7 +29,10 @@ pub fn unpack(tarball: &Path, into: &Path) -> Result<std::path::PathBuf> {
     let mut tops = fs::read_dir(into)?.collect::<Result<Vec<_>, _>>()?;
     match tops.len() {
         1 => Ok(tops.remove(0).path()),
-        n => bail!("{}: expected one top-level directory, found {n}", tarball.display()),
+        n => bail!(
+            "{}: expected one top-level directory, found {n}",
+            tarball.display()
+        ),
     }
 }
 
@@ -41,18 +45,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tgz = dir.path().join("t.tar.gz");
         {
-            let gz = flate2::write::GzEncoder::new(fs::File::create(&tgz).unwrap(), Default::default());
+            let gz =
+                flate2::write::GzEncoder::new(fs::File::create(&tgz).unwrap(), Default::default());
             let mut b = tar::Builder::new(gz);
             let mut h = tar::Header::new_gnu();
             h.set_size(5);
             h.set_mode(0o644);
             h.set_cksum();
-            b.append_data(&mut h, "postgresql-0.1/README", &b"hello"[..]).unwrap();
+            b.append_data(&mut h, "postgresql-0.1/README", &b"hello"[..])
+                .unwrap();
             b.into_inner().unwrap().finish().unwrap();
         }
         let top = unpack(&tgz, &dir.path().join("out")).unwrap();
         assert!(top.ends_with("postgresql-0.1"));
         assert_eq!(fs::read_to_string(top.join("README")).unwrap(), "hello");
-        assert!(unpack(&tgz, &dir.path().join("out")).is_err(), "refuses an existing dir");
+        assert!(
+            unpack(&tgz, &dir.path().join("out")).is_err(),
+            "refuses an existing dir"
+        );
     }
 }

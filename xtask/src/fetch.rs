@@ -128,7 +128,8 @@ fn download(url: &str, to: &Path) -> Result<()> {
         None => ProgressBar::new_spinner(),
     };
     let mut reader = bar.wrap_read(body.into_reader());
-    let mut out = fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mut out =
+        fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
     io::copy(&mut reader, &mut out)?;
     out.flush()?;
     bar.finish_and_clear();
@@ -141,7 +142,11 @@ mod tests {
     use crate::sources;
 
     fn offline() -> FetchOptions {
-        FetchOptions { source: None, no_download: true, no_apt: true }
+        FetchOptions {
+            source: None,
+            no_download: true,
+            no_apt: true,
+        }
     }
 
     #[test]
@@ -165,9 +170,15 @@ mod tests {
         let release = sources::resolve(16, None).unwrap();
         let user = cache.root.join("mine.tar.bz2");
         fs::write(&user, b"something else").unwrap();
-        let opts = FetchOptions { source: Some(user.clone()), ..offline() };
+        let opts = FetchOptions {
+            source: Some(user.clone()),
+            ..offline()
+        };
         let e = format!("{:#}", tarball(&cache, &release, &opts).unwrap_err());
-        assert!(e.contains("--source does not match") && e.contains(&release.sha256), "{e}");
+        assert!(
+            e.contains("--source does not match") && e.contains(&release.sha256),
+            "{e}"
+        );
         assert!(user.exists(), "a user's file is never deleted");
         assert!(!cache.sources().join(release.file_name()).exists());
     }
@@ -179,7 +190,10 @@ mod tests {
         let user = cache.root.join("pg.tar.bz2");
         fs::write(&user, b"pretend tarball").unwrap();
         release.sha256 = verify::sha256_bytes(b"pretend tarball");
-        let opts = FetchOptions { source: Some(user), ..offline() };
+        let opts = FetchOptions {
+            source: Some(user),
+            ..offline()
+        };
         let got = tarball(&cache, &release, &opts).unwrap();
         assert_eq!(got, cache.sources().join("postgresql-16.15.tar.bz2"));
         // Found in the cache the second time, without --source.
@@ -192,6 +206,9 @@ mod tests {
         let release = sources::resolve(16, None).unwrap();
         let e = format!("{:#}", tarball(&cache, &release, &offline()).unwrap_err());
         assert!(e.contains("Tried:") && e.contains("--source"), "{e}");
-        assert!(e.contains(&release.url) && e.contains(&release.sha256), "{e}");
+        assert!(
+            e.contains(&release.url) && e.contains(&release.sha256),
+            "{e}"
+        );
     }
 }

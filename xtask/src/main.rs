@@ -96,13 +96,25 @@ fn main() -> Result<()> {
             println!("{}", built.pg_config.display());
         }
         Command::PgConfig(k) => {
-            println!("{}", pipeline::staged_pg_config(&cache, &options(&k))?.display());
+            println!(
+                "{}",
+                pipeline::staged_pg_config(&cache, &options(&k))?.display()
+            );
         }
         Command::Test(args) => {
-            let majors = if args.majors.is_empty() { vec![17, 15] } else { args.majors };
+            let majors = if args.majors.is_empty() {
+                vec![17, 15]
+            } else {
+                args.majors
+            };
             let builds = majors
                 .into_iter()
-                .map(|m| options(&KernelArgs { pg: m, pg_version: None }))
+                .map(|m| {
+                    options(&KernelArgs {
+                        pg: m,
+                        pg_version: None,
+                    })
+                })
                 .collect::<Vec<_>>();
             test_cmd::run(&cache, &builds, &args.cargo_args)?;
         }

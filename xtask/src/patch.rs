@@ -52,7 +52,11 @@ pub fn apply(tree: &Path, patches: &[PathBuf]) -> Result<()> {
         .context("cannot run `patch` (install the patch package)")?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-            bail!("patch {name} ({}) does not apply:\n{}", p.display(), text.trim_end());
+            bail!(
+                "patch {name} ({}) does not apply:\n{}",
+                p.display(),
+                text.trim_end()
+            );
         }
         eprintln!("applied {name}");
     }
@@ -72,13 +76,14 @@ mod tests {
         h.set_size(body.len() as u64);
         h.set_mode(0o644);
         h.set_cksum();
-        b.append_data(&mut h, "postgresql-0.1/src/file.c", &body[..]).unwrap();
+        b.append_data(&mut h, "postgresql-0.1/src/file.c", &body[..])
+            .unwrap();
         b.into_inner().unwrap().finish().unwrap();
         tgz
     }
 
     const GOOD: &str = "--- a/src/file.c\n+++ b/src/file.c\n@@ -1,3 +1,3 @@\n line one\n-line two\n+line 2\n line three\n";
-    const BAD: &str = "--- a/src/file.c\n+++ b/src/file.c\n@@ -1,3 +1,3 @@\n line one\n-line zwei\n+line 2\n line three\n";
+    const BAD: &str = "--- a/src/file.c\n+++ b/src/file.c\n@@ -1,3 +1,3 @@\n line one\n line 2\n-line drei\n+line 3\n";
 
     #[test]
     fn series_is_lexical() {
@@ -102,7 +107,11 @@ mod tests {
         fs::write(&good, GOOD).unwrap();
         let dest = dir.path().join("src");
         prepare_tree(&tarball(dir.path()), &[good], &dest).unwrap();
-        assert!(fs::read_to_string(dest.join("src/file.c")).unwrap().contains("line 2"));
+        assert!(
+            fs::read_to_string(dest.join("src/file.c"))
+                .unwrap()
+                .contains("line 2")
+        );
     }
 
     #[test]
@@ -113,8 +122,14 @@ mod tests {
         fs::write(&good, GOOD).unwrap();
         fs::write(&bad, BAD).unwrap();
         let dest = dir.path().join("src");
-        let e = format!("{:#}", prepare_tree(&tarball(dir.path()), &[good, bad], &dest).unwrap_err());
-        assert!(e.contains("0002-stale.diff") && e.contains("does not apply"), "{e}");
+        let e = format!(
+            "{:#}",
+            prepare_tree(&tarball(dir.path()), &[good, bad], &dest).unwrap_err()
+        );
+        assert!(
+            e.contains("0002-stale.diff") && e.contains("does not apply"),
+            "{e}"
+        );
         assert!(e.contains("Hunk #1 FAILED"), "{e}");
         assert!(!dest.exists(), "no half-patched tree");
         assert!(!dest.with_extension("tmp").exists(), "scratch removed");

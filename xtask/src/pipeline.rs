@@ -34,20 +34,31 @@ pub struct Built {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo")
+        .to_path_buf()
 }
 
 /// Identity of a kernel build: the tarball, the patches, the flags and the C compiler.
-pub fn kernel_key(repo: &Path, opts: &BuildOptions) -> Result<(sources::Release, Vec<PathBuf>, Vec<String>, String)> {
+pub fn kernel_key(
+    repo: &Path,
+    opts: &BuildOptions,
+) -> Result<(sources::Release, Vec<PathBuf>, Vec<String>, String)> {
     let release = sources::resolve(opts.major, opts.version.as_deref())?;
     let patches = patch::series(&repo.join("patches"), opts.major)?;
     let args = configure::configure_args(opts.major, &extra_version());
     let sh = Shell::new()?;
     let cc = cmd!(sh, "cc --version").quiet().read().unwrap_or_default();
     let mut key = Key::default();
-    key.add("recipe", KERNEL_RECIPE).add("tarball", &release.sha256).add("cc", cc);
+    key.add("recipe", KERNEL_RECIPE)
+        .add("tarball", &release.sha256)
+        .add("cc", cc);
     for p in &patches {
-        key.add(&p.file_name().unwrap_or_default().to_string_lossy(), fs::read(p)?);
+        key.add(
+            &p.file_name().unwrap_or_default().to_string_lossy(),
+            fs::read(p)?,
+        );
     }
     for a in &args {
         key.add("configure", a);
@@ -70,7 +81,11 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
     let kernel_done = Stamp(dir.join("kernel.done"));
 
     if kernel_done.matches(&key) && pg.path.exists() {
-        eprintln!("kernel PostgreSQL {}: up to date (cache hit {})", release.version, &key[..16]);
+        eprintln!(
+            "kernel PostgreSQL {}: up to date (cache hit {})",
+            release.version,
+            &key[..16]
+        );
     } else {
         fs::create_dir_all(&dir)?;
         let src = dir.join("src");
@@ -84,7 +99,11 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
         // A rebuilt kernel invalidates the extensions installed into the old stage.
         let _ = fs::remove_file(dir.join("extensions.done"));
         kernel_done.write(&key)?;
-        eprintln!("kernel PostgreSQL {}: built and staged in {}", release.version, stage.display());
+        eprintln!(
+            "kernel PostgreSQL {}: built and staged in {}",
+            release.version,
+            stage.display()
+        );
     }
 
     if !opts.skip_extensions {
@@ -97,7 +116,11 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
             ext_done.write(&ext_key)?;
         }
     }
-    eprintln!("done in {:.1}s; pg_config: {}", started.elapsed().as_secs_f64(), pg.path.display());
+    eprintln!(
+        "done in {:.1}s; pg_config: {}",
+        started.elapsed().as_secs_f64(),
+        pg.path.display()
+    );
     Ok(Built { pg_config: pg.path })
 }
 
@@ -105,7 +128,10 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
 fn extensions_key(repo: &Path, kernel_key: &str) -> Result<String> {
     let sh = Shell::new()?;
     sh.change_dir(repo);
-    let rustc = cmd!(sh, "rustc -vV").quiet().read().context("cannot run rustc")?;
+    let rustc = cmd!(sh, "rustc -vV")
+        .quiet()
+        .read()
+        .context("cannot run rustc")?;
     let mut key = Key::default();
     key.add("kernel", kernel_key).add("rustc", rustc);
     for input in extensions::INPUTS {
@@ -114,7 +140,10 @@ fn extensions_key(repo: &Path, kernel_key: &str) -> Result<String> {
         if path.is_dir() {
             key.add_tree(&path)?;
         } else {
-            key.add(input, fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
+            key.add(
+                input,
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
         }
     }
     Ok(key.finish())

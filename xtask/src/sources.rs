@@ -104,7 +104,10 @@ mod tests {
     #[test]
     fn unknown_versions_are_refused() {
         let e = resolve(17, Some("17.99")).unwrap_err().to_string();
-        assert!(e.contains("no pinned checksum") && e.contains("17.11"), "{e}");
+        assert!(
+            e.contains("no pinned checksum") && e.contains("17.11"),
+            "{e}"
+        );
         let e = resolve(17, Some("15.18")).unwrap_err().to_string();
         assert!(e.contains("not a PostgreSQL 17 release"), "{e}");
         assert!(resolve(14, None).is_err());

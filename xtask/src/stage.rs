@@ -12,7 +12,11 @@ pub struct PgConfig {
 impl PgConfig {
     /// The `pg_config` of a stage whose install prefix is `prefix`.
     pub fn in_stage(stage: &Path, prefix: &str) -> PgConfig {
-        PgConfig { path: stage.join(prefix.trim_start_matches('/')).join("bin/pg_config") }
+        PgConfig {
+            path: stage
+                .join(prefix.trim_start_matches('/'))
+                .join("bin/pg_config"),
+        }
     }
 
     pub fn query(&self, flag: &str) -> Result<String> {

@@ -13,7 +13,11 @@ pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[Strin
         sh.set_var(format!("PGEDGE_PG_CONFIG_{}", opts.major), &built.pg_config);
     }
     sh.set_var("PGEDGE_BUILD_CACHE", &cache.root);
-    let majors = builds.iter().map(|b| b.major.to_string()).collect::<Vec<_>>().join(",");
+    let majors = builds
+        .iter()
+        .map(|b| b.major.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     sh.set_var("PGEDGE_TEST_MAJORS", majors);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd!(sh, "{cargo} test --locked --workspace --exclude spock --exclude snowflake --exclude lolor --exclude compat15 --exclude compat16 --exclude compat17 {cargo_args...}")

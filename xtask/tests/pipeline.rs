@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn xtask(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -27,8 +30,14 @@ fn noop_rebuild_is_a_cache_hit() {
         let (ok, stdout, stderr) = xtask(&["build", "--pg", &major]);
         assert!(ok, "{stderr}");
         assert!(stderr.contains("up to date (cache hit"), "{stderr}");
-        assert!(stderr.contains("extensions: up to date (cache hit"), "{stderr}");
-        assert!(!stderr.contains("$ make"), "nothing may be rebuilt: {stderr}");
+        assert!(
+            stderr.contains("extensions: up to date (cache hit"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("$ make"),
+            "nothing may be rebuilt: {stderr}"
+        );
         assert_eq!(stdout, staged);
 
         let (ok, stdout, stderr) = xtask(&["pg-config", "--pg", &major]);
@@ -47,8 +56,14 @@ fn missing_source_explains_what_to_do() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("no source for PostgreSQL 16.15 could be found"), "{stderr}");
-    assert!(stderr.contains("--source /path/to/postgresql-16.15.tar.bz2"), "{stderr}");
+    assert!(
+        stderr.contains("no source for PostgreSQL 16.15 could be found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--source /path/to/postgresql-16.15.tar.bz2"),
+        "{stderr}"
+    );
     assert!(stderr.contains("no Debian suite carries"), "{stderr}");
 
     let (ok, _, stderr) = xtask(&["build", "--pg", "17", "--pg-version", "17.99"]);
