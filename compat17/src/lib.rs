@@ -2,6 +2,39 @@
 //! `compat` and never test the server major themselves.
 
 pub use pgrx;
+use pgrx::pg_sys;
 
 /// The server major this build targets.
 pub const PG_MAJOR: u32 = 17;
+
+/// The relation's physical file identity (tablespace, database, file number) as WAL records
+/// carry it (`RelFileNode` up to 15, `RelFileLocator` from 16).
+///
+/// # Safety
+/// `rel` must be an open relation.
+pub unsafe fn rel_file_locator(rel: pg_sys::Relation) -> [pg_sys::Oid; 3] {
+    // SAFETY: the caller guarantees an open relation.
+    unsafe {
+        let l = (*rel).rd_locator;
+        [l.spcOid, l.dbOid, l.relNumber]
+    }
+}
+
+/// Whether the relation's storage was created or replaced in the current transaction (then
+/// `wal_level = minimal` may skip WAL for it).
+///
+/// # Safety
+/// `rel` must be an open relation.
+pub unsafe fn storage_is_new_in_xact(rel: pg_sys::Relation) -> bool {
+    // SAFETY: the caller guarantees an open relation.
+    unsafe { (*rel).rd_createSubid != 0 || (*rel).rd_firstRelfilelocatorSubid != 0 }
+}
+
+/// `XLogRegisterData` (its length type differs between majors).
+///
+/// # Safety
+/// Only between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until the insert.
+pub unsafe fn xlog_register_data(data: *const u8, len: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { pg_sys::XLogRegisterData(data as *mut std::ffi::c_char, len as u32) }
+}

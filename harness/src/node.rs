@@ -200,7 +200,27 @@ impl Node {
 
     /// Runs SQL (possibly several statements) in `db`; an error carries the server's message.
     pub fn sql_in(&self, db: &str, sql: &str) -> Result<String> {
-        let out = self.psql(db, sql)?;
+        self.sql_as("postgres", db, sql)
+    }
+
+    /// Runs SQL in `db` as role `user`.
+    pub fn sql_as(&self, user: &str, db: &str, sql: &str) -> Result<String> {
+        let out = self
+            .client("psql", user)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .context("cannot run psql")?;
         if !out.status.success() {
             bail!("{}", stderr(&out));
         }
@@ -209,24 +229,29 @@ impl Node {
             .to_string())
     }
 
-    fn psql(&self, db: &str, sql: &str) -> Result<Output> {
-        let port = self.port.to_string();
-        Command::new(self.kernel.bin("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args(["-p", &port, "-U", "postgres", "-d", db, "-c", sql])
-            .envs(self.kernel.env())
-            .env("PGCONNECT_TIMEOUT", "10")
+    /// A client program of the kernel (psql, pg_dump, pgbench…) set up to reach this node as
+    /// `user` (PGHOST/PGPORT/PGUSER in its environment).
+    pub fn client(&self, program: &str, user: &str) -> Command {
+        let mut cmd = Command::new(self.kernel.bin(program));
+        cmd.envs(self.kernel.env())
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", user)
+            .env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    /// Runs a client program as `postgres` and returns its standard output.
+    pub fn run_client(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = self
+            .client(program, "postgres")
+            .args(args)
             .output()
-            .context("cannot run psql")
+            .with_context(|| format!("cannot run {program}"))?;
+        if !out.status.success() {
+            bail!("{program} {} failed: {}", args.join(" "), stderr(&out));
+        }
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     /// The last `lines` lines of the server log.

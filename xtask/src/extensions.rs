@@ -49,16 +49,37 @@ pub const INPUTS: &[&str] = &[
     "lolor",
 ];
 
-pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) -> Result<()> {
+/// The extensions named in `only` (all when empty); an unknown name is an error.
+pub fn select(only: &[String]) -> Result<Vec<&'static Extension>> {
+    if only.is_empty() {
+        return Ok(EXTENSIONS.iter().collect());
+    }
+    only.iter()
+        .map(|name| {
+            EXTENSIONS.iter().find(|e| e.name == name).with_context(|| {
+                let known: Vec<_> = EXTENSIONS.iter().map(|e| e.name).collect();
+                format!("unknown extension {name} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+pub fn build_and_install(
+    repo: &Path,
+    cache: &Cache,
+    major: u32,
+    pg: &PgConfig,
+    selected: &[&Extension],
+) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(repo);
     let target = cache.cargo_target(major);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let packages: Vec<String> = EXTENSIONS
+    let packages: Vec<String> = selected
         .iter()
         .flat_map(|e| ["-p".into(), e.name.into()])
         .collect();
-    let features: String = EXTENSIONS
+    let features: String = selected
         .iter()
         .map(|e| format!("{}/pg{major}", e.name))
         .collect::<Vec<_>>()
@@ -77,7 +98,7 @@ pub fn build_and_install(repo: &Path, cache: &Cache, major: u32, pg: &PgConfig) 
     let extdir = pg.dir("--sharedir")?.join("extension");
     fs::create_dir_all(&extdir)?;
     let version = env!("CARGO_PKG_VERSION");
-    for ext in EXTENSIONS {
+    for ext in selected {
         let built = target.join("release").join(format!("lib{}.so", ext.name));
         let control = repo.join(ext.dir).join(format!("{}.control", ext.name));
         let default_version = control_version(&control)?;

@@ -2,6 +2,7 @@
 //! each stage lives in its own module.
 
 mod apt_source;
+mod bench;
 mod cache;
 mod configure;
 mod extensions;
@@ -34,6 +35,16 @@ enum Command {
     PgConfig(KernelArgs),
     /// Build the kernels the tests need, then run the whole test suite.
     Test(TestArgs),
+    /// Measure an extension against the native baseline on the same server.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(value_enum)]
+    what: bench::Bench,
+    #[command(flatten)]
+    kernel: KernelArgs,
 }
 
 #[derive(Args)]
@@ -62,6 +73,9 @@ struct BuildArgs {
     /// Build and stage only the server, not the extensions.
     #[arg(long)]
     kernel_only: bool,
+    /// Build and install only these extensions (spock, snowflake, lolor); for development.
+    #[arg(long = "ext", value_delimiter = ',')]
+    only_extensions: Vec<String>,
 }
 
 #[derive(Args)]
@@ -69,6 +83,9 @@ struct TestArgs {
     /// Majors to build and test against (default: 17 and 15).
     #[arg(long = "pg", value_delimiter = ',')]
     majors: Vec<u32>,
+    /// Rebuild only these extensions before testing (for development).
+    #[arg(long = "ext", value_delimiter = ',')]
+    only_extensions: Vec<String>,
     /// Extra arguments for `cargo test` (after `--`).
     #[arg(last = true)]
     cargo_args: Vec<String>,
@@ -84,6 +101,7 @@ fn main() -> Result<()> {
         fetch: fetch::FetchOptions::default(),
         jobs,
         skip_extensions: false,
+        only_extensions: Vec::new(),
     };
     match cli.command {
         Command::Build(args) => {
@@ -92,6 +110,7 @@ fn main() -> Result<()> {
             opts.fetch.no_download = args.offline;
             opts.jobs = args.jobs.unwrap_or(jobs);
             opts.skip_extensions = args.kernel_only;
+            opts.only_extensions = args.only_extensions;
             let built = pipeline::build(&cache, &opts)?;
             println!("{}", built.pg_config.display());
         }
@@ -117,6 +136,10 @@ fn main() -> Result<()> {
                 })
                 .collect::<Vec<_>>();
             test_cmd::run(&cache, &builds, &args.cargo_args)?;
+        }
+        Command::Bench(args) => {
+            let built = pipeline::build(&cache, &options(&args.kernel))?;
+            bench::run(args.what, &built.pg_config)?;
         }
     }
     Ok(())

@@ -27,6 +27,9 @@ pub struct BuildOptions {
     pub fetch: FetchOptions,
     pub jobs: usize,
     pub skip_extensions: bool,
+    /// Build and install only these extensions (all when empty). A partial build is never
+    /// recorded as up to date.
+    pub only_extensions: Vec<String>,
 }
 
 pub struct Built {
@@ -107,12 +110,16 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
     }
 
     if !opts.skip_extensions {
+        let selected = extensions::select(&opts.only_extensions)?;
         let ext_key = extensions_key(&repo, &key)?;
         let ext_done = Stamp(dir.join("extensions.done"));
         if ext_done.matches(&ext_key) {
             eprintln!("extensions: up to date (cache hit {})", &ext_key[..16]);
+        } else if !opts.only_extensions.is_empty() {
+            let _ = fs::remove_file(&ext_done.0);
+            extensions::build_and_install(&repo, cache, opts.major, &pg, &selected)?;
         } else {
-            extensions::build_and_install(&repo, cache, opts.major, &pg)?;
+            extensions::build_and_install(&repo, cache, opts.major, &pg, &selected)?;
             ext_done.write(&ext_key)?;
         }
     }

@@ -1,0 +1,83 @@
+//! `cargo xtask bench <what>`: performance of our extensions against a baseline measured on the
+//! same server in the same run (machines here are noisy, so only ratios are meaningful).
+
+mod lolor;
+mod snowflake;
+
+use anyhow::{Context, Result, bail};
+use harness::Node;
+use std::{path::Path, process::Command};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Bench {
+    /// snowflake.nextval against native nextval.
+    Snowflake,
+    /// lolor large objects against native large objects.
+    Lolor,
+}
+
+pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
+    let kernel = harness::Kernel::from_pg_config(pg_config)?;
+    match what {
+        Bench::Snowflake => snowflake::run(&kernel),
+        Bench::Lolor => lolor::run(&kernel),
+    }
+}
+
+/// Runs a pgbench script against `node` and returns transactions per second.
+pub fn pgbench_tps(
+    node: &Node,
+    dir: &Path,
+    name: &str,
+    script: &str,
+    clients: u32,
+    seconds: u32,
+) -> Result<f64> {
+    let file = dir.join(format!("{name}.sql"));
+    std::fs::write(&file, script)?;
+    let port = node.port.to_string();
+    let (c, t) = (clients.to_string(), seconds.to_string());
+    let out = Command::new(node.kernel().bin("pgbench"))
+        .args(["-n", "-f"])
+        .arg(&file)
+        .args([
+            "-c",
+            &c,
+            "-j",
+            &c,
+            "-T",
+            &t,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .envs(node.kernel().env())
+        .output()
+        .context("cannot run pgbench")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench {name} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no tps in pgbench output:\n{text}"))
+}
+
+/// Prints one result line: ours, the baseline and their ratio.
+pub fn report(what: &str, unit: &str, ours: f64, baseline: f64, goal: f64) {
+    let ratio = ours / baseline;
+    let verdict = if ratio >= goal { "meets" } else { "BELOW" };
+    println!(
+        "{what:<40} ours {ours:>12.1} {unit}  baseline {baseline:>12.1} {unit}  ratio {ratio:.2}x  ({verdict} goal {goal:.2}x)"
+    );
+}
