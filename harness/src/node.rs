@@ -188,6 +188,19 @@ impl Node {
         Ok(())
     }
 
+    /// Sets a server setting in `postgresql.conf` and reloads (works for settings of libraries
+    /// that are not loaded yet, unlike `ALTER SYSTEM` on 15).
+    pub fn configure(&self, name: &str, value: &str) -> Result<()> {
+        let conf = self.data.join("postgresql.conf");
+        let mut body = fs::read_to_string(&conf)?;
+        body.push_str(&format!("{name} = {value}\n"));
+        fs::write(&conf, body)?;
+        if self.is_running() {
+            self.sql("SELECT pg_reload_conf()")?;
+        }
+        Ok(())
+    }
+
     pub fn restart(&self) -> Result<()> {
         self.stop(StopMode::Fast)?;
         self.start()

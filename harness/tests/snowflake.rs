@@ -13,9 +13,7 @@ fn node_cluster(kernel: &Kernel, nodes: usize) -> Cluster {
     )
     .unwrap();
     for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql(&format!("ALTER SYSTEM SET snowflake.node = {}", i + 1))
-            .unwrap();
-        n.sql("SELECT pg_reload_conf()").unwrap();
+        n.configure("snowflake.node", &(i + 1).to_string()).unwrap();
         n.sql("CREATE EXTENSION snowflake").unwrap();
     }
     cluster

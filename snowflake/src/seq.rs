@@ -188,7 +188,7 @@ pub fn nextval(relid: pg_sys::Oid, node: i64) -> i64 {
         };
 
         let log = needs_wal
-            && (next >= (*data).log_cnt || pg_sys::PageGetLSN(page) <= pg_sys::GetRedoRecPtr());
+            && (next >= (*data).log_cnt || compat::page_lsn(page) <= pg_sys::GetRedoRecPtr());
         if log {
             // An xid makes our commit flush this record and wait for synchronous standbys.
             pg_sys::GetTopTransactionId();
@@ -208,7 +208,7 @@ pub fn nextval(relid: pg_sys::Oid, node: i64) -> i64 {
             compat::xlog_register_data(&rec as *const XlSeqRec as *const u8, size_of::<XlSeqRec>());
             compat::xlog_register_data(tuple as *const u8, tuple_len);
             let lsn = pg_sys::XLogInsert(pg_sys::RmgrIds::RM_SEQ_ID as u8, XLOG_SEQ_LOG);
-            pg_sys::PageSetLSN(page, lsn);
+            compat::set_page_lsn(page, lsn);
         }
         (*data).last_value = next;
         (*data).is_called = true;

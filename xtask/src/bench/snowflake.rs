@@ -11,8 +11,7 @@ const ROUNDS: usize = 3;
 pub fn run(kernel: &Kernel) -> Result<()> {
     let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None))?;
     let n = cluster.node(0);
-    n.sql("ALTER SYSTEM SET snowflake.node = 1")?;
-    n.sql("SELECT pg_reload_conf()")?;
+    n.configure("snowflake.node", "1")?;
     n.sql(
         "CREATE EXTENSION snowflake; CREATE SEQUENCE native_seq; CREATE SEQUENCE flake_seq; \
          CREATE FUNCTION bench_rate(expr text, calls int) RETURNS float8 LANGUAGE plpgsql AS $$ \
