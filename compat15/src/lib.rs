@@ -39,28 +39,8 @@ pub unsafe fn xlog_register_data(data: *const u8, len: usize) {
     unsafe { pg_sys::XLogRegisterData(data as *mut std::ffi::c_char, len as i32) }
 }
 
-/// The page's LSN (a macro before 16, an inline function since).
-///
-/// # Safety
-/// `page` must point to a pinned buffer page.
-pub unsafe fn page_lsn(page: pg_sys::Page) -> pg_sys::XLogRecPtr {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let lsn = (*(page as pg_sys::PageHeader)).pd_lsn;
-        ((lsn.xlogid as u64) << 32) | lsn.xrecoff as u64
-    }
-}
-
-/// Sets the page's LSN after a WAL insert.
-///
-/// # Safety
-/// `page` must point to a buffer page locked exclusively.
-pub unsafe fn set_page_lsn(page: pg_sys::Page, lsn: pg_sys::XLogRecPtr) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*(page as pg_sys::PageHeader)).pd_lsn = pg_sys::PageXLogRecPtr {
-            xlogid: (lsn >> 32) as u32,
-            xrecoff: lsn as u32,
-        }
-    }
+/// Text of the error core raises when ownership of a missing large object is checked (e.g. by
+/// a non-superuser's `lo_unlink`).
+pub fn lo_ownercheck_missing_message(oid: u32) -> String {
+    format!("large object {oid} does not exist")
 }

@@ -13,6 +13,7 @@ pub(crate) use compat16 as compat;
 pub(crate) use compat17 as compat;
 
 pub mod id;
+mod raw;
 mod seq;
 
 pgrx::pg_module_magic!();

@@ -2,10 +2,17 @@
 //! page's own tuple, updated under the buffer lock like core `nextval`, and WAL-logged ahead with
 //! the standard sequence record so crash recovery and standbys need nothing of ours.
 
-use crate::{compat, id};
+use crate::{compat, id, raw};
 use pgrx::pg_sys;
+use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
-use std::{cell::RefCell, collections::HashMap, ffi::CStr, mem::size_of};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    ffi::CStr,
+    hash::{BuildHasherDefault, Hasher},
+    mem::size_of,
+};
 
 /// `SEQ_MAGIC` in the page's special space (commands/sequence.c).
 const SEQ_MAGIC: u32 = 0x1717;
@@ -29,15 +36,34 @@ struct XlSeqRec {
 /// Leading fields of `FormData_pg_sequence` (catalog/pg_sequence.h).
 #[repr(C)]
 struct PgSequenceRow {
-    seqrelid: pg_sys::Oid,
-    seqtypid: pg_sys::Oid,
-    seqstart: i64,
+    _seqrelid: pg_sys::Oid,
+    _seqtypid: pg_sys::Oid,
+    _seqstart: i64,
     seqincrement: i64,
+}
+
+/// Hashes an Oid key as itself: `currval`'s map sits on `nextval`'s hot path.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 thread_local! {
     /// This backend's last id per sequence, for `currval`.
-    static LAST: RefCell<HashMap<pg_sys::Oid, i64>> = RefCell::new(HashMap::new());
+    static LAST: RefCell<HashMap<pg_sys::Oid, i64, BuildHasherDefault<OidHasher>>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Milliseconds since the snowflake epoch from the real-time clock.
@@ -70,10 +96,14 @@ impl OpenSeq {
     }
 
     fn name(&self) -> String {
+        OpenSeq::name_of(self.relid)
+    }
+
+    fn name_of(relid: pg_sys::Oid) -> String {
         // SAFETY: get_rel_name returns a palloc'd copy or NULL.
-        let p = unsafe { pg_sys::get_rel_name(self.relid) };
+        let p = unsafe { pg_sys::get_rel_name(relid) };
         if p.is_null() {
-            return self.relid.to_u32().to_string();
+            return relid.to_u32().to_string();
         }
         // SAFETY: non-null C string from the catalog.
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
@@ -91,34 +121,6 @@ impl OpenSeq {
             );
         }
     }
-
-    fn increment(&self) -> i64 {
-        // SAFETY: syscache lookup; the tuple is released before returning.
-        unsafe {
-            let tup = pg_sys::SearchSysCache1(
-                pg_sys::SysCacheIdentifier::SEQRELID as i32,
-                pg_sys::Datum::from(self.relid),
-            );
-            if tup.is_null() {
-                error!("cache lookup failed for sequence {}", self.relid.to_u32());
-            }
-            let row = pg_sys::GETSTRUCT(tup) as *const PgSequenceRow;
-            let inc = (*row).seqincrement;
-            pg_sys::ReleaseSysCache(tup);
-            inc
-        }
-    }
-
-    /// WAL is needed unless the sequence is temporary/unlogged, or its storage is new in this
-    /// transaction under `wal_level = minimal`.
-    fn needs_wal(&self) -> bool {
-        // SAFETY: fields of an open relation; wal_level is a plain global.
-        unsafe {
-            (*(*self.rel).rd_rel).relpersistence as u8 == pg_sys::RELPERSISTENCE_PERMANENT
-                && (pg_sys::wal_level > pg_sys::WalLevel::WAL_LEVEL_MINIMAL as i32
-                    || !compat::storage_is_new_in_xact(self.rel))
-        }
-    }
 }
 
 impl Drop for OpenSeq {
@@ -134,90 +136,143 @@ fn error_code(code: PgSqlErrorCode, message: String) -> ! {
     unreachable!("ereport(ERROR) does not return")
 }
 
+/// What one `nextval` step found. Errors are raised by the caller, outside the FFI boundary.
+enum Step {
+    Issued(i64),
+    NotSequence,
+    Denied,
+    BadIncrement(i64),
+    BadMagic(u32),
+    Exhausted,
+}
+
 /// The next id of sequence `relid` for node `node`.
 pub fn nextval(relid: pg_sys::Oid, node: i64) -> i64 {
-    let seq = OpenSeq::open(relid);
-    seq.require(pg_sys::ACL_USAGE | pg_sys::ACL_UPDATE);
-    // SAFETY: plain flags and checks that raise ERRORs.
-    unsafe {
-        if !(*seq.rel).rd_islocaltemp {
-            pg_sys::PreventCommandIfReadOnly(c"nextval()".as_ptr());
+    let now = now_ms();
+    // SAFETY: one boundary around all server calls of the step; `step` keeps only plain values
+    // on its frame, so an ERROR's longjmp out of it skips nothing that needs dropping.
+    let step = unsafe { pg_guard_ffi_boundary(|| step(relid, node, now)) };
+    let name = || OpenSeq::name_of(relid);
+    match step {
+        Step::Issued(id) => {
+            LAST.with(|l| l.borrow_mut().insert(relid, id));
+            id
         }
-        pg_sys::PreventCommandIfParallelMode(c"nextval()".as_ptr());
-    }
-    let increment = seq.increment();
-    if increment <= 0 {
-        error_code(
+        Step::NotSequence => error_code(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("\"{}\" is not a sequence", name()),
+        ),
+        Step::Denied => error_code(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for sequence {}", name()),
+        ),
+        Step::BadIncrement(inc) => error_code(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
-                "snowflake.nextval needs a positive INCREMENT, sequence \"{}\" has {increment}",
-                seq.name()
+                "snowflake.nextval needs a positive INCREMENT, sequence \"{}\" has {inc}",
+                name()
             ),
-        );
-    }
-    let needs_wal = seq.needs_wal();
-
-    // SAFETY: the page handling mirrors core nextval: exclusive buffer lock around reading and
-    // updating the single tuple; WAL insert inside a critical section; nothing in between can
-    // raise an ERROR.
-    let result = unsafe {
-        let buf = pg_sys::ReadBuffer(seq.rel, 0);
-        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        let page = pg_sys::BufferGetPage(buf);
-        let special = pg_sys::PageGetSpecialPointer(page) as *const u32;
-        if *special != SEQ_MAGIC {
-            pg_sys::UnlockReleaseBuffer(buf);
-            error!(
-                "bad magic number in sequence \"{}\": {:08X}",
-                seq.name(),
-                *special
-            );
+        ),
+        Step::BadMagic(magic) => {
+            error!("bad magic number in sequence \"{}\": {magic:08X}", name())
         }
-        let item = pg_sys::PageGetItemId(page, pg_sys::FirstOffsetNumber as pg_sys::OffsetNumber);
-        let tuple = pg_sys::PageGetItem(page, item) as pg_sys::HeapTupleHeader;
-        let tuple_len = (*item).lp_len() as usize;
-        let data = (tuple as *mut u8).add((*tuple).t_hoff as usize) as *mut SeqData;
+        Step::Exhausted => error!(
+            "snowflake ids of sequence \"{}\" are exhausted (year 2092)",
+            name()
+        ),
+    }
+}
 
-        let next = id::next((*data).last_value, now_ms(), node, increment);
-        let Ok(next) = next else {
-            pg_sys::UnlockReleaseBuffer(buf);
-            error!(
-                "snowflake ids of sequence \"{}\" are exhausted (year 2092)",
-                seq.name()
-            );
+/// Opens the sequence, checks it, and updates its page like core `nextval`: exclusive buffer
+/// lock around reading and rewriting the single tuple, WAL record inside a critical section.
+///
+/// # Safety
+/// Call only inside `pg_guard_ffi_boundary` (see [`raw`]).
+unsafe fn step(relid: pg_sys::Oid, node: i64, now: i64) -> Step {
+    // SAFETY: see the function's contract; every pointer comes from the server for this call.
+    unsafe {
+        let rel = raw::relation_open(relid, pg_sys::RowExclusiveLock as i32);
+        let form = (*rel).rd_rel;
+        let refuse = |s: Step| {
+            raw::relation_close(rel, pg_sys::NoLock as i32);
+            s
         };
+        if (*form).relkind as u8 != pg_sys::RELKIND_SEQUENCE {
+            return refuse(Step::NotSequence);
+        }
+        let mode = (pg_sys::ACL_USAGE | pg_sys::ACL_UPDATE) as pg_sys::AclMode;
+        if raw::pg_class_aclcheck(relid, raw::GetUserId(), mode) != pg_sys::AclResult::ACLCHECK_OK {
+            return refuse(Step::Denied);
+        }
+        if !(*rel).rd_islocaltemp {
+            raw::PreventCommandIfReadOnly(c"nextval()".as_ptr());
+        }
+        raw::PreventCommandIfParallelMode(c"nextval()".as_ptr());
 
-        let log = needs_wal
-            && (next >= (*data).log_cnt || compat::page_lsn(page) <= pg_sys::GetRedoRecPtr());
+        let seqtup = raw::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::SEQRELID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if seqtup.is_null() {
+            return refuse(Step::BadIncrement(0));
+        }
+        let increment = (*(pg_sys::GETSTRUCT(seqtup) as *const PgSequenceRow)).seqincrement;
+        raw::ReleaseSysCache(seqtup);
+        if increment <= 0 {
+            return refuse(Step::BadIncrement(increment));
+        }
+        // WAL unless temporary/unlogged, or new storage under wal_level = minimal.
+        let needs_wal = (*form).relpersistence as u8 == pg_sys::RELPERSISTENCE_PERMANENT
+            && (pg_sys::wal_level > pg_sys::WalLevel::WAL_LEVEL_MINIMAL as i32
+                || !compat::storage_is_new_in_xact(rel));
+
+        let buf = raw::ReadBuffer(rel, 0);
+        raw::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+        let page = pg_sys::BufferGetPage(buf);
+        let magic = *(raw::page_special(page) as *const u32);
+        if magic != SEQ_MAGIC {
+            raw::UnlockReleaseBuffer(buf);
+            return refuse(Step::BadMagic(magic));
+        }
+        let (item, tuple) = raw::first_item(page);
+        let tuple_len = (*item).lp_len() as usize;
+        let data = tuple.add((*(tuple as pg_sys::HeapTupleHeader)).t_hoff as usize) as *mut SeqData;
+
+        let Ok(next) = id::next((*data).last_value, now, node, increment) else {
+            raw::UnlockReleaseBuffer(buf);
+            return refuse(Step::Exhausted);
+        };
+        let log =
+            needs_wal && (next >= (*data).log_cnt || raw::page_lsn(page) <= raw::GetRedoRecPtr());
         if log {
             // An xid makes our commit flush this record and wait for synchronous standbys.
-            pg_sys::GetTopTransactionId();
+            raw::GetTopTransactionId();
         }
         pg_sys::CritSectionCount += 1;
-        pg_sys::MarkBufferDirty(buf);
+        raw::MarkBufferDirty(buf);
         if log {
             let horizon = id::wal_horizon(next);
             (*data).last_value = horizon;
             (*data).log_cnt = horizon;
             (*data).is_called = true;
             let rec = XlSeqRec {
-                locator: compat::rel_file_locator(seq.rel),
+                locator: compat::rel_file_locator(rel),
             };
-            pg_sys::XLogBeginInsert();
-            pg_sys::XLogRegisterBuffer(0, buf, pg_sys::REGBUF_WILL_INIT as u8);
+            raw::XLogBeginInsert();
+            raw::XLogRegisterBuffer(0, buf, pg_sys::REGBUF_WILL_INIT as u8);
             compat::xlog_register_data(&rec as *const XlSeqRec as *const u8, size_of::<XlSeqRec>());
-            compat::xlog_register_data(tuple as *const u8, tuple_len);
-            let lsn = pg_sys::XLogInsert(pg_sys::RmgrIds::RM_SEQ_ID as u8, XLOG_SEQ_LOG);
-            compat::set_page_lsn(page, lsn);
+            compat::xlog_register_data(tuple, tuple_len);
+            let lsn = raw::XLogInsert(pg_sys::RmgrIds::RM_SEQ_ID as u8, XLOG_SEQ_LOG);
+            raw::set_page_lsn(page, lsn);
         }
         (*data).last_value = next;
         (*data).is_called = true;
         pg_sys::CritSectionCount -= 1;
-        pg_sys::UnlockReleaseBuffer(buf);
-        next
-    };
-    LAST.with(|l| l.borrow_mut().insert(relid, result));
-    result
+        raw::UnlockReleaseBuffer(buf);
+        // The lock stays until the end of the transaction, like core sequences.
+        raw::relation_close(rel, pg_sys::NoLock as i32);
+        Step::Issued(next)
+    }
 }
 
 /// This session's last `nextval` of sequence `relid`.
