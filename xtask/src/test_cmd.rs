@@ -1,17 +1,49 @@
 //! `cargo xtask test`: builds (or finds cached) kernels and runs the test suite against them.
 //! Tests find a staged kernel through `PGEDGE_PG_CONFIG_<major>`.
 
-use crate::{cache::Cache, pipeline};
+use crate::{cache::Cache, extensions, pipeline};
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
 pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[String]) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(pipeline::repo_root());
+    let mut pg_configs = Vec::new();
     for opts in builds {
         let built = pipeline::build(cache, opts)?;
         sh.set_var(format!("PGEDGE_PG_CONFIG_{}", opts.major), &built.pg_config);
+        pg_configs.push((opts.major, built.pg_config));
     }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    // The extension crates' own unit tests cover server-free logic (id layout, protocol
+    // encoding…). They link without a server, leaving its symbols unresolved, which is safe as
+    // long as those tests never call into PostgreSQL.
+    if let Some((major, pg_config)) = pg_configs.first() {
+        let exts = extensions::select(&[])?;
+        let packages: Vec<String> = exts
+            .iter()
+            .flat_map(|e| ["-p".into(), e.name.into()])
+            .collect();
+        let features: Vec<String> = exts
+            .iter()
+            .map(|e| format!("{}/pg{major}", e.name))
+            .collect();
+        let features = features.join(",");
+        cmd!(
+            sh,
+            "{cargo} test --locked --lib {packages...} --features {features}"
+        )
+        .env("PGRX_PG_CONFIG_PATH", pg_config)
+        .env("CARGO_TARGET_DIR", cache.root.join("target/unit"))
+        .env(
+            "RUSTFLAGS",
+            "-C link-arg=-Wl,--unresolved-symbols=ignore-all",
+        )
+        .run()
+        .context("extension unit tests failed")?;
+    }
+
     sh.set_var("PGEDGE_BUILD_CACHE", &cache.root);
     let majors = builds
         .iter()
@@ -19,7 +51,6 @@ pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[Strin
         .collect::<Vec<_>>()
         .join(",");
     sh.set_var("PGEDGE_TEST_MAJORS", majors);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd!(sh, "{cargo} test --locked --workspace --exclude spock --exclude snowflake --exclude lolor --exclude compat15 --exclude compat16 --exclude compat17 {cargo_args...}")
         .env_remove("RUST_BACKTRACE")
         .run()
