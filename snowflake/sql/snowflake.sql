@@ -6,21 +6,22 @@ GRANT USAGE ON SCHEMA snowflake TO public;
 CREATE SEQUENCE snowflake.id_seq;
 GRANT USAGE ON SEQUENCE snowflake.id_seq TO public;
 
--- Deliberately not STRICT (as upstream); a NULL argument gives NULL.
+-- Deliberately not STRICT (as upstream); a NULL argument gives NULL. The C symbols are
+-- upstream's, so databases created with upstream snowflake load our library unchanged.
 CREATE FUNCTION snowflake.nextval(regclass DEFAULT 'snowflake.id_seq'::regclass)
-RETURNS int8 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_nextval_wrapper';
+RETURNS int8 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_nextval';
 
 CREATE FUNCTION snowflake.currval(regclass DEFAULT 'snowflake.id_seq'::regclass)
-RETURNS int8 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_currval_wrapper';
+RETURNS int8 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_currval';
 
 CREATE FUNCTION snowflake.get_epoch(int8)
-RETURNS numeric LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_epoch_wrapper';
+RETURNS numeric LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_epoch';
 
 CREATE FUNCTION snowflake.get_count(int8)
-RETURNS int4 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_count_wrapper';
+RETURNS int4 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_count';
 
 CREATE FUNCTION snowflake.get_node(int8)
-RETURNS int4 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_node_wrapper';
+RETURNS int4 LANGUAGE c AS 'MODULE_PATHNAME', 'snowflake_get_node';
 
 CREATE FUNCTION snowflake.format(int8)
 RETURNS jsonb LANGUAGE sql AS $$

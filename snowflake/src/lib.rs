@@ -42,9 +42,33 @@ pub extern "C-unwind" fn _PG_init() {
 
 pgrx::extension_sql_file!("../sql/snowflake.sql", name = "snowflake_api", finalize);
 
-#[pg_extern(sql = false)]
-fn snowflake_nextval(seq: Option<pg_sys::Oid>) -> Option<i64> {
-    let seq = seq?;
+/// Defines a version-1 C function under upstream's symbol name, so databases created with
+/// upstream snowflake (e.g. carried over by pg_upgrade) find their functions in our library.
+/// The body gets the call's argument (`None` for NULL) and returns `None` for a NULL result.
+macro_rules! v1_function {
+    ($symbol:ident, $finfo:ident, |$arg:ident: $ty:ty| -> $ret:ty $body:block) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        #[pg_guard]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C-unwind" fn $symbol(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+            // SAFETY: the executor passes a valid call frame with the declared argument.
+            let $arg: Option<$ty> = unsafe { pgrx::fcinfo::pg_getarg(fcinfo, 0) };
+            let result: Option<$ret> = $body;
+            match result.and_then(|r| r.into_datum()) {
+                Some(datum) => datum,
+                // SAFETY: as above.
+                None => unsafe { pgrx::fcinfo::pg_return_null(fcinfo) },
+            }
+        }
+    };
+}
+
+fn require_node() -> i64 {
     let node = NODE.get();
     if node == 0 {
         ereport!(
@@ -53,25 +77,37 @@ fn snowflake_nextval(seq: Option<pg_sys::Oid>) -> Option<i64> {
             "value for snowflake.node is not set"
         );
     }
-    Some(seq::nextval(seq, node as i64))
+    node as i64
 }
 
-#[pg_extern(sql = false)]
-fn snowflake_currval(seq: Option<pg_sys::Oid>) -> Option<i64> {
-    Some(seq::currval(seq?))
-}
+v1_function!(
+    snowflake_nextval,
+    pg_finfo_snowflake_nextval,
+    |seq: pg_sys::Oid| -> i64 { seq.map(|seq| seq::nextval(seq, require_node())) }
+);
 
-#[pg_extern(sql = false)]
-fn snowflake_get_epoch(id: Option<i64>) -> Option<AnyNumeric> {
-    Some(AnyNumeric::try_from(id::epoch_text(id?).as_str()).expect("a decimal literal"))
-}
+v1_function!(
+    snowflake_currval,
+    pg_finfo_snowflake_currval,
+    |seq: pg_sys::Oid| -> i64 { seq.map(seq::currval) }
+);
 
-#[pg_extern(sql = false)]
-fn snowflake_get_count(id: Option<i64>) -> Option<i32> {
-    Some(id::decode(id?).count as i32)
-}
+v1_function!(
+    snowflake_get_epoch,
+    pg_finfo_snowflake_get_epoch,
+    |id: i64| -> AnyNumeric {
+        id.map(|id| AnyNumeric::try_from(id::epoch_text(id).as_str()).expect("a decimal literal"))
+    }
+);
 
-#[pg_extern(sql = false)]
-fn snowflake_get_node(id: Option<i64>) -> Option<i32> {
-    Some(id::decode(id?).node as i32)
-}
+v1_function!(
+    snowflake_get_count,
+    pg_finfo_snowflake_get_count,
+    |id: i64| -> i32 { id.map(|id| id::decode(id).count as i32) }
+);
+
+v1_function!(
+    snowflake_get_node,
+    pg_finfo_snowflake_get_node,
+    |id: i64| -> i32 { id.map(|id| id::decode(id).node as i32) }
+);
