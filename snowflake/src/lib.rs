@@ -53,6 +53,8 @@ macro_rules! v1_function {
             &V1
         }
 
+        /// # Safety
+        /// Called by the function manager with a valid `fcinfo`.
         #[pg_guard]
         #[unsafe(no_mangle)]
         pub unsafe extern "C-unwind" fn $symbol(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
