@@ -14,6 +14,7 @@ use compat16 as compat;
 use compat17 as compat;
 
 mod kernel;
+mod naming;
 mod output;
 
 pgrx::pg_module_magic!();
@@ -48,6 +49,29 @@ fn spock_version() -> &'static str {
 #[pg_extern]
 fn spock_version_num() -> i32 {
     SPOCK_VERSION_NUM
+}
+
+pgrx::extension_sql_file!("../sql/spock_catalog.sql", name = "catalog", bootstrap);
+pgrx::extension_sql_file!("../sql/spock_api.sql", name = "api", finalize);
+
+#[pg_extern(sql = false)]
+fn spock_node_id(node_name: &str) -> pg_sys::Oid {
+    naming::node_id(node_name).into()
+}
+
+#[pg_extern(sql = false)]
+fn spock_member_id(node_id: pg_sys::Oid, member_name: &str) -> pg_sys::Oid {
+    naming::member_id(node_id.to_u32(), member_name).into()
+}
+
+#[pg_extern(sql = false)]
+fn spock_sub_id(subscription_name: &str) -> pg_sys::Oid {
+    naming::sub_id(subscription_name).into()
+}
+
+#[pg_extern(sql = false)]
+fn spock_slot_name(dbname: &str, provider_node: &str, subscription_name: &str) -> String {
+    naming::slot_name(dbname, provider_node, subscription_name)
 }
 
 /// The pgEdge kernel capability level of the running server (NULL on a stock server).

@@ -1,0 +1,393 @@
+-- spock node and replication-set management (Spock 5.0.5 names, arguments, defaults and return
+-- types). Management functions are superuser-only: EXECUTE is revoked from PUBLIC at the end.
+
+-- Ids and names computed as upstream (hooks/src/naming.rs).
+CREATE FUNCTION spock.spock_node_id(node_name text) RETURNS oid
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_node_id_wrapper';
+CREATE FUNCTION spock.spock_member_id(node_id oid, member_name text) RETURNS oid
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_member_id_wrapper';
+CREATE FUNCTION spock.spock_sub_id(subscription_name text) RETURNS oid
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_sub_id_wrapper';
+CREATE FUNCTION spock.spock_slot_name(dbname text, provider_node text, subscription_name text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_slot_name_wrapper';
+CREATE FUNCTION spock.spock_gen_slot_name(name, name, name) RETURNS name
+    LANGUAGE sql IMMUTABLE STRICT AS 'SELECT spock.spock_slot_name($1, $2, $3)::name';
+
+-- The local node's id; ERROR when this database is not a spock node.
+CREATE FUNCTION spock.local_node_id() RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE v_id oid;
+BEGIN
+    SELECT node_id INTO v_id FROM spock.local_node;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'local spock node not found' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- Whether updates and deletes of the table can be replicated (it has a replica-identity index).
+CREATE FUNCTION spock.has_replica_identity_index(p_rel regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+         WHERE i.indrelid = p_rel
+           AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
+$$;
+
+CREATE FUNCTION spock.node_create(node_name name, dsn text, location text DEFAULT NULL,
+                                  country text DEFAULT NULL, info jsonb DEFAULT NULL)
+RETURNS oid LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_node oid;
+    v_if oid;
+BEGIN
+    IF node_create.node_name IS NULL OR node_create.dsn IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.node WHERE node_name = node_create.node_name) THEN
+        RAISE EXCEPTION 'node "%" already exists', node_create.node_name USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.local_node) THEN
+        RAISE EXCEPTION 'current database is already configured as a spock node'
+            USING ERRCODE = 'duplicate_object', HINT = 'Drop the local node with spock.node_drop() first.';
+    END IF;
+    IF node_create.dsn = '' THEN
+        RAISE EXCEPTION 'dsn of node "%" cannot be empty', node_create.node_name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_node := spock.spock_node_id(node_create.node_name);
+    IF EXISTS (SELECT 1 FROM spock.node WHERE node_id = v_node) THEN
+        RAISE EXCEPTION 'node id % of "%" is already used by node "%"', v_node, node_create.node_name,
+            (SELECT node_name FROM spock.node WHERE node_id = v_node)
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another node name.';
+    END IF;
+    INSERT INTO spock.node (node_id, node_name, location, country, info)
+        VALUES (v_node, node_create.node_name, node_create.location, node_create.country, node_create.info);
+    v_if := spock.spock_member_id(v_node, node_create.node_name);
+    INSERT INTO spock.node_interface (if_id, if_name, if_nodeid, if_dsn)
+        VALUES (v_if, node_create.node_name, v_node, node_create.dsn);
+    INSERT INTO spock.local_node (node_id, node_local_interface) VALUES (v_node, v_if);
+    INSERT INTO spock.replication_set
+        (set_id, set_nodeid, set_name, replicate_insert, replicate_update, replicate_delete, replicate_truncate)
+    VALUES (spock.spock_member_id(v_node, 'default'), v_node, 'default', true, true, true, true),
+           (spock.spock_member_id(v_node, 'default_insert_only'), v_node, 'default_insert_only', true, false, false, true),
+           (spock.spock_member_id(v_node, 'ddl_sql'), v_node, 'ddl_sql', true, false, false, false);
+    RETURN v_node;
+END $$;
+
+CREATE FUNCTION spock.node_drop(node_name name, ifexists boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_node oid;
+    v_slot record;
+BEGIN
+    SELECT node_id INTO v_node FROM spock.node WHERE node_name = node_drop.node_name;
+    IF NOT FOUND THEN
+        IF node_drop.ifexists THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'node "%" not found', node_drop.node_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_origin = v_node OR sub_target = v_node) THEN
+        RAISE EXCEPTION 'cannot drop node "%" because it still has subscriptions associated with it', node_drop.node_name
+            USING ERRCODE = 'dependent_objects_still_exist', HINT = 'Drop the subscriptions first.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_id = v_node) THEN
+        FOR v_slot IN
+            SELECT slot_name, active FROM pg_replication_slots
+             WHERE database = current_database() AND plugin IN ('spock_output', 'spock')
+               AND slot_name ~ '^spk_'
+        LOOP
+            IF v_slot.active THEN
+                RAISE EXCEPTION 'cannot drop node "%" because replication slot "%" is still active',
+                    node_drop.node_name, v_slot.slot_name USING ERRCODE = 'object_in_use';
+            END IF;
+            PERFORM pg_drop_replication_slot(v_slot.slot_name);
+        END LOOP;
+        DELETE FROM spock.local_node WHERE node_id = v_node;
+    END IF;
+    DELETE FROM spock.replication_set_table
+     WHERE set_id IN (SELECT set_id FROM spock.replication_set WHERE set_nodeid = v_node);
+    DELETE FROM spock.replication_set_seq
+     WHERE set_id IN (SELECT set_id FROM spock.replication_set WHERE set_nodeid = v_node);
+    DELETE FROM spock.replication_set WHERE set_nodeid = v_node;
+    DELETE FROM spock.node_interface WHERE if_nodeid = v_node;
+    DELETE FROM spock.node WHERE node_id = v_node;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.node_add_interface(node_name name, interface_name name, dsn text)
+RETURNS oid LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_node oid;
+    v_if oid;
+BEGIN
+    SELECT node_id INTO v_node FROM spock.node WHERE node_name = node_add_interface.node_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node "%" not found', node_add_interface.node_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.node_interface
+                WHERE if_nodeid = v_node AND if_name = node_add_interface.interface_name) THEN
+        RAISE EXCEPTION 'node "%" already has interface "%"', node_add_interface.node_name,
+            node_add_interface.interface_name USING ERRCODE = 'duplicate_object';
+    END IF;
+    v_if := spock.spock_member_id(v_node, node_add_interface.interface_name);
+    INSERT INTO spock.node_interface (if_id, if_name, if_nodeid, if_dsn)
+        VALUES (v_if, node_add_interface.interface_name, v_node, node_add_interface.dsn);
+    RETURN v_if;
+END $$;
+
+CREATE FUNCTION spock.node_drop_interface(node_name name, interface_name name)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_if oid;
+    v_sub name;
+BEGIN
+    SELECT i.if_id INTO v_if FROM spock.node_interface i JOIN spock.node n ON n.node_id = i.if_nodeid
+     WHERE n.node_name = node_drop_interface.node_name AND i.if_name = node_drop_interface.interface_name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT sub_name INTO v_sub FROM spock.subscription WHERE sub_origin_if = v_if LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop interface "%" of node "%" because subscription "%" uses it',
+            node_drop_interface.interface_name, node_drop_interface.node_name, v_sub
+            USING ERRCODE = 'dependent_objects_still_exist';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_local_interface = v_if) THEN
+        RAISE EXCEPTION 'cannot drop interface "%" because it is the local node''s own interface',
+            node_drop_interface.interface_name USING ERRCODE = 'dependent_objects_still_exist';
+    END IF;
+    DELETE FROM spock.node_interface WHERE if_id = v_if;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.node_info(OUT node_id oid, OUT node_name text, OUT sysid text, OUT dbname text,
+                                OUT replication_sets text, OUT location text, OUT country text,
+                                OUT info jsonb)
+RETURNS record LANGUAGE sql STABLE STRICT SET search_path = pg_catalog AS $$
+    SELECT n.node_id, n.node_name::text, (SELECT system_identifier::text FROM pg_control_system()),
+           current_database()::text,
+           (SELECT string_agg(quote_ident(s.set_name), ',' ORDER BY s.set_name)
+              FROM spock.replication_set s WHERE s.set_nodeid = n.node_id),
+           n.location, n.country, n.info
+      FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id
+$$;
+
+CREATE FUNCTION spock.repset_create(set_name name, replicate_insert boolean = true,
+                                    replicate_update boolean = true, replicate_delete boolean = true,
+                                    replicate_truncate boolean = true)
+RETURNS oid LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_node oid := spock.local_node_id();
+    v_set oid;
+BEGIN
+    IF repset_create.set_name = '' THEN
+        RAISE EXCEPTION 'replication set name cannot be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.replication_set WHERE set_nodeid = v_node AND set_name = repset_create.set_name) THEN
+        RAISE EXCEPTION 'replication set "%" already exists', repset_create.set_name USING ERRCODE = 'duplicate_object';
+    END IF;
+    v_set := spock.spock_member_id(v_node, repset_create.set_name);
+    INSERT INTO spock.replication_set
+        (set_id, set_nodeid, set_name, replicate_insert, replicate_update, replicate_delete, replicate_truncate)
+    VALUES (v_set, v_node, repset_create.set_name, repset_create.replicate_insert, repset_create.replicate_update,
+            repset_create.replicate_delete, repset_create.replicate_truncate);
+    RETURN v_set;
+END $$;
+
+-- The set of the local node called p_name; ERROR if there is none.
+CREATE FUNCTION spock.local_repset(p_name name) RETURNS spock.replication_set
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE v_set spock.replication_set;
+BEGIN
+    IF p_name IS NULL THEN
+        RAISE EXCEPTION 'set_name cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT s.* INTO v_set FROM spock.replication_set s
+     WHERE s.set_nodeid = spock.local_node_id() AND s.set_name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'replication set "%" not found', p_name USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN v_set;
+END $$;
+
+CREATE FUNCTION spock.repset_alter(set_name name, replicate_insert boolean DEFAULT NULL,
+                                   replicate_update boolean DEFAULT NULL,
+                                   replicate_delete boolean DEFAULT NULL,
+                                   replicate_truncate boolean DEFAULT NULL)
+RETURNS oid LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_alter.set_name);
+    v_bad regclass;
+BEGIN
+    IF coalesce(repset_alter.replicate_update, false) OR coalesce(repset_alter.replicate_delete, false) THEN
+        SELECT set_reloid INTO v_bad FROM spock.replication_set_table
+         WHERE set_id = v_set.set_id AND NOT spock.has_replica_identity_index(set_reloid) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'replication set "%" cannot be altered to replicate UPDATEs or DELETEs because it contains tables without PRIMARY KEY', repset_alter.set_name
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Table %s has no replica identity index.', v_bad);
+        END IF;
+    END IF;
+    UPDATE spock.replication_set
+       SET replicate_insert = coalesce(repset_alter.replicate_insert, replicate_insert),
+           replicate_update = coalesce(repset_alter.replicate_update, replicate_update),
+           replicate_delete = coalesce(repset_alter.replicate_delete, replicate_delete),
+           replicate_truncate = coalesce(repset_alter.replicate_truncate, replicate_truncate)
+     WHERE set_id = v_set.set_id;
+    RETURN v_set.set_id;
+END $$;
+
+CREATE FUNCTION spock.repset_drop(set_name name, ifexists boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set oid;
+BEGIN
+    SELECT set_id INTO v_set FROM spock.replication_set
+     WHERE set_nodeid = spock.local_node_id() AND set_name = repset_drop.set_name;
+    IF NOT FOUND THEN
+        IF repset_drop.ifexists THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'replication set "%" not found', repset_drop.set_name USING ERRCODE = 'undefined_object';
+    END IF;
+    DELETE FROM spock.replication_set_table WHERE set_id = v_set;
+    DELETE FROM spock.replication_set_seq WHERE set_id = v_set;
+    DELETE FROM spock.replication_set WHERE set_id = v_set;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
+                                       columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
+                                       include_partitions boolean DEFAULT true)
+RETURNS boolean LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_add_table.set_name);
+    v_rel regclass;
+    v_col text;
+    v_members regclass[];
+BEGIN
+    IF repset_add_table.relation IS NULL THEN
+        RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF repset_add_table.synchronize_data IS NULL THEN
+        RAISE EXCEPTION 'synchronize_data cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF repset_add_table.row_filter IS NOT NULL THEN
+        RAISE EXCEPTION 'row filters are not supported by this build of spock yet'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF repset_add_table.columns IS NOT NULL THEN
+        FOREACH v_col IN ARRAY repset_add_table.columns LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = repset_add_table.relation
+                              AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
+                RAISE EXCEPTION 'table % does not have column %',
+                    (SELECT relname FROM pg_class WHERE oid = repset_add_table.relation), v_col
+                    USING ERRCODE = 'undefined_column';
+            END IF;
+        END LOOP;
+        IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                    WHERE i.indrelid = repset_add_table.relation
+                      AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
+                      AND NOT a.attname = ANY (repset_add_table.columns)) THEN
+            RAISE EXCEPTION 'REPLICA IDENTITY columns must be replicated' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    v_members := ARRAY[repset_add_table.relation];
+    IF repset_add_table.include_partitions
+       AND (SELECT relkind FROM pg_class WHERE oid = repset_add_table.relation) = 'p' THEN
+        v_members := v_members || ARRAY(SELECT relid FROM pg_partition_tree(repset_add_table.relation)
+                                         WHERE relid <> repset_add_table.relation ORDER BY level, relid::text);
+    END IF;
+    FOREACH v_rel IN ARRAY v_members LOOP
+        IF (SELECT relpersistence FROM pg_class WHERE oid = v_rel) <> 'p' THEN
+            RAISE EXCEPTION 'UNLOGGED and TEMP tables cannot be replicated' USING ERRCODE = 'feature_not_supported';
+        END IF;
+        IF (v_set.replicate_update OR v_set.replicate_delete) AND NOT spock.has_replica_identity_index(v_rel) THEN
+            RAISE EXCEPTION 'table % cannot be added to replication set %',
+                (SELECT relname FROM pg_class WHERE oid = v_rel), v_set.set_name
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'table does not have PRIMARY KEY and given replication set is configured to replicate UPDATEs and/or DELETEs',
+                      HINT = 'Add a PRIMARY KEY to the table';
+        END IF;
+        INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
+            VALUES (v_set.set_id, v_rel, repset_add_table.columns, NULL);
+    END LOOP;
+
+    IF repset_add_table.synchronize_data THEN
+        INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
+        SELECT now(), current_user, ARRAY[v_set.set_name::text], 'A',
+               json_build_object('schema_name', n.nspname, 'table_name', c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = repset_add_table.relation;
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.repset_add_all_tables(set_name name, schema_names text[], synchronize_data boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_add_all_tables.set_name);
+    v_rel record;
+BEGIN
+    FOR v_rel IN
+        SELECT c.oid::regclass AS rel, c.relispartition
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY (repset_add_all_tables.schema_names)
+           AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+           AND NOT EXISTS (SELECT 1 FROM spock.replication_set_table t
+                            WHERE t.set_id = v_set.set_id AND t.set_reloid = c.oid)
+         ORDER BY n.nspname, c.relname
+    LOOP
+        PERFORM spock.repset_add_table(repset_add_all_tables.set_name, v_rel.rel,
+                                       repset_add_all_tables.synchronize_data AND NOT v_rel.relispartition,
+                                       NULL, NULL, false);
+    END LOOP;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.repset_remove_table(set_name name, relation regclass, include_partitions boolean DEFAULT true)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_remove_table.set_name);
+BEGIN
+    DELETE FROM spock.replication_set_table
+     WHERE set_id = v_set.set_id AND set_reloid = repset_remove_table.relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Table % not found in replication set %',
+            (SELECT relname FROM pg_class WHERE oid = repset_remove_table.relation), v_set.set_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF repset_remove_table.include_partitions THEN
+        DELETE FROM spock.replication_set_table
+         WHERE set_id = v_set.set_id
+           AND set_reloid IN (SELECT relid FROM pg_partition_tree(repset_remove_table.relation)
+                               WHERE relid <> repset_remove_table.relation);
+    END IF;
+    RETURN true;
+END $$;
+
+-- Management is for superusers only.
+REVOKE EXECUTE ON FUNCTION
+    spock.node_create(name, text, text, text, jsonb),
+    spock.node_drop(name, boolean),
+    spock.node_add_interface(name, name, text),
+    spock.node_drop_interface(name, name),
+    spock.repset_create(name, boolean, boolean, boolean, boolean),
+    spock.repset_alter(name, boolean, boolean, boolean, boolean),
+    spock.repset_drop(name, boolean),
+    spock.repset_add_table(name, regclass, boolean, text[], text, boolean),
+    spock.repset_add_all_tables(name, text[], boolean),
+    spock.repset_remove_table(name, regclass, boolean)
+FROM PUBLIC;
