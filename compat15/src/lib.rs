@@ -44,3 +44,25 @@ pub unsafe fn xlog_register_data(data: *const u8, len: usize) {
 pub fn lo_ownercheck_missing_message(oid: u32) -> String {
     format!("large object {oid} does not exist")
 }
+
+/// The old and new tuple of a decoded INSERT/UPDATE/DELETE (either may be null). Up to 16 they
+/// sit inside a `ReorderBufferTupleBuf`; from 17 they are plain heap tuples.
+///
+/// # Safety
+/// `change` must be a valid row change handed to an output plugin callback.
+pub unsafe fn change_tuples(
+    change: *mut pg_sys::ReorderBufferChange,
+) -> (pg_sys::HeapTuple, pg_sys::HeapTuple) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let tp = (*change).data.tp;
+        let get = |buf: *mut pg_sys::ReorderBufferTupleBuf| {
+            if buf.is_null() {
+                std::ptr::null_mut()
+            } else {
+                &raw mut (*buf).tuple
+            }
+        };
+        (get(tp.oldtuple), get(tp.newtuple))
+    }
+}

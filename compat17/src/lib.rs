@@ -44,3 +44,18 @@ pub unsafe fn xlog_register_data(data: *const u8, len: usize) {
 pub fn lo_ownercheck_missing_message(oid: u32) -> String {
     format!("large object metadata with OID {oid} does not exist")
 }
+
+/// The old and new tuple of a decoded INSERT/UPDATE/DELETE (either may be null). Up to 16 they
+/// sit inside a `ReorderBufferTupleBuf`; from 17 they are plain heap tuples.
+///
+/// # Safety
+/// `change` must be a valid row change handed to an output plugin callback.
+pub unsafe fn change_tuples(
+    change: *mut pg_sys::ReorderBufferChange,
+) -> (pg_sys::HeapTuple, pg_sys::HeapTuple) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let tp = (*change).data.tp;
+        (tp.oldtuple, tp.newtuple)
+    }
+}

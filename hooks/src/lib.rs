@@ -41,6 +41,12 @@ pub extern "C-unwind" fn _PG_init() {
     }
 }
 
+/// Raises an ERROR with an SQLSTATE (usable where a value is expected).
+pub(crate) fn raise(code: PgSqlErrorCode, message: String) -> ! {
+    ereport!(PgLogLevel::ERROR, code, message);
+    unreachable!("ereport(ERROR) does not return")
+}
+
 #[pg_extern]
 fn spock_version() -> &'static str {
     SPOCK_VERSION

@@ -19,3 +19,95 @@ pub fn for_each_kernel(mut f: impl FnMut(&harness::Kernel)) {
         f(&kernel);
     }
 }
+
+/// Runs a psql script file against `db` on `node` (no ON_ERROR_STOP) and returns everything psql
+/// printed, stdout and stderr interleaved in order, plus whether psql exited successfully.
+#[allow(dead_code)]
+pub fn psql_file(
+    node: &harness::Node,
+    db: &str,
+    script: &std::path::Path,
+    extra: &[&str],
+) -> (String, bool) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = log.reopen().unwrap();
+    let port = node.port.to_string();
+    let status = std::process::Command::new(node.kernel().bin("psql"))
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .args(extra)
+        .arg("-f")
+        .arg(script)
+        .envs(node.kernel().env())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    (
+        std::fs::read_to_string(log.path()).unwrap(),
+        status.success(),
+    )
+}
+
+/// Runs one psql command line (`-c`, may be a backslash command) as `user` and returns stdout,
+/// or the error text.
+#[allow(dead_code)]
+pub fn psql_as(
+    node: &harness::Node,
+    db: &str,
+    user: &str,
+    command: &str,
+) -> anyhow::Result<String> {
+    let port = node.port.to_string();
+    let out = std::process::Command::new(node.kernel().bin("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ])
+        .args(["-U", user, "-d", db, "-c", command])
+        .envs(node.kernel().env())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8(out.stdout)?
+        .trim_end_matches('\n')
+        .to_string())
+}
+
+/// Polls `sql` on `node` until it returns `want` (or fails after `secs` seconds).
+#[allow(dead_code)]
+pub fn wait_for(node: &harness::Node, db: &str, sql: &str, want: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let got = node
+            .sql_in(db, sql)
+            .unwrap_or_else(|e| format!("error: {e}"));
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: `{sql}` returned {got:?}, wanted {want:?}",
+            node.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

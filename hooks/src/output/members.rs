@@ -1,0 +1,296 @@
+//! Which tables a stream publishes, with which actions and columns. The subscribed sets are
+//! resolved once at startup; table membership is read on first use with the decoding snapshot
+//! (the spock catalog tables are user catalog tables), so it matches the WAL position, and is
+//! forgotten when the relation changes or the stream passes a membership change.
+
+use super::params::Params;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::{cell::RefCell, collections::HashMap, ffi::CStr};
+
+/// A subscribed set and its actions.
+#[derive(Debug, Clone)]
+pub struct SetFlags {
+    pub set_id: pg_sys::Oid,
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub flags: Actions,
+    /// The column list; `None` publishes every column.
+    pub columns: Option<Vec<String>>,
+    /// RELATION metadata already sent on this stream.
+    pub relation_sent: bool,
+}
+
+pub struct Members {
+    /// `None` caches "not published".
+    by_rel: HashMap<pg_sys::Oid, Option<Member>>,
+    /// spock.replication_set_table and spock.replication_set.
+    membership_tables: [pg_sys::Oid; 2],
+}
+
+thread_local! {
+    /// Relations invalidated since the last lookup; `None` in the list means all of them.
+    static INVALIDATED: RefCell<Vec<Option<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
+    static CALLBACK_REGISTERED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let entry = (relid != pg_sys::InvalidOid).then_some(relid);
+    INVALIDATED.with(|i| i.borrow_mut().push(entry));
+}
+
+/// Reads this node's id and the subscribed sets; ERROR without a local node or for an unknown set.
+pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
+    // SAFETY: decoding startup may run outside a transaction (walsender); we need one for SPI.
+    let own_xact = unsafe { !pg_sys::IsTransactionState() };
+    if own_xact {
+        // SAFETY: no transaction is open.
+        unsafe { pg_sys::StartTransactionCommand() };
+    }
+    let loaded = Spi::connect(|client| -> Result<_, pgrx::spi::Error> {
+        let node_row = client.select("SELECT l.node_id FROM spock.local_node l", None, &[])?;
+        let node = if node_row.is_empty() {
+            None
+        } else {
+            node_row.first().get_one::<pg_sys::Oid>()?
+        };
+        let Some(node) = node else {
+            return Ok(None);
+        };
+        let mut sets = Vec::new();
+        for name in &params.replication_sets {
+            let found = client.select(
+                "SELECT set_id, replicate_insert::int | (replicate_update::int << 1) \
+                        | (replicate_delete::int << 2) | (replicate_truncate::int << 3) \
+                 FROM spock.replication_set WHERE set_nodeid = $1 AND set_name = $2",
+                None,
+                &[node.into(), name.as_str().into()],
+            )?;
+            let row = if found.is_empty() {
+                (None, None)
+            } else {
+                found.first().get_two::<pg_sys::Oid, i32>()?
+            };
+            match row {
+                (Some(set_id), Some(bits)) => sets.push(SetFlags {
+                    set_id,
+                    insert: bits & 1 != 0,
+                    update: bits & 2 != 0,
+                    delete: bits & 4 != 0,
+                    truncate: bits & 8 != 0,
+                }),
+                _ => return Ok(Some(Err(name.clone()))),
+            }
+        }
+        let tables = client
+            .select(
+                "SELECT 'spock.replication_set_table'::regclass::oid, 'spock.replication_set'::regclass::oid",
+                None,
+                &[],
+            )?
+            .first()
+            .get_two::<pg_sys::Oid, pg_sys::Oid>()?;
+        Ok(Some(Ok((
+            node,
+            sets,
+            [tables.0.expect("exists"), tables.1.expect("exists")],
+        ))))
+    });
+    if own_xact {
+        // SAFETY: the transaction we started above.
+        unsafe { pg_sys::CommitTransactionCommand() };
+    }
+    let (node, sets, membership_tables) = match loaded {
+        Ok(Some(Ok(found))) => found,
+        Ok(Some(Err(set))) => crate::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("replication set \"{set}\" not found"),
+        ),
+        Ok(None) => crate::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "local spock node not found".into(),
+        ),
+        Err(e) => error!("spock_output: cannot read the spock catalog: {e}"),
+    };
+    CALLBACK_REGISTERED.with(|r| {
+        if !*r.borrow() {
+            // SAFETY: registering a callback for the life of the process.
+            unsafe {
+                pg_sys::CacheRegisterRelcacheCallback(
+                    Some(relcache_callback),
+                    pg_sys::Datum::from(0),
+                )
+            };
+            *r.borrow_mut() = true;
+        }
+    });
+    INVALIDATED.with(|i| i.borrow_mut().clear());
+    let node_id = node.to_u32() as u16;
+    (
+        node_id,
+        sets,
+        Members {
+            by_rel: HashMap::new(),
+            membership_tables,
+        },
+    )
+}
+
+impl Members {
+    pub fn is_membership_table(&self, relid: pg_sys::Oid) -> bool {
+        self.membership_tables.contains(&relid)
+    }
+
+    pub fn forget_all(&mut self) {
+        self.by_rel.clear();
+    }
+
+    pub fn mark_sent(&mut self, relid: pg_sys::Oid) {
+        if let Some(Some(m)) = self.by_rel.get_mut(&relid) {
+            m.relation_sent = true;
+        }
+    }
+
+    pub fn get(&self, relid: pg_sys::Oid) -> Option<&Member> {
+        self.by_rel.get(&relid).and_then(Option::as_ref)
+    }
+
+    /// The publication of `relation` on this stream, or `None` if it is not published.
+    ///
+    /// # Safety
+    /// Call from a decoding callback, with `relation` open.
+    pub unsafe fn lookup(
+        &mut self,
+        relation: pg_sys::Relation,
+        params: &Params,
+        sets: &[SetFlags],
+    ) -> Option<&Member> {
+        INVALIDATED.with(|i| {
+            for entry in i.borrow_mut().drain(..) {
+                match entry {
+                    Some(relid) => {
+                        self.by_rel.remove(&relid);
+                    }
+                    None => self.by_rel.clear(),
+                }
+            }
+        });
+        // SAFETY: forwarded from the caller.
+        let relid = unsafe { (*relation).rd_id };
+        if !self.by_rel.contains_key(&relid) {
+            // SAFETY: forwarded from the caller.
+            let member = unsafe { self.read(relation, params, sets) };
+            self.by_rel.insert(relid, member);
+        }
+        self.get(relid)
+    }
+
+    /// Scans spock.replication_set_table for the relation's memberships in the subscribed sets.
+    unsafe fn read(
+        &self,
+        relation: pg_sys::Relation,
+        params: &Params,
+        sets: &[SetFlags],
+    ) -> Option<Member> {
+        // SAFETY: catalog scan with the decoding snapshot; tuples are read before the scan ends.
+        unsafe {
+            let relid = (*relation).rd_id;
+            let mut flags = Actions::default();
+            let mut columns: Option<Vec<String>> = None;
+            let mut all_columns = false;
+            let mut found = false;
+
+            let table =
+                pg_sys::table_open(self.membership_tables[0], pg_sys::AccessShareLock as i32);
+            let desc = (*table).rd_att;
+            let scan = pg_sys::systable_beginscan(
+                table,
+                pg_sys::InvalidOid,
+                false,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            );
+            loop {
+                let tup = pg_sys::systable_getnext(scan);
+                if tup.is_null() {
+                    break;
+                }
+                let mut isnull = false;
+                let set_id = pg_sys::Oid::from_datum(
+                    pg_sys::heap_getattr(tup, 1, desc, &mut isnull),
+                    isnull,
+                );
+                let rel = pg_sys::Oid::from_datum(
+                    pg_sys::heap_getattr(tup, 2, desc, &mut isnull),
+                    isnull,
+                );
+                if rel != Some(relid) {
+                    continue;
+                }
+                let Some(set) = sets.iter().find(|s| Some(s.set_id) == set_id) else {
+                    continue;
+                };
+                found = true;
+                flags.insert |= set.insert;
+                flags.update |= set.update;
+                flags.delete |= set.delete;
+                flags.truncate |= set.truncate;
+                let att_list = pg_sys::heap_getattr(tup, 3, desc, &mut isnull);
+                match Vec::<String>::from_datum(att_list, isnull) {
+                    None => all_columns = true,
+                    Some(list) => {
+                        let cols = columns.get_or_insert_with(Vec::new);
+                        for c in list {
+                            if !cols.contains(&c) {
+                                cols.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+            pg_sys::systable_endscan(scan);
+            pg_sys::table_close(table, pg_sys::AccessShareLock as i32);
+
+            if let Some((schema, name)) = &params.only_table {
+                let nsp = CStr::from_ptr(pg_sys::get_namespace_name(
+                    (*(*relation).rd_rel).relnamespace,
+                ));
+                let rel = pgrx::name_data_to_str(&(*(*relation).rd_rel).relname);
+                if nsp.to_str().ok() != Some(schema.as_str()) || rel != name {
+                    return None;
+                }
+                return Some(Member {
+                    flags: Actions {
+                        insert: true,
+                        update: true,
+                        delete: true,
+                        truncate: true,
+                    },
+                    columns: if all_columns { None } else { columns },
+                    relation_sent: false,
+                });
+            }
+            found.then_some(Member {
+                flags,
+                columns: if all_columns { None } else { columns },
+                relation_sent: false,
+            })
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! RELATION metadata and row tuples of a relation, in spock's native format. Values travel as
+//! the type's text output; unchanged TOASTed values as 'u' so the subscriber keeps its own.
+
+use pgrx::pg_sys;
+use spock_proto::Writer;
+use std::ffi::CStr;
+
+/// `VARTAG_ONDISK`: a TOAST pointer to out-of-line storage.
+const VARTAG_ONDISK: u8 = 18;
+
+/// The published attributes of the relation: not dropped, not generated, in the column list.
+unsafe fn published(
+    relation: pg_sys::Relation,
+    columns: &Option<Vec<String>>,
+) -> Vec<(usize, pg_sys::FormData_pg_attribute)> {
+    // SAFETY: the relation is open; its descriptor has `natts` attributes.
+    unsafe {
+        let desc = (*relation).rd_att;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.attisdropped && a.attgenerated == 0)
+            .filter(|(_, a)| {
+                columns
+                    .as_ref()
+                    .is_none_or(|cols| cols.iter().any(|c| c == pgrx::name_data_to_str(&a.attname)))
+            })
+            .map(|(i, a)| (i, *a))
+            .collect()
+    }
+}
+
+/// Appends a RELATION message.
+///
+/// # Safety
+/// Call from a decoding callback with `relation` open.
+pub unsafe fn write_relation(
+    buf: &mut Vec<u8>,
+    relation: pg_sys::Relation,
+    columns: &Option<Vec<String>>,
+) {
+    // SAFETY: catalog lookups and reads of the open relation.
+    unsafe {
+        let form = (*relation).rd_rel;
+        let nspname =
+            CStr::from_ptr(pg_sys::get_namespace_name((*form).relnamespace)).to_string_lossy();
+        let relname = pgrx::name_data_to_str(&(*form).relname);
+        let key = pg_sys::RelationGetIndexAttrBitmap(
+            relation,
+            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY,
+        );
+        let atts = published(relation, columns);
+        let mut w = Writer::new(buf);
+        w.relation_header(
+            (*relation).rd_id.to_u32(),
+            &nspname,
+            relname,
+            atts.len() as u16,
+        );
+        for (_, a) in &atts {
+            let is_key = pg_sys::bms_is_member(
+                a.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                key,
+            );
+            w.relation_column(
+                is_key,
+                pgrx::name_data_to_str(&a.attname),
+                a.atttypid.to_u32(),
+                a.atttypmod,
+            );
+        }
+    }
+}
+
+/// Appends a tuple ('T', natts, values) of `tuple` restricted to the published columns.
+///
+/// # Safety
+/// Call from a decoding callback; `tuple` belongs to `relation`.
+pub unsafe fn write_tuple(
+    w: &mut Writer<'_>,
+    relation: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+    columns: &Option<Vec<String>>,
+) {
+    // SAFETY: the tuple is deformed with its relation's descriptor; output strings are copied
+    // before being freed.
+    unsafe {
+        let desc = (*relation).rd_att;
+        let natts = (*desc).natts as usize;
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let atts = published(relation, columns);
+        w.tuple_header(atts.len() as u16);
+        for (i, a) in atts {
+            if nulls[i] {
+                w.u8(b'n');
+                continue;
+            }
+            let value = values[i];
+            if a.attlen == -1 {
+                let p = value.cast_mut_ptr::<u8>();
+                if *p == 0x01 && *p.add(1) == VARTAG_ONDISK {
+                    w.u8(b'u');
+                    continue;
+                }
+            }
+            let mut out_fn = pg_sys::InvalidOid;
+            let mut is_varlena = false;
+            pg_sys::getTypeOutputInfo(a.atttypid, &mut out_fn, &mut is_varlena);
+            let text = pg_sys::OidOutputFunctionCall(out_fn, value);
+            w.text_value(CStr::from_ptr(text).to_bytes());
+            pg_sys::pfree(text.cast());
+        }
+    }
+}
