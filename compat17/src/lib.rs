@@ -59,3 +59,37 @@ pub unsafe fn change_tuples(
         (tp.oldtuple, tp.newtuple)
     }
 }
+
+/// Opens a logical replication connection (`replication=database`, which also runs SQL) with
+/// the walreceiver library, which must be loaded. Returns the connection or libpq's message.
+///
+/// # Safety
+/// Call inside `pg_guard_ffi_boundary`: this calls through a function pointer.
+pub unsafe fn walrcv_connect(
+    dsn: *const std::ffi::c_char,
+    appname: *const std::ffi::c_char,
+) -> Result<*mut pg_sys::WalReceiverConn, *mut std::ffi::c_char> {
+    // SAFETY: forwarded from the caller; WalReceiverFunctions is set once the library is loaded.
+    unsafe {
+        let f = (*pg_sys::WalReceiverFunctions)
+            .walrcv_connect
+            .expect("walreceiver loaded");
+        let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
+        let conn = f(dsn, true, true, false, appname, &mut err);
+        if conn.is_null() { Err(err) } else { Ok(conn) }
+    }
+}
+
+/// Checks a connection string's syntax through the walreceiver library (ERROR if invalid).
+///
+/// # Safety
+/// Call inside `pg_guard_ffi_boundary` with the library loaded.
+pub unsafe fn walrcv_check_conninfo(dsn: *const std::ffi::c_char) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let f = (*pg_sys::WalReceiverFunctions)
+            .walrcv_check_conninfo
+            .expect("walreceiver loaded");
+        f(dsn, false)
+    }
+}

@@ -391,3 +391,228 @@ REVOKE EXECUTE ON FUNCTION
     spock.repset_add_all_tables(name, text[], boolean),
     spock.repset_remove_table(name, regclass, boolean)
 FROM PUBLIC;
+
+-- Subscriptions (catalog side; the apply workers that act on them come separately).
+
+CREATE FUNCTION spock.spock_remote_node_info(dsn text, appname text) RETURNS text[]
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_remote_node_info_wrapper';
+CREATE FUNCTION spock.spock_check_connection(dsn text, appname text) RETURNS void
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_check_connection_wrapper';
+CREATE FUNCTION spock.spock_drop_remote_slot(dsn text, slot text, appname text) RETURNS boolean
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_drop_remote_slot_wrapper';
+
+CREATE FUNCTION spock.sub_create(subscription_name name, provider_dsn text,
+    replication_sets text[] = '{default,default_insert_only,ddl_sql}',
+    synchronize_structure boolean = false, synchronize_data boolean = false,
+    forward_origins text[] = '{}', apply_delay interval DEFAULT '0',
+    force_text_transfer boolean = false, enabled boolean = true, skip_schema text[] = '{}')
+RETURNS oid LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_local oid := spock.local_node_id();
+    v_local_if oid;
+    v_local_dsn text;
+    v_info text[];
+    v_origin oid;
+    v_origin_name name;
+    v_origin_if oid;
+    v_known_dsn text;
+    v_sub oid;
+    v_slot name;
+    v_kind "char";
+    v_overlap name;
+BEGIN
+    IF sub_create.subscription_name !~ '^[a-z0-9_]{1,63}$' THEN
+        RAISE EXCEPTION 'subscription name "%" is invalid', sub_create.subscription_name
+            USING ERRCODE = 'invalid_name',
+                  DETAIL = 'A subscription name has 1 to 63 characters, each a lower-case letter, digit or underscore.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_name = sub_create.subscription_name) THEN
+        RAISE EXCEPTION 'subscription "%" already exists', sub_create.subscription_name USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF sub_create.synchronize_structure OR sub_create.synchronize_data THEN
+        RAISE EXCEPTION 'initial synchronisation is not supported by this build of spock yet'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF sub_create.forward_origins NOT IN ('{}', '{all}') THEN
+        RAISE EXCEPTION 'forward_origins may only be empty or {all}' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    v_info := spock.spock_remote_node_info(sub_create.provider_dsn, sub_create.subscription_name || '_create');
+    v_origin := v_info[1]::oid;
+    v_origin_name := v_info[2];
+    IF v_origin = v_local THEN
+        RAISE EXCEPTION 'cannot subscribe to the local node itself' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT l.node_local_interface, i.if_dsn INTO v_local_if, v_local_dsn
+      FROM spock.local_node l JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
+    PERFORM spock.spock_check_connection(v_local_dsn, sub_create.subscription_name || '_create');
+
+    SELECT i.if_id, i.if_dsn INTO v_origin_if, v_known_dsn
+      FROM spock.node_interface i WHERE i.if_nodeid = v_origin AND i.if_name = v_origin_name;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM spock.node WHERE node_id = v_origin) THEN
+            INSERT INTO spock.node (node_id, node_name, location, country, info)
+                VALUES (v_origin, v_origin_name, v_info[6], v_info[7], v_info[8]::jsonb);
+        END IF;
+        v_origin_if := spock.spock_member_id(v_origin, v_origin_name);
+        INSERT INTO spock.node_interface (if_id, if_name, if_nodeid, if_dsn)
+            VALUES (v_origin_if, v_origin_name, v_origin, sub_create.provider_dsn);
+    ELSIF v_known_dsn <> sub_create.provider_dsn THEN
+        RAISE EXCEPTION 'dsn "%" points to existing node "%" with different dsn "%"',
+            sub_create.provider_dsn, v_origin_name, v_known_dsn USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    SELECT s.sub_name INTO v_overlap FROM spock.subscription s
+     WHERE s.sub_origin = v_origin AND s.sub_replication_sets && sub_create.replication_sets LIMIT 1;
+    IF FOUND THEN
+        RAISE WARNING 'existing subscription "%" to node "%" already subscribes to one of the replication sets',
+            v_overlap, v_origin_name;
+    END IF;
+
+    v_sub := spock.spock_sub_id(sub_create.subscription_name);
+    v_slot := spock.spock_gen_slot_name(current_database(), v_origin_name, sub_create.subscription_name);
+    INSERT INTO spock.subscription (sub_id, sub_name, sub_origin, sub_target, sub_origin_if, sub_target_if,
+        sub_enabled, sub_slot_name, sub_replication_sets, sub_forward_origins, sub_apply_delay,
+        sub_force_text_transfer, sub_skip_schema)
+    VALUES (v_sub, sub_create.subscription_name, v_origin, v_local, v_origin_if, v_local_if,
+        sub_create.enabled, v_slot, nullif(sub_create.replication_sets, '{}'),
+        nullif(sub_create.forward_origins, '{}'), sub_create.apply_delay,
+        sub_create.force_text_transfer, nullif(sub_create.skip_schema, '{}')::text);
+    INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, remote_insert_lsn,
+                                last_updated_ts, updated_by_decode)
+    VALUES (v_local, v_origin, now(), '0/0', '0/0', now(), false)
+    ON CONFLICT (node_id, remote_node_id) DO NOTHING;
+    v_kind := CASE WHEN sub_create.synchronize_structure AND sub_create.synchronize_data THEN 'f'
+                   WHEN sub_create.synchronize_structure THEN 's'
+                   WHEN sub_create.synchronize_data THEN 'd' ELSE 'i' END;
+    INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn)
+    VALUES (v_kind, v_sub, NULL, NULL, CASE WHEN sub_create.enabled THEN 'i' ELSE 'r' END, '0/0');
+    IF NOT sub_create.enabled THEN
+        PERFORM pg_replication_origin_create(v_slot);
+    END IF;
+    RETURN v_sub;
+END $$;
+
+-- The subscription called p_name; ERROR if there is none.
+CREATE FUNCTION spock.subscription_named(p_name name) RETURNS spock.subscription
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE v_sub spock.subscription;
+BEGIN
+    SELECT s.* INTO v_sub FROM spock.subscription s WHERE s.sub_name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" not found', p_name USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN v_sub;
+END $$;
+
+-- Declared oid, answering 1 or 0 (as upstream's implementation does).
+CREATE FUNCTION spock.sub_drop(subscription_name name, ifexists boolean DEFAULT false)
+RETURNS oid LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription;
+    v_dsn text;
+BEGIN
+    SELECT s.* INTO v_sub FROM spock.subscription s WHERE s.sub_name = sub_drop.subscription_name;
+    IF NOT FOUND THEN
+        IF sub_drop.ifexists THEN
+            RETURN 0;
+        END IF;
+        RAISE EXCEPTION 'subscription "%" not found', sub_drop.subscription_name USING ERRCODE = 'undefined_object';
+    END IF;
+    DELETE FROM spock.local_sync_status WHERE sync_subid = v_sub.sub_id;
+    DELETE FROM spock.subscription WHERE sub_id = v_sub.sub_id;
+    IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_id = v_sub.sub_origin) THEN
+        RETURN 1;
+    END IF;
+    SELECT if_dsn INTO v_dsn FROM spock.node_interface WHERE if_id = v_sub.sub_origin_if;
+    IF NOT EXISTS (SELECT 1 FROM spock.subscription WHERE sub_origin = v_sub.sub_origin) THEN
+        DELETE FROM spock.progress WHERE remote_node_id = v_sub.sub_origin;
+        DELETE FROM spock.node_interface WHERE if_nodeid = v_sub.sub_origin;
+        DELETE FROM spock.node WHERE node_id = v_sub.sub_origin;
+    END IF;
+    BEGIN
+        PERFORM spock.spock_drop_remote_slot(v_dsn, v_sub.sub_slot_name, sub_drop.subscription_name || '_cleanup');
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'could not drop slot "%" on the provider: %', v_sub.sub_slot_name, SQLERRM;
+    END;
+    IF EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = v_sub.sub_slot_name) THEN
+        PERFORM pg_replication_origin_drop(v_sub.sub_slot_name);
+    END IF;
+    RETURN 1;
+END $$;
+
+CREATE FUNCTION spock.sub_enable(subscription_name name, immediate boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE v_sub spock.subscription := spock.subscription_named(sub_enable.subscription_name);
+BEGIN
+    UPDATE spock.subscription SET sub_enabled = true WHERE sub_id = v_sub.sub_id;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sub_disable(subscription_name name, immediate boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE v_sub spock.subscription := spock.subscription_named(sub_disable.subscription_name);
+BEGIN
+    UPDATE spock.subscription SET sub_enabled = false WHERE sub_id = v_sub.sub_id;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sub_add_repset(subscription_name name, replication_set name)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE v_sub spock.subscription := spock.subscription_named(sub_add_repset.subscription_name);
+BEGIN
+    IF sub_add_repset.replication_set::text = ANY (coalesce(v_sub.sub_replication_sets, '{}')) THEN
+        RETURN false;
+    END IF;
+    UPDATE spock.subscription
+       SET sub_replication_sets = coalesce(sub_replication_sets, '{}') || sub_add_repset.replication_set::text
+     WHERE sub_id = v_sub.sub_id;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sub_remove_repset(subscription_name name, replication_set name)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE v_sub spock.subscription := spock.subscription_named(sub_remove_repset.subscription_name);
+BEGIN
+    IF NOT sub_remove_repset.replication_set::text = ANY (coalesce(v_sub.sub_replication_sets, '{}')) THEN
+        RETURN false;
+    END IF;
+    UPDATE spock.subscription
+       SET sub_replication_sets = nullif(array_remove(sub_replication_sets, sub_remove_repset.replication_set::text), '{}')
+     WHERE sub_id = v_sub.sub_id;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sub_show_status(subscription_name name DEFAULT NULL,
+    OUT subscription_name text, OUT status text, OUT provider_node text, OUT provider_dsn text,
+    OUT slot_name text, OUT replication_sets text[], OUT forward_origins text[])
+RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT s.sub_name::text,
+           CASE WHEN NOT s.sub_enabled THEN 'disabled' ELSE 'down' END,
+           n.node_name::text, i.if_dsn, s.sub_slot_name::text,
+           s.sub_replication_sets, s.sub_forward_origins
+      FROM spock.subscription s
+      JOIN spock.local_node l ON l.node_id = s.sub_target
+      JOIN spock.node n ON n.node_id = s.sub_origin
+      JOIN spock.node_interface i ON i.if_id = s.sub_origin_if
+     WHERE $1 IS NULL OR s.sub_name = $1
+     ORDER BY s.sub_name
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.spock_remote_node_info(text, text),
+    spock.spock_check_connection(text, text),
+    spock.spock_drop_remote_slot(text, text, text),
+    spock.sub_create(name, text, text[], boolean, boolean, text[], interval, boolean, boolean, text[]),
+    spock.sub_drop(name, boolean),
+    spock.sub_enable(name, boolean),
+    spock.sub_disable(name, boolean),
+    spock.sub_add_repset(name, name),
+    spock.sub_remove_repset(name, name)
+FROM PUBLIC;

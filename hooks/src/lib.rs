@@ -16,6 +16,7 @@ use compat17 as compat;
 mod kernel;
 mod naming;
 mod output;
+mod remote;
 
 pgrx::pg_module_magic!();
 
@@ -78,6 +79,64 @@ fn spock_sub_id(subscription_name: &str) -> pg_sys::Oid {
 #[pg_extern(sql = false)]
 fn spock_slot_name(dbname: &str, provider_node: &str, subscription_name: &str) -> String {
     naming::slot_name(dbname, provider_node, subscription_name)
+}
+
+/// Checks a DSN's syntax, connects to it and returns `spock.node_info()` of that node as text.
+#[pg_extern(sql = false)]
+fn spock_remote_node_info(dsn: &str, appname: &str) -> Vec<Option<String>> {
+    let remote = connect(dsn, appname);
+    let rows = remote
+        .query(
+            "SELECT node_id::text, node_name, sysid, dbname, replication_sets, location, country, \
+             info::text FROM spock.node_info()",
+            8,
+        )
+        .unwrap_or_else(|e| {
+            raise(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("could not fetch remote node info: {e}"),
+            )
+        });
+    match rows.into_iter().next() {
+        Some(row) => row,
+        None => raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the remote database is not a spock node (spock.node_create was not run there)".into(),
+        ),
+    }
+}
+
+/// Checks that a DSN can be connected to (in replication mode).
+#[pg_extern(sql = false)]
+fn spock_check_connection(dsn: &str, appname: &str) {
+    drop(connect(dsn, appname));
+}
+
+/// Drops a slot on the provider if it exists (and is not in use).
+#[pg_extern(sql = false)]
+fn spock_drop_remote_slot(dsn: &str, slot: &str, appname: &str) -> bool {
+    let remote = connect(dsn, appname);
+    let literal = slot.replace('\'', "''");
+    let rows = remote
+        .query(
+            &format!(
+                "SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots \
+                 WHERE slot_name = '{literal}'"
+            ),
+            1,
+        )
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e));
+    !rows.is_empty()
+}
+
+fn connect(dsn: &str, appname: &str) -> remote::Remote {
+    remote::check_dsn(dsn);
+    remote::Remote::connect(dsn, appname).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("could not connect to the postgresql server in replication mode: {e}"),
+        )
+    })
 }
 
 /// The pgEdge kernel capability level of the running server (NULL on a stock server).

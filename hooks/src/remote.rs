@@ -1,0 +1,107 @@
+//! Connections from this node to another one (the provider), through PostgreSQL's walreceiver
+//! library: a logical replication connection that also runs SQL. Every call through the
+//! library's function pointers is guarded.
+
+use crate::compat;
+use pgrx::pg_sys;
+use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
+use std::ffi::{CStr, CString};
+
+pub struct Remote {
+    conn: *mut pg_sys::WalReceiverConn,
+}
+
+fn functions() -> &'static pg_sys::WalReceiverFunctionsType {
+    // SAFETY: loading a core library; WalReceiverFunctions is set by its _PG_init.
+    unsafe {
+        if pg_sys::WalReceiverFunctions.is_null() {
+            pg_sys::load_file(c"libpqwalreceiver".as_ptr(), false);
+        }
+        &*pg_sys::WalReceiverFunctions
+    }
+}
+
+/// Checks the syntax of a connection string; ERRORs like core (the string is not echoed).
+pub fn check_dsn(dsn: &str) {
+    functions();
+    let dsn = CString::new(dsn).unwrap_or_default();
+    // SAFETY: guarded call through the library's function pointer.
+    unsafe { pg_guard_ffi_boundary(|| compat::walrcv_check_conninfo(dsn.as_ptr())) };
+}
+
+impl Remote {
+    /// Connects as `application_name` = `appname`; the error is libpq's message.
+    pub fn connect(dsn: &str, appname: &str) -> Result<Remote, String> {
+        functions();
+        let dsn =
+            CString::new(dsn).map_err(|_| "connection string contains a NUL byte".to_string())?;
+        let appname = CString::new(appname).map_err(|_| "bad application name".to_string())?;
+        // SAFETY: guarded call through the library's function pointer.
+        let conn = unsafe {
+            pg_guard_ffi_boundary(|| compat::walrcv_connect(dsn.as_ptr(), appname.as_ptr()))
+        };
+        conn.map(|conn| Remote { conn }).map_err(|err| {
+            if err.is_null() {
+                "unknown error".into()
+            } else {
+                // SAFETY: libpq's message, a palloc'd C string.
+                unsafe { CStr::from_ptr(err) }
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            }
+        })
+    }
+
+    /// Runs a query and returns its rows as text (NULL as `None`); the error is the remote one.
+    pub fn query(&self, sql: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, String> {
+        let exec = functions().walrcv_exec.expect("walreceiver loaded");
+        let sql = CString::new(sql).map_err(|_| "query contains a NUL byte".to_string())?;
+        let types = vec![pg_sys::TEXTOID; ncols];
+        // SAFETY: guarded calls; the result and slot are released before returning.
+        unsafe {
+            let res = pg_guard_ffi_boundary(|| {
+                exec(self.conn, sql.as_ptr(), ncols as i32, types.as_ptr())
+            });
+            let status = (*res).status;
+            if status != pg_sys::WalRcvExecStatus::WALRCV_OK_TUPLES {
+                let err = if (*res).err.is_null() {
+                    format!("unexpected result status {status}")
+                } else {
+                    CStr::from_ptr((*res).err)
+                        .to_string_lossy()
+                        .trim()
+                        .to_string()
+                };
+                pg_sys::walrcv_clear_result(res);
+                return Err(err);
+            }
+            let slot =
+                pg_sys::MakeSingleTupleTableSlot((*res).tupledesc, &pg_sys::TTSOpsMinimalTuple);
+            let mut rows = Vec::new();
+            while pg_sys::tuplestore_gettupleslot((*res).tuplestore, true, false, slot) {
+                let mut row = Vec::with_capacity(ncols);
+                for col in 1..=ncols as i32 {
+                    let mut isnull = false;
+                    let d = pg_sys::slot_getattr(slot, col, &mut isnull);
+                    row.push((!isnull).then(|| {
+                        let text = pg_sys::text_to_cstring(d.cast_mut_ptr());
+                        CStr::from_ptr(text).to_string_lossy().into_owned()
+                    }));
+                }
+                rows.push(row);
+            }
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+            pg_sys::walrcv_clear_result(res);
+            Ok(rows)
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let disconnect = functions().walrcv_disconnect.expect("walreceiver loaded");
+        // SAFETY: closing the connection opened in `connect`.
+        unsafe { pg_guard_ffi_boundary(|| disconnect(self.conn)) };
+    }
+}
