@@ -100,3 +100,9 @@ pub unsafe fn walrcv_check_conninfo(dsn: *const std::ffi::c_char) {
         f(dsn)
     }
 }
+
+/// Makes `origin` this session's replication origin (16 added the `acquired_by` argument).
+pub fn replorigin_session_setup(origin: pg_sys::RepOriginId) {
+    // SAFETY: a guarded pgrx call.
+    unsafe { pg_sys::replorigin_session_setup(origin) }
+}

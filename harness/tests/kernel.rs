@@ -50,10 +50,6 @@ fn staged_kernel_carries_the_marker_and_extensions() {
             .sql("SELECT plugin || ' ' || slot_type FROM pg_replication_slots WHERE slot_name = 'probe'")
             .unwrap();
         assert_eq!(slot, "spock_output logical");
-        n.sql("CREATE TABLE t(id int primary key); INSERT INTO t VALUES (1)")
-            .unwrap();
-        n.sql("SELECT count(*) FROM pg_logical_slot_get_binary_changes('probe', NULL, NULL)")
-            .unwrap();
         n.sql("SELECT pg_drop_replication_slot('probe')").unwrap();
         cluster.stop().unwrap();
     });

@@ -594,7 +594,13 @@ CREATE FUNCTION spock.sub_show_status(subscription_name name DEFAULT NULL,
     OUT slot_name text, OUT replication_sets text[], OUT forward_origins text[])
 RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT s.sub_name::text,
-           CASE WHEN NOT s.sub_enabled THEN 'disabled' ELSE 'down' END,
+           CASE WHEN NOT s.sub_enabled THEN 'disabled'
+                WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                  WHERE a.backend_type = 'spock apply' AND a.datname = current_database()
+                                    AND a.application_name = s.sub_slot_name) THEN 'down'
+                WHEN EXISTS (SELECT 1 FROM spock.local_sync_status y
+                              WHERE y.sync_subid = s.sub_id AND y.sync_status <> 'r') THEN 'initializing'
+                ELSE 'replicating' END,
            n.node_name::text, i.if_dsn, s.sub_slot_name::text,
            s.sub_replication_sets, s.sub_forward_origins
       FROM spock.subscription s

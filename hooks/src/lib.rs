@@ -13,10 +13,12 @@ use compat16 as compat;
 #[cfg(feature = "pg17")]
 use compat17 as compat;
 
+mod apply;
 mod kernel;
 mod naming;
 mod output;
 mod remote;
+mod workers;
 
 pgrx::pg_module_magic!();
 
@@ -39,6 +41,10 @@ pub extern "C-unwind" fn _PG_init() {
                 compat::PG_MAJOR
             ),
         );
+    }
+    // SAFETY: read-only flag.
+    if unsafe { !pg_sys::IsBinaryUpgrade } {
+        workers::register();
     }
 }
 

@@ -98,6 +98,70 @@ impl Remote {
     }
 }
 
+/// What a read from a streaming connection gave.
+pub enum Received<'a> {
+    Data(&'a [u8]),
+    /// Nothing buffered; wait for the socket.
+    WouldBlock(pg_sys::pgsocket),
+    /// The sender ended the stream.
+    End,
+}
+
+impl Remote {
+    /// Runs a command that switches the connection to COPY BOTH (START_REPLICATION).
+    pub fn start_copy_both(&self, command: &str) -> Result<(), String> {
+        let exec = functions().walrcv_exec.expect("walreceiver loaded");
+        let command =
+            CString::new(command).map_err(|_| "command contains a NUL byte".to_string())?;
+        // SAFETY: guarded call; the result is released before returning.
+        unsafe {
+            let res =
+                pg_guard_ffi_boundary(|| exec(self.conn, command.as_ptr(), 0, std::ptr::null()));
+            let status = (*res).status;
+            let err = if (*res).err.is_null() {
+                format!("unexpected result status {status}")
+            } else {
+                CStr::from_ptr((*res).err)
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            };
+            pg_sys::walrcv_clear_result(res);
+            if status == pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_BOTH {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        }
+    }
+
+    /// The next CopyData payload, if one is buffered. ERRORs when the connection breaks.
+    pub fn receive(&self) -> Received<'_> {
+        let receive = functions().walrcv_receive.expect("walreceiver loaded");
+        let mut buf: *mut std::ffi::c_char = std::ptr::null_mut();
+        let mut fd: pg_sys::pgsocket = -1;
+        // SAFETY: guarded call; the buffer stays valid until the next receive.
+        unsafe {
+            let len = pg_guard_ffi_boundary(|| receive(self.conn, &mut buf, &mut fd));
+            match len {
+                n if n > 0 => {
+                    Received::Data(std::slice::from_raw_parts(buf.cast::<u8>(), n as usize))
+                }
+                0 => Received::WouldBlock(fd),
+                _ => Received::End,
+            }
+        }
+    }
+
+    pub fn send(&self, bytes: &[u8]) {
+        let send = functions().walrcv_send.expect("walreceiver loaded");
+        // SAFETY: guarded call with a valid buffer.
+        unsafe {
+            pg_guard_ffi_boundary(|| send(self.conn, bytes.as_ptr().cast(), bytes.len() as i32))
+        };
+    }
+}
+
 impl Drop for Remote {
     fn drop(&mut self) {
         let disconnect = functions().walrcv_disconnect.expect("walreceiver loaded");

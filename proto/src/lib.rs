@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub mod stream;
+
 /// Protocol version we speak, and the oldest we accept.
 pub const MAX_PROTO_VERSION: u32 = 4;
 pub const MIN_PROTO_VERSION: u32 = 3;

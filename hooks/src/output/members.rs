@@ -62,6 +62,13 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         // SAFETY: no transaction is open.
         unsafe { pg_sys::StartTransactionCommand() };
     }
+    // SPI needs a snapshot; the walsender has none at startup.
+    // SAFETY: a snapshot of our own transaction, popped below.
+    let own_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
+    if own_snapshot {
+        // SAFETY: as above.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    }
     let loaded = Spi::connect(|client| -> Result<_, pgrx::spi::Error> {
         let node_row = client.select("SELECT l.node_id FROM spock.local_node l", None, &[])?;
         let node = if node_row.is_empty() {
@@ -111,6 +118,10 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
             [tables.0.expect("exists"), tables.1.expect("exists")],
         ))))
     });
+    if own_snapshot {
+        // SAFETY: the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
     if own_xact {
         // SAFETY: the transaction we started above.
         unsafe { pg_sys::CommitTransactionCommand() };

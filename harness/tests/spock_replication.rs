@@ -1,0 +1,163 @@
+//! One-way replication between two separate servers over TCP: provider → subscriber, through
+//! sub_create, the supervisor/manager/apply workers and the spock_output stream.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node, StopMode};
+use std::time::{Duration, Instant};
+
+/// Polls until both nodes return the same rows for `query` (and at least one row matched
+/// `expect_rows` when given); fails with both sides' output after `timeout`.
+fn converge(a: &Node, b: &Node, query: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let (x, y) = (a.sql(query).unwrap(), b.sql(query));
+        if let Ok(y) = &y
+            && *y == x
+        {
+            return x;
+        }
+        if started.elapsed() > timeout {
+            panic!(
+                "{} and {} did not converge on {query}:\n{}: {x}\n{}: {y:?}\nsubscriber log:\n{}",
+                a.name,
+                b.name,
+                a.name,
+                b.name,
+                b.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const TABLES: &str = "CREATE TABLE items(id int PRIMARY KEY, name text, qty numeric, tags text[], doc jsonb, \
+                      at timestamptz, payload bytea); \
+                      CREATE TABLE pairs(a int, b text, v text, PRIMARY KEY (a, b));";
+
+fn setup(kernel: &harness::Kernel) -> Cluster {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    for (n, name) in [(p, "n1"), (s, "n2")] {
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('{name}', '{}')",
+            n.dsn("postgres")
+        ))
+        .unwrap();
+        n.sql(TABLES).unwrap();
+    }
+    p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+        .unwrap();
+    s.sql(&format!(
+        "SELECT spock.sub_create('sub_n1_n2', '{}')",
+        p.dsn("postgres")
+    ))
+    .unwrap();
+    // The slot exists on the provider once the apply worker is up.
+    let started = Instant::now();
+    while p
+        .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
+        .unwrap()
+        != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "apply worker never streamed:\n{}",
+            s.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster
+}
+
+#[test]
+fn changes_flow_from_provider_to_subscriber() {
+    common::for_each_kernel(|kernel| {
+        let cluster = setup(kernel);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "INSERT INTO items VALUES \
+               (1, 'one', 1.5, '{a,b}', '{\"k\": [1, 2]}', '2024-01-02 03:04:05+00', '\\x00ff'), \
+               (2, NULL, NULL, NULL, NULL, NULL, NULL), \
+               (3, 'big', 3, '{}', '{}', now(), decode(repeat('ab', 600000), 'hex')); \
+             INSERT INTO pairs VALUES (1, 'x', 'a'), (1, 'y', 'b'), (2, 'x', 'c');",
+        )
+        .unwrap();
+        p.sql("UPDATE items SET name = 'uno', qty = qty * 2 WHERE id = 1; UPDATE items SET qty = 4 WHERE id = 3; \
+               UPDATE pairs SET b = 'z' WHERE a = 1 AND b = 'y'; DELETE FROM items WHERE id = 2; \
+              ")
+            .unwrap();
+        // A transaction block that rolls back never reaches the subscriber.
+        p.sql("BEGIN; INSERT INTO items(id) VALUES (99); ROLLBACK;")
+            .unwrap();
+        let items = "SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', id, name, qty, tags, doc, at, md5(payload)), E'\\n' ORDER BY id) FROM items";
+        let got = converge(p, s, items, Duration::from_secs(30));
+        assert!(got.starts_with("1|uno|3.0|{a,b}|{\"k\": [1, 2]}|"), "{got}");
+        assert_eq!(got.lines().count(), 2, "{got}");
+        converge(
+            p,
+            s,
+            "SELECT string_agg(format('%s%s%s', a, b, v), ',' ORDER BY a, b) FROM pairs",
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            s.sql("SELECT count(*) FROM items WHERE id = 99").unwrap(),
+            "0"
+        );
+
+        // Many small transactions, then one large one.
+        p.sql("DO $$ BEGIN FOR i IN 1000..2999 LOOP INSERT INTO pairs VALUES (i, 'k', 'v'); COMMIT; END LOOP; END $$").unwrap();
+        p.sql("INSERT INTO pairs SELECT g, 'bulk', 'v' FROM generate_series(1, 100000) g")
+            .unwrap();
+        let counts = "SELECT count(*), sum(a) FROM pairs";
+        assert_eq!(
+            converge(p, s, counts, Duration::from_secs(120)),
+            "102003|5004049004"
+        );
+
+        p.sql("TRUNCATE pairs").unwrap();
+        converge(p, s, counts, Duration::from_secs(30));
+        let status = s
+            .sql("SELECT status FROM spock.sub_show_status('sub_n1_n2')")
+            .unwrap();
+        assert_eq!(status, "replicating");
+    });
+}
+
+#[test]
+fn subscriber_crash_neither_loses_nor_duplicates() {
+    common::for_each_kernel(|kernel| {
+        let cluster = setup(kernel);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                p.sql("DO $$ BEGIN FOR i IN 1..3000 LOOP INSERT INTO pairs VALUES (i, 'w', 'v'); COMMIT; END LOOP; END $$")
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            s.stop(StopMode::Immediate).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            s.start().unwrap();
+            writer.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            converge(
+                p,
+                s,
+                "SELECT count(*), count(DISTINCT a) FROM pairs",
+                Duration::from_secs(60)
+            ),
+            "3000|3000"
+        );
+
+        // The provider restarts too; the worker reconnects and carries on.
+        p.stop(StopMode::Immediate).unwrap();
+        p.start().unwrap();
+        p.sql("INSERT INTO pairs VALUES (-1, 'after', 'restart')")
+            .unwrap();
+        assert_eq!(
+            converge(p, s, "SELECT count(*) FROM pairs", Duration::from_secs(60)),
+            "3001"
+        );
+    });
+}
