@@ -4,6 +4,7 @@
 mod apt_source;
 mod bench;
 mod cache;
+mod cluster;
 mod configure;
 mod extensions;
 mod extract;
@@ -37,6 +38,17 @@ enum Command {
     Test(TestArgs),
     /// Measure an extension against the native baseline on the same server.
     Bench(BenchArgs),
+    /// Start a local demo cluster (node 1 replicating to the others) until Enter is pressed.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
 }
 
 #[derive(Args)]
@@ -136,6 +148,10 @@ fn main() -> Result<()> {
                 })
                 .collect::<Vec<_>>();
             test_cmd::run(&cache, &builds, &args.cargo_args)?;
+        }
+        Command::Cluster(args) => {
+            let built = pipeline::build(&cache, &options(&args.kernel))?;
+            cluster::run(&built.pg_config, args.nodes)?;
         }
         Command::Bench(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;
