@@ -161,3 +161,54 @@ fn subscriber_crash_neither_loses_nor_duplicates() {
         );
     });
 }
+
+/// `synchronize_data` copies a table that already holds rows while the provider keeps writing:
+/// afterwards both sides hold every row exactly once.
+#[test]
+fn synchronize_data_while_writes_continue() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        for (n, name) in [(p, "n1"), (s, "n2")] {
+            n.sql("CREATE EXTENSION spock").unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('{name}', '{}')",
+                n.dsn("postgres")
+            ))
+            .unwrap();
+            n.sql(TABLES).unwrap();
+        }
+        p.sql("INSERT INTO pairs SELECT g, 'seed', md5(g::text) FROM generate_series(1, 200000) g")
+            .unwrap();
+        p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                p.sql("DO $$ BEGIN FOR i IN 1..2000 LOOP INSERT INTO pairs VALUES (-i, 'live', 'v'); \
+                       UPDATE pairs SET v = 'changed' WHERE a = i AND b = 'seed'; COMMIT; END LOOP; END $$")
+            });
+            s.sql(&format!(
+                "SELECT spock.sub_create('sub_n1_n2', '{}', synchronize_data := true)",
+                p.dsn("postgres")
+            ))
+            .unwrap();
+            s.sql("SET statement_timeout = '180s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+                .unwrap();
+            writer.join().unwrap().unwrap();
+        });
+        let q = "SELECT count(*), count(DISTINCT (a, b)), sum(a), count(*) FILTER (WHERE v = 'changed') FROM pairs";
+        assert_eq!(
+            converge(p, s, q, Duration::from_secs(120)),
+            "202000|202000|19998099000|2000"
+        );
+        assert_eq!(
+            s.sql("SELECT status FROM spock.sub_show_table('sub_n1_n2', 'pairs')")
+                .unwrap(),
+            "replicating"
+        );
+        assert_eq!(
+            s.sql("SELECT sync_kind, sync_status FROM spock.local_sync_status WHERE sync_nspname IS NULL").unwrap(),
+            "d|r"
+        );
+    });
+}

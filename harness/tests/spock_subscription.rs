@@ -53,7 +53,7 @@ fn sub_create_records_the_provider_and_the_subscription() {
         ));
         assert!(e.contains("could not fetch remote node info"), "{e}");
         let e = bad(&format!(
-            "SELECT spock.sub_create('sub1', '{pdsn}', synchronize_data := true)"
+            "SELECT spock.sub_create('sub1', '{pdsn}', synchronize_structure := true)"
         ));
         assert!(e.contains("not supported by this build"), "{e}");
         for table in ["subscription", "local_sync_status", "progress"] {

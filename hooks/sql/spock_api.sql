@@ -430,9 +430,12 @@ BEGIN
     IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_name = sub_create.subscription_name) THEN
         RAISE EXCEPTION 'subscription "%" already exists', sub_create.subscription_name USING ERRCODE = 'duplicate_object';
     END IF;
-    IF sub_create.synchronize_structure OR sub_create.synchronize_data THEN
-        RAISE EXCEPTION 'initial synchronisation is not supported by this build of spock yet'
-            USING ERRCODE = 'feature_not_supported';
+    IF sub_create.synchronize_structure THEN
+        RAISE EXCEPTION 'synchronize_structure is not supported by this build of spock yet'
+            USING ERRCODE = 'feature_not_supported', HINT = 'Create the tables on the subscriber first.';
+    END IF;
+    IF sub_create.synchronize_data AND NOT sub_create.enabled THEN
+        RAISE EXCEPTION 'a disabled subscription cannot synchronize data' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF sub_create.forward_origins NOT IN ('{}', '{all}') THEN
         RAISE EXCEPTION 'forward_origins may only be empty or {all}' USING ERRCODE = 'invalid_parameter_value';
@@ -621,4 +624,73 @@ REVOKE EXECUTE ON FUNCTION
     spock.sub_disable(name, boolean),
     spock.sub_add_repset(name, name),
     spock.sub_remove_repset(name, name)
+FROM PUBLIC;
+
+-- Waiting for and reporting synchronisation.
+
+CREATE FUNCTION spock.sub_wait_for_sync(subscription_name name) RETURNS void
+LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(sub_wait_for_sync.subscription_name);
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'spock.sub_wait_for_sync() can only be used in READ COMMITTED transactions'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- Each statement sees the apply worker's latest commit (no timeout: use statement_timeout).
+    LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM spock.local_sync_status
+                           WHERE sync_subid = v_sub.sub_id AND sync_nspname IS NULL AND sync_status = 'r')
+              AND NOT EXISTS (SELECT 1 FROM spock.local_sync_status
+                               WHERE sync_subid = v_sub.sub_id AND sync_status <> 'r');
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION spock.table_wait_for_sync(subscription_name name, relation regclass) RETURNS void
+LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(table_wait_for_sync.subscription_name);
+    v_nsp name;
+    v_rel name;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'spock.table_wait_for_sync() can only be used in READ COMMITTED transactions'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    SELECT n.nspname, c.relname INTO v_nsp, v_rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_wait_for_sync.relation;
+    LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM spock.local_sync_status
+                           WHERE sync_subid = v_sub.sub_id AND sync_nspname IS NULL AND sync_status = 'r')
+              AND NOT EXISTS (SELECT 1 FROM spock.local_sync_status
+                               WHERE sync_subid = v_sub.sub_id AND sync_nspname = v_nsp
+                                 AND sync_relname = v_rel AND sync_status <> 'r');
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION spock.sub_show_table(subscription_name name, relation regclass,
+    OUT nspname text, OUT relname text, OUT status text)
+RETURNS record LANGUAGE plpgsql STRICT STABLE SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(sub_show_table.subscription_name);
+    v_code "char";
+BEGIN
+    SELECT n.nspname, c.relname INTO nspname, relname
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = sub_show_table.relation;
+    SELECT sync_status INTO v_code FROM spock.local_sync_status
+     WHERE sync_subid = v_sub.sub_id AND sync_nspname = nspname AND sync_relname = relname;
+    status := CASE v_code WHEN 'i' THEN 'sync_init' WHEN 's' THEN 'sync_structure' WHEN 'd' THEN 'sync_data'
+                          WHEN 'c' THEN 'sync_constraints' WHEN 'w' THEN 'sync_waiting' WHEN 'u' THEN 'catchup'
+                          WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'replicating' ELSE 'unknown' END;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.sub_wait_for_sync(name),
+    spock.table_wait_for_sync(name, regclass),
+    spock.sub_show_table(name, regclass)
 FROM PUBLIC;

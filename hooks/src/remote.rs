@@ -53,6 +53,31 @@ impl Remote {
         })
     }
 
+    /// Runs a command that returns no rows (BEGIN, COMMIT, SET …).
+    pub fn command(&self, sql: &str) -> Result<(), String> {
+        let exec = functions().walrcv_exec.expect("walreceiver loaded");
+        let sql = CString::new(sql).map_err(|_| "command contains a NUL byte".to_string())?;
+        // SAFETY: guarded call; the result is released before returning.
+        unsafe {
+            let res = pg_guard_ffi_boundary(|| exec(self.conn, sql.as_ptr(), 0, std::ptr::null()));
+            let status = (*res).status;
+            let err = if (*res).err.is_null() {
+                format!("unexpected result status {status}")
+            } else {
+                CStr::from_ptr((*res).err)
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            };
+            pg_sys::walrcv_clear_result(res);
+            if status == pg_sys::WalRcvExecStatus::WALRCV_OK_COMMAND {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        }
+    }
+
     /// Runs a query and returns its rows as text (NULL as `None`); the error is the remote one.
     pub fn query(&self, sql: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, String> {
         let exec = functions().walrcv_exec.expect("walreceiver loaded");

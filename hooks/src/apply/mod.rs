@@ -4,6 +4,7 @@
 //! crash of either side neither loses nor re-applies a transaction.
 
 mod sql;
+mod sync;
 
 use crate::{compat, remote::Received, remote::Remote};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -22,6 +23,8 @@ struct Subscription {
     dsn: String,
     sets: Vec<String>,
     forward_all: bool,
+    /// The subscription-level sync row asks for a data copy that has not happened yet.
+    needs_data_sync: bool,
 }
 
 fn load(sub_id: u32) -> Subscription {
@@ -31,7 +34,9 @@ fn load(sub_id: u32) -> Subscription {
                 .select(
                     "SELECT s.sub_name::text, s.sub_slot_name::text, i.if_dsn, \
                      array_to_string(coalesce(s.sub_replication_sets, '{}'), ','), \
-                     coalesce('all' = ANY (s.sub_forward_origins), false) \
+                     coalesce('all' = ANY (s.sub_forward_origins), false), \
+                     EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
+                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r') \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -53,6 +58,7 @@ fn load(sub_id: u32) -> Subscription {
                     .map(String::from)
                     .collect(),
                 forward_all: row.get::<bool>(5).ok().flatten().unwrap_or(false),
+                needs_data_sync: row.get::<bool>(6).ok().flatten().unwrap_or(false),
             }
         })
     })
@@ -114,31 +120,11 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
             sub.name
         )
     });
-    // Query results are converted with catalog lookups, which need a transaction.
-    // SAFETY: no transaction is open in a fresh worker.
-    unsafe { pg_sys::StartTransactionCommand() };
-    let exists = remote
-        .query(
-            &format!(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
-                quote_literal(&sub.slot)
-            ),
-            1,
-        )
-        .unwrap_or_else(|e| error!("subscription \"{}\": {e}", sub.name));
-    if exists.is_empty() {
-        remote
-            .query(
-                &format!(
-                    "SELECT lsn::text FROM pg_create_logical_replication_slot({}, 'spock_output')",
-                    quote_literal(&sub.slot)
-                ),
-                1,
-            )
-            .unwrap_or_else(|e| error!("subscription \"{}\": cannot create slot: {e}", sub.name));
+    if sub.needs_data_sync {
+        sync::copy_tables(&remote, &sub, sub_id);
+    } else {
+        ensure_slot(&remote, &sub);
     }
-    // SAFETY: the transaction started above.
-    unsafe { pg_sys::CommitTransactionCommand() };
 
     let origin = origin(sub_id, &sub.slot);
     compat::replorigin_session_setup(origin);
@@ -209,6 +195,35 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         in_xact: false,
     }
     .run();
+}
+
+/// Creates the subscription's slot on the provider unless it exists.
+fn ensure_slot(remote: &Remote, sub: &Subscription) {
+    // Query results are converted with catalog lookups, which need a transaction.
+    // SAFETY: no transaction is open in a fresh worker.
+    unsafe { pg_sys::StartTransactionCommand() };
+    let exists = remote
+        .query(
+            &format!(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&sub.slot)
+            ),
+            1,
+        )
+        .unwrap_or_else(|e| error!("subscription \"{}\": {e}", sub.name));
+    if exists.is_empty() {
+        remote
+            .query(
+                &format!(
+                    "SELECT lsn::text FROM pg_create_logical_replication_slot({}, 'spock_output')",
+                    quote_literal(&sub.slot)
+                ),
+                1,
+            )
+            .unwrap_or_else(|e| error!("subscription \"{}\": cannot create slot: {e}", sub.name));
+    }
+    // SAFETY: the transaction started above.
+    unsafe { pg_sys::CommitTransactionCommand() };
 }
 
 struct Applier {
