@@ -404,13 +404,15 @@ impl Applier {
                 pg_sys::GetCurrentTimestamp(),
             )
         };
-        let msg = spock_proto::stream::status_update(
-            self.received.max(applied),
-            flushed,
-            applied,
-            now,
-            reply,
-        );
+        let received = self.received.max(applied);
+        // Between transactions, with every applied commit durable, everything received is
+        // done: saying so lets the provider advance the slot and shut down cleanly.
+        let flushed = if !self.in_xact && flushed >= applied {
+            received
+        } else {
+            flushed
+        };
+        let msg = spock_proto::stream::status_update(received, flushed, applied, now, reply);
         self.remote.send(&msg);
     }
 }

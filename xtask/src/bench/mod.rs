@@ -2,6 +2,7 @@
 //! same server in the same run (machines here are noisy, so only ratios are meaningful).
 
 mod lolor;
+mod replication;
 mod snowflake;
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +15,8 @@ pub enum Bench {
     Snowflake,
     /// lolor large objects against native large objects.
     Lolor,
+    /// spock replication against native logical replication.
+    Replication,
 }
 
 pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
@@ -21,6 +24,7 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
     match what {
         Bench::Snowflake => snowflake::run(&kernel),
         Bench::Lolor => lolor::run(&kernel),
+        Bench::Replication => replication::run(&kernel),
     }
 }
 

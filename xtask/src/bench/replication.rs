@@ -1,0 +1,123 @@
+//! spock replication against native logical replication (publication/subscription) between the
+//! same two servers, one workload at a time: rows per second from the start of the workload
+//! until the subscriber holds the result.
+
+use super::{pgbench_tps, report};
+use anyhow::{Result, bail};
+use harness::{Cluster, ClusterOptions, Node};
+use std::time::{Duration, Instant};
+
+const GOAL: f64 = 1.0;
+
+/// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
+fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
+    loop {
+        if node.sql(query)? == want {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > Duration::from_secs(600) {
+            bail!("{} never reached {want} for {query}", node.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(kernel: &harness::Kernel) -> Result<()> {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2))?;
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    for (n, name) in [(p, "n1"), (s, "n2")] {
+        n.sql("CREATE EXTENSION spock")?;
+        n.sql(&format!(
+            "SELECT spock.node_create('{name}', '{}')",
+            n.dsn("postgres")
+        ))?;
+        n.sql("CREATE TABLE spock_t(id bigint PRIMARY KEY, v text); CREATE TABLE native_t(id bigint PRIMARY KEY, v text); \
+               CREATE SEQUENCE spock_t_seq; CREATE SEQUENCE native_t_seq;")?;
+    }
+    p.sql("SELECT spock.repset_add_table('default', 'spock_t')")?;
+    p.sql("CREATE PUBLICATION native_pub FOR TABLE native_t")?;
+    s.sql(&format!(
+        "SELECT spock.sub_create('bench', '{}')",
+        p.dsn("postgres")
+    ))?;
+    s.sql(&format!(
+        "CREATE SUBSCRIPTION native_sub CONNECTION '{}' PUBLICATION native_pub WITH (copy_data = false)",
+        p.dsn("postgres")
+    ))?;
+    // spock's apply worker creates its slot shortly after sub_create; wait for both streams.
+    until(
+        p,
+        "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'spk_%'",
+        "1",
+        Instant::now(),
+    )?;
+    // Both streams up: a probe row through each.
+    p.sql("INSERT INTO spock_t VALUES (0, 'probe'); INSERT INTO native_t VALUES (0, 'probe')")?;
+    for t in ["spock_t", "native_t"] {
+        until(s, &format!("SELECT count(*) FROM {t}"), "1", Instant::now())?;
+    }
+    println!(
+        "spock vs native logical replication, PostgreSQL {} (rows/s until the subscriber has them)",
+        kernel.major
+    );
+
+    let rate =
+        |workload: &str, ours: f64, native: f64| report(workload, "rows/s", ours, native, GOAL);
+
+    // (a) single-row insert transactions from 4 pgbench clients for 10 s each.
+    let small = |t: &str| -> Result<f64> {
+        let before: i64 = p.sql(&format!("SELECT count(*) FROM {t}"))?.parse()?;
+        let started = Instant::now();
+        pgbench_tps(
+            p,
+            cluster.dir(),
+            t,
+            &format!("INSERT INTO {t} VALUES (nextval('{t}_seq'), 'x');\n"),
+            4,
+            10,
+        )?;
+        let total = p.sql(&format!("SELECT count(*) FROM {t}"))?;
+        let elapsed = until(s, &format!("SELECT count(*) FROM {t}"), &total, started)?;
+        Ok((total.parse::<i64>()? - before) as f64 / elapsed.as_secs_f64())
+    };
+    let (ours, native) = (small("spock_t")?, small("native_t")?);
+    rate("(a) 1-row transactions, 4 clients", ours, native);
+
+    // (b) one transaction of 200,000 rows.
+    let bulk = |t: &str| -> Result<f64> {
+        let started = Instant::now();
+        p.sql(&format!(
+            "INSERT INTO {t} SELECT -g, 'bulk' FROM generate_series(1, 200000) g"
+        ))?;
+        until(
+            s,
+            &format!("SELECT count(*) FROM {t} WHERE id < 0"),
+            "200000",
+            started,
+        )?;
+        Ok(200_000.0 / started.elapsed().as_secs_f64())
+    };
+    let (ours, native) = (bulk("spock_t")?, bulk("native_t")?);
+    rate("(b) one 200k-row transaction", ours, native);
+
+    // (c) one transaction updating 100,000 rows.
+    let update = |t: &str| -> Result<f64> {
+        let started = Instant::now();
+        p.sql(&format!(
+            "UPDATE {t} SET v = 'updated' WHERE id < 0 AND id >= -100000"
+        ))?;
+        until(
+            s,
+            &format!("SELECT count(*) FROM {t} WHERE v = 'updated'"),
+            "100000",
+            started,
+        )?;
+        Ok(100_000.0 / started.elapsed().as_secs_f64())
+    };
+    let (ours, native) = (update("spock_t")?, update("native_t")?);
+    rate("(c) one 100k-row update", ours, native);
+
+    s.sql("DROP SUBSCRIPTION native_sub")?;
+    cluster.stop()?;
+    Ok(())
+}
