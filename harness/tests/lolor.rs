@@ -1341,3 +1341,81 @@ fn loads_preloaded_next_to_other_libraries_and_tracks_role_ownership() {
         cluster.stop().unwrap();
     });
 }
+
+/// lolor's tables in a spock replication set: objects written on the provider arrive on the
+/// subscriber byte for byte, and an unlink follows.
+#[test]
+fn large_objects_replicate_through_spock() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        for (i, n) in [p, s].into_iter().enumerate() {
+            n.configure("lolor.node", &(i + 1).to_string()).unwrap();
+            n.sql("CREATE EXTENSION spock; CREATE EXTENSION lolor")
+                .unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('n{}', '{}')",
+                i + 1,
+                n.dsn("postgres")
+            ))
+            .unwrap();
+        }
+        p.sql(
+            "SELECT spock.repset_add_table('default', 'lolor.pg_largeobject_metadata'); \
+               SELECT spock.repset_add_table('default', 'lolor.pg_largeobject')",
+        )
+        .unwrap();
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub_lo', '{}')",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        while p
+            .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
+            .unwrap()
+            != "1"
+        {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "apply worker never streamed:\n{}",
+                s.log_tail(20)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let oid = p
+            .sql("SELECT lo_from_bytea(0, decode(string_agg(md5(g::text), ''), 'hex')) FROM generate_series(1, 20000) g")
+            .unwrap();
+        p.sql(&format!("SELECT lo_put({oid}, 100000, '\\xdeadbeef')"))
+            .unwrap();
+        let digest = format!("SELECT md5(lo_get({oid}))");
+        let want = p.sql(&digest).unwrap();
+        let started = std::time::Instant::now();
+        while s.sql(&digest).ok().as_deref() != Some(want.as_str()) {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "object {oid} never arrived:\n{}",
+                s.log_tail(20)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(
+            s.sql(&format!("SELECT length(lo_get({oid}))")).unwrap(),
+            "320000"
+        );
+        p.sql(&format!("SELECT lo_unlink({oid})")).unwrap();
+        let started = std::time::Instant::now();
+        while s
+            .sql("SELECT count(*) FROM lolor.pg_largeobject_metadata")
+            .unwrap()
+            != "0"
+        {
+            assert!(started.elapsed().as_secs() < 60, "unlink never arrived");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(
+            s.sql("SELECT count(*) FROM lolor.pg_largeobject").unwrap(),
+            "0"
+        );
+    });
+}
