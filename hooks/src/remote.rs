@@ -53,16 +53,26 @@ impl Remote {
         })
     }
 
-    /// Runs a command that returns no rows (BEGIN, COMMIT, SET …).
-    pub fn command(&self, sql: &str) -> Result<(), String> {
+    /// Runs `sql` and returns its result if the status is `want`, else the error text. The
+    /// caller clears the result.
+    fn exec(
+        &self,
+        sql: &str,
+        types: &[pg_sys::Oid],
+        want: pg_sys::WalRcvExecStatus::Type,
+    ) -> Result<*mut pg_sys::WalRcvExecResult, String> {
         let exec = functions().walrcv_exec.expect("walreceiver loaded");
-        let sql = CString::new(sql).map_err(|_| "command contains a NUL byte".to_string())?;
-        // SAFETY: guarded call; the result is released before returning.
+        let sql = CString::new(sql).map_err(|_| "query contains a NUL byte".to_string())?;
+        let n = types.len() as i32;
+        // SAFETY: guarded call through the library's function pointer; on error the result is
+        // cleared here.
         unsafe {
-            let res = pg_guard_ffi_boundary(|| exec(self.conn, sql.as_ptr(), 0, std::ptr::null()));
-            let status = (*res).status;
+            let res = pg_guard_ffi_boundary(|| exec(self.conn, sql.as_ptr(), n, types.as_ptr()));
+            if (*res).status == want {
+                return Ok(res);
+            }
             let err = if (*res).err.is_null() {
-                format!("unexpected result status {status}")
+                format!("unexpected result status {}", (*res).status)
             } else {
                 CStr::from_ptr((*res).err)
                     .to_string_lossy()
@@ -70,37 +80,24 @@ impl Remote {
                     .to_string()
             };
             pg_sys::walrcv_clear_result(res);
-            if status == pg_sys::WalRcvExecStatus::WALRCV_OK_COMMAND {
-                Ok(())
-            } else {
-                Err(err)
-            }
+            Err(err)
         }
+    }
+
+    /// Runs a command that returns no rows (BEGIN, COMMIT, SET …).
+    pub fn command(&self, sql: &str) -> Result<(), String> {
+        let res = self.exec(sql, &[], pg_sys::WalRcvExecStatus::WALRCV_OK_COMMAND)?;
+        // SAFETY: the result returned by `exec`.
+        unsafe { pg_sys::walrcv_clear_result(res) };
+        Ok(())
     }
 
     /// Runs a query and returns its rows as text (NULL as `None`); the error is the remote one.
     pub fn query(&self, sql: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, String> {
-        let exec = functions().walrcv_exec.expect("walreceiver loaded");
-        let sql = CString::new(sql).map_err(|_| "query contains a NUL byte".to_string())?;
         let types = vec![pg_sys::TEXTOID; ncols];
-        // SAFETY: guarded calls; the result and slot are released before returning.
+        let res = self.exec(sql, &types, pg_sys::WalRcvExecStatus::WALRCV_OK_TUPLES)?;
+        // SAFETY: reading the result's tuplestore; slot and result are released before returning.
         unsafe {
-            let res = pg_guard_ffi_boundary(|| {
-                exec(self.conn, sql.as_ptr(), ncols as i32, types.as_ptr())
-            });
-            let status = (*res).status;
-            if status != pg_sys::WalRcvExecStatus::WALRCV_OK_TUPLES {
-                let err = if (*res).err.is_null() {
-                    format!("unexpected result status {status}")
-                } else {
-                    CStr::from_ptr((*res).err)
-                        .to_string_lossy()
-                        .trim()
-                        .to_string()
-                };
-                pg_sys::walrcv_clear_result(res);
-                return Err(err);
-            }
             let slot =
                 pg_sys::MakeSingleTupleTableSlot((*res).tupledesc, &pg_sys::TTSOpsMinimalTuple);
             let mut rows = Vec::new();
@@ -121,43 +118,13 @@ impl Remote {
             Ok(rows)
         }
     }
-}
 
-/// What a read from a streaming connection gave.
-pub enum Received<'a> {
-    Data(&'a [u8]),
-    /// Nothing buffered; wait for the socket.
-    WouldBlock(pg_sys::pgsocket),
-    /// The sender ended the stream.
-    End,
-}
-
-impl Remote {
     /// Runs a command that switches the connection to COPY BOTH (START_REPLICATION).
     pub fn start_copy_both(&self, command: &str) -> Result<(), String> {
-        let exec = functions().walrcv_exec.expect("walreceiver loaded");
-        let command =
-            CString::new(command).map_err(|_| "command contains a NUL byte".to_string())?;
-        // SAFETY: guarded call; the result is released before returning.
-        unsafe {
-            let res =
-                pg_guard_ffi_boundary(|| exec(self.conn, command.as_ptr(), 0, std::ptr::null()));
-            let status = (*res).status;
-            let err = if (*res).err.is_null() {
-                format!("unexpected result status {status}")
-            } else {
-                CStr::from_ptr((*res).err)
-                    .to_string_lossy()
-                    .trim()
-                    .to_string()
-            };
-            pg_sys::walrcv_clear_result(res);
-            if status == pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_BOTH {
-                Ok(())
-            } else {
-                Err(err)
-            }
-        }
+        let res = self.exec(command, &[], pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_BOTH)?;
+        // SAFETY: the result returned by `exec`.
+        unsafe { pg_sys::walrcv_clear_result(res) };
+        Ok(())
     }
 
     /// The next CopyData payload, if one is buffered. ERRORs when the connection breaks.
@@ -185,6 +152,15 @@ impl Remote {
             pg_guard_ffi_boundary(|| send(self.conn, bytes.as_ptr().cast(), bytes.len() as i32))
         };
     }
+}
+
+/// What a read from a streaming connection gave.
+pub enum Received<'a> {
+    Data(&'a [u8]),
+    /// Nothing buffered; wait for the socket.
+    WouldBlock(pg_sys::pgsocket),
+    /// The sender ended the stream.
+    End,
 }
 
 impl Drop for Remote {
