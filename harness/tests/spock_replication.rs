@@ -212,3 +212,84 @@ fn synchronize_data_while_writes_continue() {
         );
     });
 }
+
+/// Enums, domains, arrays, composites, uuids, ranges and partitioned tables arrive intact; a
+/// million-row transaction and 10,000 small ones converge.
+#[test]
+fn types_partitions_and_volume() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        let schema = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+                      CREATE DOMAIN posint AS int CHECK (VALUE > 0); \
+                      CREATE TYPE pair AS (x int, y text); \
+                      CREATE TABLE typed(id int PRIMARY KEY, m mood, d posint, a int[], c pair, u uuid, \
+                                         r int4range, ts timestamptz, iv interval, b boolean, f float8, n numeric(20,5)); \
+                      CREATE TABLE parted(id int, k text, PRIMARY KEY (id)) PARTITION BY RANGE (id); \
+                      CREATE TABLE parted_lo PARTITION OF parted FOR VALUES FROM (0) TO (1000); \
+                      CREATE TABLE parted_hi PARTITION OF parted FOR VALUES FROM (1000) TO (MAXVALUE); \
+                      CREATE TABLE volume(id int PRIMARY KEY, v text);";
+        for (n, name) in [(p, "n1"), (s, "n2")] {
+            n.sql("CREATE EXTENSION spock").unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('{name}', '{}')",
+                n.dsn("postgres")
+            ))
+            .unwrap();
+            n.sql(schema).unwrap();
+        }
+        p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}')",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        let started = Instant::now();
+        while p
+            .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
+            .unwrap()
+            != "1"
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "apply worker never streamed:\n{}",
+                s.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p.sql(
+            "INSERT INTO typed VALUES \
+               (1, 'happy', 7, '{1,NULL,3}', ROW(1, 'a,b'), '6f1e7b9c-9a35-4c5e-8d5b-5d2f0a1c2b3d', '[1,5)', \
+                '2024-02-29 12:00:00.123456+05', '1 day 02:03:04', true, 1.5e-300, 12345.67891), \
+               (2, NULL, NULL, '{}', NULL, NULL, 'empty', NULL, NULL, NULL, 'NaN', NULL); \
+             UPDATE typed SET m = 'sad', a = a || 4 WHERE id = 1; \
+             INSERT INTO parted SELECT g, 'k' || g FROM generate_series(990, 1010) g; \
+             UPDATE parted SET k = 'moved' WHERE id = 995; DELETE FROM parted WHERE id = 1005;",
+        )
+        .unwrap();
+        let typed = "SELECT string_agg(t::text, E'\\n' ORDER BY id) FROM typed t";
+        let got = converge(p, s, typed, Duration::from_secs(60));
+        assert!(
+            got.contains("(1,sad,7,\"{1,NULL,3,4}\",\"(1,\"\"a,b\"\")\""),
+            "{got}"
+        );
+        converge(
+            p,
+            s,
+            "SELECT string_agg(id || k, ',' ORDER BY id) FROM parted",
+            Duration::from_secs(60),
+        );
+        assert_eq!(s.sql("SELECT count(*) FROM parted_hi").unwrap(), "10");
+
+        p.sql("DO $$ BEGIN FOR i IN 1..10000 LOOP INSERT INTO volume VALUES (-i, 'small'); COMMIT; END LOOP; END $$")
+            .unwrap();
+        p.sql("INSERT INTO volume SELECT g, 'big' FROM generate_series(1, 1000000) g")
+            .unwrap();
+        let q = "SELECT count(*), sum(id) FILTER (WHERE id > 0), count(*) FILTER (WHERE id < 0) FROM volume";
+        assert_eq!(
+            converge(p, s, q, Duration::from_secs(300)),
+            "1010000|500000500000|10000"
+        );
+    });
+}
