@@ -385,7 +385,7 @@ impl Applier {
 
     fn execute(&self, stmt: Result<Statement, String>, what: &str) {
         let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
-        let processed = run_with_unknown_params(&stmt);
+        let processed = run_with_text_params(&stmt);
         if processed == 0 && (what == "UPDATE" || what == "DELETE") {
             warning!(
                 "CONFLICT: remote {what} on relation found no local row (subscription \"{}\"); skipped",
@@ -463,11 +463,16 @@ fn local_types(
         .collect()
 }
 
+thread_local! {
+    /// Prepared plans by statement text: a remote row of a given shape is parsed and planned
+    /// once, not once per row.
+    static PLANS: std::cell::RefCell<HashMap<String, pg_sys::SPIPlanPtr>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 /// Runs a statement with text parameters and returns the number of rows it processed.
-fn run_with_unknown_params(stmt: &Statement) -> u64 {
-    let sql = CString::new(stmt.sql.as_str()).expect("no NUL in generated SQL");
+fn run_with_text_params(stmt: &Statement) -> u64 {
     let n = stmt.params.len();
-    let types = vec![pg_sys::TEXTOID; n];
     let mut values = Vec::with_capacity(n);
     let mut nulls = Vec::with_capacity(n);
     for p in &stmt.params {
@@ -487,18 +492,26 @@ fn run_with_unknown_params(stmt: &Statement) -> u64 {
             }
         }
     }
-    // SAFETY: SPI inside the apply transaction; arrays have `n` entries.
+    // SAFETY: SPI inside the apply transaction; a kept plan outlives the SPI connection, and
+    // every array has `n` entries.
     unsafe {
         pg_sys::SPI_connect();
-        let rc = pg_sys::SPI_execute_with_args(
-            sql.as_ptr(),
-            n as i32,
-            types.as_ptr().cast_mut(),
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            false,
-            0,
-        );
+        let plan = PLANS.with(|plans| {
+            *plans
+                .borrow_mut()
+                .entry(stmt.sql.clone())
+                .or_insert_with(|| {
+                    let sql = CString::new(stmt.sql.as_str()).expect("no NUL in generated SQL");
+                    let mut types = vec![pg_sys::TEXTOID; n];
+                    let plan = pg_sys::SPI_prepare(sql.as_ptr(), n as i32, types.as_mut_ptr());
+                    if plan.is_null() {
+                        error!("cannot prepare {}", stmt.sql);
+                    }
+                    pg_sys::SPI_keepplan(plan);
+                    plan
+                })
+        });
+        let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         if rc < 0 {
             error!("SPI failed ({rc}) running {}", stmt.sql);
         }
