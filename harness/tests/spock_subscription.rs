@@ -165,6 +165,11 @@ fn sub_create_records_the_provider_and_the_subscription() {
             s.sql("SELECT count(*) FROM pg_replication_origin").unwrap(),
             "0"
         );
+        // The apply worker was stopped, so its slot on the provider could be dropped too.
+        assert_eq!(
+            p.sql("SELECT count(*) FROM pg_replication_slots").unwrap(),
+            "0"
+        );
 
         // A disabled subscription gets its replication origin at once.
         s.sql(&format!(

@@ -524,6 +524,13 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'subscription "%" not found', sub_drop.subscription_name USING ERRCODE = 'undefined_object';
     END IF;
+    -- Keep a restarted apply worker waiting until we commit (it takes this lock shared before
+    -- reading its subscription), then stop the running one and wait for it to exit, so the
+    -- slot and the origin are free to drop.
+    PERFORM pg_advisory_xact_lock(v_sub.sub_id::bigint + (1::bigint << 40));
+    PERFORM pg_terminate_backend(a.pid, 10000) FROM pg_stat_activity a
+      WHERE a.backend_type = 'spock apply' AND a.datname = current_database()
+        AND a.application_name = v_sub.sub_slot_name;
     DELETE FROM spock.local_sync_status WHERE sync_subid = v_sub.sub_id;
     DELETE FROM spock.subscription WHERE sub_id = v_sub.sub_id;
     IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_id = v_sub.sub_origin) THEN

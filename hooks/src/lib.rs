@@ -118,21 +118,39 @@ fn spock_check_connection(dsn: &str, appname: &str) {
     drop(connect(dsn, appname));
 }
 
-/// Drops a slot on the provider if it exists (and is not in use).
+/// Drops a slot on the provider if it exists, waiting up to 10 s for its walsender to go.
 #[pg_extern(sql = false)]
 fn spock_drop_remote_slot(dsn: &str, slot: &str, appname: &str) -> bool {
     let remote = connect(dsn, appname);
     let literal = slot.replace('\'', "''");
-    let rows = remote
-        .query(
-            &format!(
-                "SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots \
-                 WHERE slot_name = '{literal}'"
+    let started = std::time::Instant::now();
+    loop {
+        let rows = remote
+            .query(
+                &format!(
+                    "SELECT active::text FROM pg_replication_slots WHERE slot_name = '{literal}'"
+                ),
+                1,
+            )
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e));
+        match rows.first().and_then(|r| r[0].as_deref()) {
+            None => return false,
+            Some("false") => {
+                remote
+                    .query(
+                        &format!("SELECT pg_drop_replication_slot('{literal}')::text"),
+                        1,
+                    )
+                    .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_OBJECT_IN_USE, e));
+                return true;
+            }
+            _ if started.elapsed() > std::time::Duration::from_secs(10) => raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                format!("replication slot \"{slot}\" is still in use on the provider"),
             ),
-            1,
-        )
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e));
-    !rows.is_empty()
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 fn connect(dsn: &str, appname: &str) -> remote::Remote {

@@ -14,8 +14,8 @@ use spock_proto::{Message, stream::FromSender};
 use sql::{RemoteRel, Statement};
 use std::{collections::HashMap, ffi::CString, time::Duration};
 
-/// How often the worker reports its position when idle.
-const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the worker reports its position (also on the provider's request).
+const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
 
 struct Subscription {
     name: String,
@@ -29,6 +29,12 @@ struct Subscription {
 
 fn load(sub_id: u32) -> Subscription {
     BackgroundWorker::transaction(|| {
+        // sub_drop holds this lock until it commits: wait for it, then see the outcome.
+        Spi::run_with_args(
+            "SELECT pg_advisory_xact_lock_shared($1::bigint + (1::bigint << 40))",
+            &[i64::from(sub_id).into()],
+        )
+        .unwrap_or_else(|e| error!("{e}"));
         Spi::connect(|c| {
             let rows = c
                 .select(
@@ -241,22 +247,25 @@ impl Applier {
             if BackgroundWorker::sigterm_received() {
                 return;
             }
-            match self.remote.receive() {
+            let idle = match self.remote.receive() {
                 Received::Data(bytes) => {
                     let bytes = bytes.to_vec();
                     self.handle(&bytes);
+                    None
                 }
-                Received::WouldBlock(fd) => {
-                    if last_feedback.elapsed() >= FEEDBACK_INTERVAL {
-                        self.feedback(false);
-                        last_feedback = std::time::Instant::now();
-                    }
-                    wait_for_socket(fd);
-                }
+                Received::WouldBlock(fd) => Some(fd),
                 Received::End => error!(
                     "subscription \"{}\": the provider ended the stream",
                     self.sub.name
                 ),
+            };
+            // Report progress periodically (and when asked, see `handle`), not per transaction.
+            if !self.in_xact && last_feedback.elapsed() >= FEEDBACK_INTERVAL {
+                self.feedback(false);
+                last_feedback = std::time::Instant::now();
+            }
+            if let Some(fd) = idle {
+                wait_for_socket(fd);
             }
         }
     }
@@ -365,7 +374,6 @@ impl Applier {
                     pg_sys::CommitTransactionCommand();
                 }
                 self.in_xact = false;
-                self.feedback(false);
             }
             Message::Startup(_)
             | Message::Origin { .. }
