@@ -150,6 +150,39 @@ fn subscriber_crash_neither_loses_nor_duplicates() {
             "3000|3000"
         );
 
+        // Switching to another interface of the provider reconnects through it.
+        let alt = format!("{} application_name=alt", p.dsn("postgres"));
+        s.sql(&format!(
+            "SELECT spock.node_add_interface('n1', 'alt', '{alt}')"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.sql("SELECT spock.sub_alter_interface('sub_n1_n2', 'alt')")
+                .unwrap(),
+            "t"
+        );
+        assert_eq!(
+            s.sql("SELECT spock.sub_alter_interface('sub_n1_n2', 'alt')")
+                .unwrap(),
+            "f"
+        );
+        p.sql("INSERT INTO pairs VALUES (-2, 'via', 'alt')")
+            .unwrap();
+        assert_eq!(
+            converge(p, s, "SELECT count(*) FROM pairs", Duration::from_secs(60)),
+            "3001"
+        );
+        assert_eq!(
+            s.sql("SELECT provider_dsn FROM spock.sub_show_status('sub_n1_n2')")
+                .unwrap(),
+            alt
+        );
+        assert_eq!(
+            s.sql("SELECT spock.spock_max_proto_version(), spock.spock_min_proto_version()")
+                .unwrap(),
+            "4|3"
+        );
+
         // The provider restarts too; the worker reconnects and carries on.
         p.stop(StopMode::Immediate).unwrap();
         p.start().unwrap();
@@ -157,7 +190,7 @@ fn subscriber_crash_neither_loses_nor_duplicates() {
             .unwrap();
         assert_eq!(
             converge(p, s, "SELECT count(*) FROM pairs", Duration::from_secs(60)),
-            "3001"
+            "3002"
         );
     });
 }

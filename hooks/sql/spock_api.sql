@@ -701,3 +701,34 @@ REVOKE EXECUTE ON FUNCTION
     spock.table_wait_for_sync(name, regclass),
     spock.sub_show_table(name, regclass)
 FROM PUBLIC;
+
+CREATE FUNCTION spock.spock_max_proto_version() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 4';
+CREATE FUNCTION spock.spock_min_proto_version() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 3';
+
+-- Switches the subscription to another interface (DSN) of its provider; the apply worker
+-- restarts and reconnects through it once this commits.
+CREATE FUNCTION spock.sub_alter_interface(subscription_name name, interface_name name)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(sub_alter_interface.subscription_name);
+    v_if oid;
+BEGIN
+    SELECT if_id INTO v_if FROM spock.node_interface
+     WHERE if_nodeid = v_sub.sub_origin AND if_name = sub_alter_interface.interface_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'interface "%" not found for the provider of subscription "%"',
+            sub_alter_interface.interface_name, v_sub.sub_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF v_if = v_sub.sub_origin_if THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_advisory_xact_lock(v_sub.sub_id::bigint + (1::bigint << 40));
+    UPDATE spock.subscription SET sub_origin_if = v_if WHERE sub_id = v_sub.sub_id;
+    PERFORM pg_terminate_backend(a.pid, 10000) FROM pg_stat_activity a
+      WHERE a.backend_type = 'spock apply' AND a.datname = current_database()
+        AND a.application_name = v_sub.sub_slot_name;
+    RETURN true;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION spock.sub_alter_interface(name, name) FROM PUBLIC;
