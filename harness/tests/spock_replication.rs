@@ -35,18 +35,24 @@ const TABLES: &str = "CREATE TABLE items(id int PRIMARY KEY, name text, qty nume
                       at timestamptz, payload bytea); \
                       CREATE TABLE pairs(a int, b text, v text, PRIMARY KEY (a, b));";
 
-fn setup(kernel: &harness::Kernel) -> Cluster {
+/// Two spock nodes, n1 and n2, each with `schema` created.
+fn two_nodes(kernel: &harness::Kernel, schema: &str) -> Cluster {
     let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-    let (p, s) = (cluster.node(0), cluster.node(1));
-    for (n, name) in [(p, "n1"), (s, "n2")] {
+    for (i, n) in cluster.nodes.iter().enumerate() {
         n.sql("CREATE EXTENSION spock").unwrap();
         n.sql(&format!(
-            "SELECT spock.node_create('{name}', '{}')",
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
             n.dsn("postgres")
         ))
         .unwrap();
-        n.sql(TABLES).unwrap();
+        n.sql(schema).unwrap();
     }
+    cluster
+}
+
+/// Subscribes n2 to every public table of n1 and waits until the apply worker streams.
+fn subscribe(p: &Node, s: &Node) {
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
     s.sql(&format!(
@@ -54,7 +60,7 @@ fn setup(kernel: &harness::Kernel) -> Cluster {
         p.dsn("postgres")
     ))
     .unwrap();
-    // The slot exists on the provider once the apply worker is up.
+    // The slot is active on the provider once the apply worker is up.
     let started = Instant::now();
     while p
         .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
@@ -68,6 +74,11 @@ fn setup(kernel: &harness::Kernel) -> Cluster {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn setup(kernel: &harness::Kernel) -> Cluster {
+    let cluster = two_nodes(kernel, TABLES);
+    subscribe(cluster.node(0), cluster.node(1));
     cluster
 }
 
@@ -200,17 +211,8 @@ fn subscriber_crash_neither_loses_nor_duplicates() {
 #[test]
 fn synchronize_data_while_writes_continue() {
     common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+        let cluster = two_nodes(kernel, TABLES);
         let (p, s) = (cluster.node(0), cluster.node(1));
-        for (n, name) in [(p, "n1"), (s, "n2")] {
-            n.sql("CREATE EXTENSION spock").unwrap();
-            n.sql(&format!(
-                "SELECT spock.node_create('{name}', '{}')",
-                n.dsn("postgres")
-            ))
-            .unwrap();
-            n.sql(TABLES).unwrap();
-        }
         p.sql("INSERT INTO pairs SELECT g, 'seed', md5(g::text) FROM generate_series(1, 200000) g")
             .unwrap();
         p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
@@ -251,8 +253,6 @@ fn synchronize_data_while_writes_continue() {
 #[test]
 fn types_partitions_and_volume() {
     common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-        let (p, s) = (cluster.node(0), cluster.node(1));
         let schema = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
                       CREATE DOMAIN posint AS int CHECK (VALUE > 0); \
                       CREATE TYPE pair AS (x int, y text); \
@@ -262,35 +262,9 @@ fn types_partitions_and_volume() {
                       CREATE TABLE parted_lo PARTITION OF parted FOR VALUES FROM (0) TO (1000); \
                       CREATE TABLE parted_hi PARTITION OF parted FOR VALUES FROM (1000) TO (MAXVALUE); \
                       CREATE TABLE volume(id int PRIMARY KEY, v text);";
-        for (n, name) in [(p, "n1"), (s, "n2")] {
-            n.sql("CREATE EXTENSION spock").unwrap();
-            n.sql(&format!(
-                "SELECT spock.node_create('{name}', '{}')",
-                n.dsn("postgres")
-            ))
-            .unwrap();
-            n.sql(schema).unwrap();
-        }
-        p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
-            .unwrap();
-        s.sql(&format!(
-            "SELECT spock.sub_create('sub_n1_n2', '{}')",
-            p.dsn("postgres")
-        ))
-        .unwrap();
-        let started = Instant::now();
-        while p
-            .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
-            .unwrap()
-            != "1"
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "apply worker never streamed:\n{}",
-                s.log_tail(30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let cluster = two_nodes(kernel, schema);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe(p, s);
         p.sql(
             "INSERT INTO typed VALUES \
                (1, 'happy', 7, '{1,NULL,3}', ROW(1, 'a,b'), '6f1e7b9c-9a35-4c5e-8d5b-5d2f0a1c2b3d', '[1,5)', \
