@@ -79,10 +79,11 @@ fn sub_create_records_the_provider_and_the_subscription() {
             .sql("SELECT n.node_name, i.if_dsn FROM spock.node n JOIN spock.node_interface i ON i.if_nodeid = n.node_id WHERE n.node_id = 45328")
             .unwrap();
         assert_eq!(provider, format!("test_provider|{pdsn}"));
+        // 'i' until the apply worker has set itself up, then 'r'.
         assert_eq!(
-            s.sql("SELECT sync_kind, sync_status FROM spock.local_sync_status")
+            s.sql("SELECT sync_kind, sync_status IN ('i', 'r') FROM spock.local_sync_status")
                 .unwrap(),
-            "i|i"
+            "i|t"
         );
         assert_eq!(
             s.sql("SELECT node_id, remote_node_id FROM spock.progress")
@@ -107,7 +108,11 @@ fn sub_create_records_the_provider_and_the_subscription() {
 
         let status = "SELECT subscription_name, status, provider_node, slot_name, replication_sets FROM spock.sub_show_status()";
         // The apply worker may or may not have started yet.
-        let shown = s.sql(status).unwrap().replace("|replicating|", "|down|");
+        let shown = s
+            .sql(status)
+            .unwrap()
+            .replace("|replicating|", "|down|")
+            .replace("|initializing|", "|down|");
         assert_eq!(
             shown,
             "test_subscription|down|test_provider|spk_postgres_test_provider_test_sube55bf37|{default,default_insert_only,ddl_sql}"
@@ -118,6 +123,19 @@ fn sub_create_records_the_provider_and_the_subscription() {
             "t"
         );
         assert!(s.sql(status).unwrap().contains("|disabled|"));
+        // The manager stops the apply worker of a disabled subscription.
+        let started = std::time::Instant::now();
+        while s
+            .sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+            .unwrap()
+            != "0"
+        {
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "apply worker still running after sub_disable"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         assert_eq!(
             s.sql("SELECT spock.sub_remove_repset('test_subscription', 'ddl_sql')")
                 .unwrap(),

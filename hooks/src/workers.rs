@@ -3,15 +3,20 @@
 //! second (upstream waits a fixed 5 s).
 
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
-    SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+    DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 /// How often the supervisor and managers look for work.
 const TICK: Duration = Duration::from_secs(1);
+/// The shortest time between two starts of the same worker (upstream waits a fixed 5 s).
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Registers the supervisor; called from `_PG_init` while preloading.
 pub fn register() {
@@ -57,28 +62,56 @@ fn start(
     }
 }
 
-/// Keeps one worker per key running: starts missing ones, stops unwanted ones.
-fn reconcile<K: Copy + Eq + std::hash::Hash>(
-    running: &mut HashMap<K, DynamicBackgroundWorker>,
-    wanted: &[K],
-    mut launch: impl FnMut(K) -> Option<DynamicBackgroundWorker>,
-) {
-    running.retain(|k, h| wanted.contains(k) && h.pid().is_ok());
-    let stale: Vec<K> = running
-        .keys()
-        .copied()
-        .filter(|k| !wanted.contains(k))
-        .collect();
-    for k in stale {
-        if let Some(h) = running.remove(&k) {
-            let _ = h.terminate();
+/// One worker per key: unwanted ones are stopped, exited ones restarted — at most once per
+/// `RESTART_DELAY`, so an unreachable provider does not turn into a tight restart loop.
+struct Workers<K> {
+    running: HashMap<K, DynamicBackgroundWorker>,
+    started: HashMap<K, Instant>,
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Workers<K> {
+    fn new() -> Self {
+        Workers {
+            running: HashMap::new(),
+            started: HashMap::new(),
         }
     }
-    for &k in wanted {
-        if !running.contains_key(&k)
-            && let Some(h) = launch(k)
-        {
-            running.insert(k, h);
+
+    fn reconcile(
+        &mut self,
+        wanted: &[K],
+        mut launch: impl FnMut(K) -> Option<DynamicBackgroundWorker>,
+    ) {
+        let unwanted: Vec<K> = self
+            .running
+            .keys()
+            .copied()
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in unwanted {
+            if let Some(h) = self.running.remove(&k) {
+                let _ = h.terminate();
+            }
+        }
+        self.running.retain(|_, h| {
+            !matches!(
+                h.pid(),
+                Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
+            )
+        });
+        self.started.retain(|k, _| wanted.contains(k));
+        for &k in wanted {
+            let due = self
+                .started
+                .get(&k)
+                .is_none_or(|t| t.elapsed() >= RESTART_DELAY);
+            if !self.running.contains_key(&k)
+                && due
+                && let Some(h) = launch(k)
+            {
+                self.running.insert(k, h);
+                self.started.insert(k, Instant::now());
+            }
         }
     }
 }
@@ -88,7 +121,7 @@ fn reconcile<K: Copy + Eq + std::hash::Hash>(
 pub extern "C-unwind" fn spock_supervisor_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some("postgres"), None);
-    let mut managers: HashMap<u32, DynamicBackgroundWorker> = HashMap::new();
+    let mut managers = Workers::new();
     while BackgroundWorker::wait_latch(Some(TICK)) {
         let dbs: Vec<u32> = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
@@ -105,7 +138,7 @@ pub extern "C-unwind" fn spock_supervisor_main(_arg: pg_sys::Datum) {
                 .unwrap_or_default()
             })
         });
-        reconcile(&mut managers, &dbs, |db| {
+        managers.reconcile(&dbs, |db| {
             start(
                 &format!("spock manager {db}"),
                 "spock_manager_main",
@@ -122,7 +155,7 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = arg.value() as u32;
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
-    let mut appliers: HashMap<u32, DynamicBackgroundWorker> = HashMap::new();
+    let mut appliers = Workers::new();
     while BackgroundWorker::wait_latch(Some(TICK)) {
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
@@ -153,7 +186,7 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
                 .unwrap_or_default()
             })
         });
-        reconcile(&mut appliers, &subs, |sub| {
+        appliers.reconcile(&subs, |sub| {
             start(
                 &format!("spock apply {db}:{sub}"),
                 "spock_apply_main",
