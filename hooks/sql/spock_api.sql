@@ -34,6 +34,69 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
            AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
 $$;
 
+-- The replica-identity index's columns, in index order (the key of a row's tombstone).
+CREATE FUNCTION spock.replica_identity_columns(p_rel regclass) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.n)
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = p_rel
+       AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
+$$;
+
+-- Last-update-wins comparisons made by the apply worker's statements (see apply/versions.rs).
+CREATE FUNCTION spock.apply_remote_wins(xmin xid) RETURNS boolean
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'apply_remote_wins_wrapper';
+CREATE FUNCTION spock.apply_local_newer(a xid, b xid) RETURNS boolean
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'apply_local_newer_wrapper';
+
+-- Records a local DELETE as a tombstone: the deleting transaction (the tombstone's xmin) gives
+-- the delete's commit timestamp, so a late remote INSERT or UPDATE of the same key that is
+-- older than the delete does not bring the row back. The apply worker writes the tombstones of
+-- remote deletes itself (this trigger does not fire for replicated changes).
+CREATE FUNCTION spock.tombstone_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    v_key text;
+BEGIN
+    SELECT string_agg(format('($2).%I', k), ', ')
+      INTO v_key FROM unnest(spock.replica_identity_columns(TG_RELID)) AS k;
+    IF v_key IS NOT NULL THEN
+        EXECUTE 'INSERT INTO spock.tombstones (relid, key) VALUES ($1, record_send(ROW(' || v_key
+             || '))) ON CONFLICT (relid, key) DO UPDATE SET relid = EXCLUDED.relid'
+          USING TG_RELID, OLD;
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE EXECUTE ON FUNCTION spock.tombstone_trigger() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION spock.apply_remote_wins(xid), spock.apply_local_newer(xid, xid) FROM PUBLIC;
+
+-- Adds the tombstone trigger to a replicated table (not to partitioned parents: their
+-- partitions are members of their own).
+CREATE FUNCTION spock.track_deletes(p_rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'r'
+       AND spock.has_replica_identity_index(p_rel)
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_rel AND tgname = 'spock_tombstone') THEN
+        EXECUTE format('CREATE TRIGGER spock_tombstone AFTER DELETE ON %s FOR EACH ROW '
+                       'EXECUTE FUNCTION spock.tombstone_trigger()', p_rel);
+    END IF;
+END $$;
+
+-- Removes it once the table is in no replication set any more.
+CREATE FUNCTION spock.untrack_deletes(p_rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spock.replication_set_table WHERE set_reloid = p_rel)
+       AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_rel AND tgname = 'spock_tombstone') THEN
+        EXECUTE format('DROP TRIGGER spock_tombstone ON %s', p_rel);
+        DELETE FROM spock.tombstones WHERE relid = p_rel;
+    END IF;
+END $$;
+REVOKE EXECUTE ON FUNCTION spock.track_deletes(regclass), spock.untrack_deletes(regclass) FROM PUBLIC;
+
 CREATE FUNCTION spock.node_create(node_name name, dsn text, location text DEFAULT NULL,
                                   country text DEFAULT NULL, info jsonb DEFAULT NULL)
 RETURNS oid LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
@@ -321,6 +384,9 @@ BEGIN
         END IF;
         INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
             VALUES (v_set.set_id, v_rel, repset_add_table.columns, NULL);
+        IF v_set.replicate_delete THEN
+            PERFORM spock.track_deletes(v_rel);
+        END IF;
     END LOOP;
 
     IF repset_add_table.synchronize_data THEN
@@ -374,6 +440,9 @@ BEGIN
          WHERE set_id = v_set.set_id
            AND set_reloid IN (SELECT relid FROM pg_partition_tree(repset_remove_table.relation)
                                WHERE relid <> repset_remove_table.relation);
+        PERFORM spock.untrack_deletes(relid) FROM pg_partition_tree(repset_remove_table.relation);
+    ELSE
+        PERFORM spock.untrack_deletes(repset_remove_table.relation);
     END IF;
     RETURN true;
 END $$;
@@ -561,6 +630,18 @@ BEGIN
     UPDATE spock.subscription SET sub_enabled = true WHERE sub_id = v_sub.sub_id;
     RETURN true;
 END $$;
+
+-- The remote transaction with this commit LSN is skipped by the apply worker (see
+-- spock.exception_log's SUB_DISABLE entries for the LSN of a failing one).
+CREATE FUNCTION spock.sub_alter_skiplsn(subscription_name name, lsn pg_lsn)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE v_sub spock.subscription := spock.subscription_named(sub_alter_skiplsn.subscription_name);
+BEGIN
+    UPDATE spock.subscription SET sub_skip_lsn = sub_alter_skiplsn.lsn WHERE sub_id = v_sub.sub_id;
+    RETURN true;
+END $$;
+REVOKE EXECUTE ON FUNCTION spock.sub_alter_skiplsn(name, pg_lsn) FROM PUBLIC;
 
 CREATE FUNCTION spock.sub_disable(subscription_name name, immediate boolean DEFAULT false)
 RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$

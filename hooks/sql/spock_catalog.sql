@@ -184,6 +184,14 @@ CREATE TABLE spock.resolutions (
     PRIMARY KEY (id, node_name)
 ) WITH (user_catalog_table = true);
 
+-- What is left of deleted rows of replicated tables: a key per row, whose xmin (the deleting
+-- transaction) carries the delete's commit timestamp and origin for last-update-wins.
+CREATE TABLE spock.tombstones (
+    relid oid NOT NULL,
+    key bytea NOT NULL,
+    PRIMARY KEY (relid, key)
+);
+
 CREATE VIEW spock.tables AS
     WITH set_relations AS (
         SELECT s.set_name, r.set_reloid

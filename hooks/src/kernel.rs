@@ -42,3 +42,27 @@ pub fn require(extension: &str) {
         }
     }
 }
+
+/// Kernel patch 0002's commit clock: `void PgEdgeCommitClockSetFloor(TimestampTz)`.
+const CLOCK_FLOOR_SYMBOL: &CStr = c"PgEdgeCommitClockSetFloor";
+
+type SetFloor = unsafe extern "C-unwind" fn(pgrx::pg_sys::TimestampTz);
+
+/// Makes the current transaction's commit (and every later local commit) be stamped no
+/// earlier than `ts`, the remote commit being applied. A kernel without the commit clock
+/// (capability level 1) is left alone: its timestamps are the wall clock's.
+pub fn commit_clock_floor(ts: pgrx::pg_sys::TimestampTz) {
+    static FLOOR: std::sync::OnceLock<Option<SetFloor>> = std::sync::OnceLock::new();
+    let f = FLOOR.get_or_init(|| {
+        // SAFETY: looking a name up in the global symbol table; when present it is a
+        // function with the signature above.
+        unsafe {
+            let sym = libc::dlsym(libc::RTLD_DEFAULT, CLOCK_FLOOR_SYMBOL.as_ptr());
+            (!sym.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, SetFloor>(sym))
+        }
+    });
+    if let Some(f) = f {
+        // SAFETY: a kernel function that may raise an ERROR (skew bound), hence the boundary.
+        unsafe { pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(ts)) };
+    }
+}

@@ -18,6 +18,7 @@ mod kernel;
 mod naming;
 mod output;
 mod remote;
+mod settings;
 mod workers;
 
 pgrx::pg_module_magic!();
@@ -42,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
             ),
         );
     }
+    settings::define();
     // SAFETY: read-only flag.
     if unsafe { !pg_sys::IsBinaryUpgrade } {
         workers::register();

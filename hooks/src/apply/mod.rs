@@ -3,16 +3,22 @@
 //! applies each remote transaction in one local transaction that also advances the origin, so a
 //! crash of either side neither loses nor re-applies a transaction.
 
+mod conflict;
+mod exceptions;
 mod sql;
 mod sync;
+mod versions;
 
+use crate::settings;
 use crate::{compat, remote::Received, remote::Remote};
+use conflict::{Kind, Local, Resolution, Version};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use spock_proto::{Message, stream::FromSender};
+use spock_proto::{Message, Value, stream::FromSender};
 use sql::{RemoteRel, Statement};
-use std::{collections::HashMap, ffi::CString, time::Duration};
+use std::collections::{HashMap, HashSet};
+use std::{ffi::CString, rc::Rc, time::Duration};
 
 /// How often the worker reports its position (also on the provider's request).
 const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
@@ -23,6 +29,10 @@ struct Subscription {
     dsn: String,
     sets: Vec<String>,
     forward_all: bool,
+    /// The provider's node id: the node of every change this subscription applies.
+    provider: u32,
+    /// The commit LSN of a remote transaction to skip (`sub_alter_skiplsn`), or 0.
+    skip_lsn: u64,
     /// The subscription-level sync row asks for a data copy that has not happened yet.
     needs_data_sync: bool,
 }
@@ -42,7 +52,8 @@ fn load(sub_id: u32) -> Subscription {
                      array_to_string(coalesce(s.sub_replication_sets, '{}'), ','), \
                      coalesce('all' = ANY (s.sub_forward_origins), false), \
                      EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
-                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r') \
+                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r'), \
+                     s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -65,6 +76,8 @@ fn load(sub_id: u32) -> Subscription {
                     .collect(),
                 forward_all: row.get::<bool>(5).ok().flatten().unwrap_or(false),
                 needs_data_sync: row.get::<bool>(6).ok().flatten().unwrap_or(false),
+                provider: row.get::<i64>(7).ok().flatten().unwrap_or(0) as u32,
+                skip_lsn: text(8).parse().unwrap_or(0),
             }
         })
     })
@@ -133,6 +146,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     }
 
     let origin = origin(sub_id, &sub.slot);
+    BackgroundWorker::transaction(versions::load_nodes);
     compat::replorigin_session_setup(origin);
     // SAFETY: our commits from now on carry this origin.
     unsafe { pg_sys::replorigin_session_origin = origin };
@@ -199,6 +213,9 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         relations: HashMap::new(),
         received: start,
         in_xact: false,
+        xact: Xact::default(),
+        pending: exceptions::Pending::default(),
+        stop: false,
     }
     .run();
 }
@@ -235,17 +252,42 @@ fn ensure_slot(remote: &Remote, sub: &Subscription) {
 struct Applier {
     remote: Remote,
     sub: Subscription,
-    relations: HashMap<u32, RemoteRel>,
+    relations: HashMap<u32, Rc<RemoteRel>>,
     received: u64,
     in_xact: bool,
+    xact: Xact,
+    /// The remote transaction being received, kept for a replay after an error.
+    pending: exceptions::Pending,
+    /// Set when the worker must exit (its subscription was disabled after an error).
+    stop: bool,
 }
+
+/// State of the remote transaction being applied.
+#[derive(Default)]
+struct Xact {
+    xid: u32,
+    commit_lsn: u64,
+    commit_time: i64,
+    /// Per local table: whether it had tombstones when first touched (inserts skip the
+    /// tombstone check when it had none).
+    had_tombstones: HashMap<u32, bool>,
+    /// Tables to check for rows older than their tombstone once this transaction commits.
+    reconcile: HashSet<u32>,
+}
+
+/// How often a change is retried when concurrent local writes keep moving its row.
+const MAX_ATTEMPTS: usize = 5;
 
 impl Applier {
     fn run(&mut self) {
         let mut last_feedback = std::time::Instant::now();
         loop {
-            if BackgroundWorker::sigterm_received() {
+            if BackgroundWorker::sigterm_received() || self.stop {
                 return;
+            }
+            if !self.in_xact && BackgroundWorker::sighup_received() {
+                // SAFETY: re-reading the configuration between transactions, as core workers do.
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             }
             let idle = match self.remote.receive() {
                 Received::Data(bytes) => {
@@ -275,7 +317,7 @@ impl Applier {
             Ok(FromSender::XLogData { wal_end, data, .. }) => {
                 self.received = self.received.max(wal_end);
                 match Message::decode(data) {
-                    Ok(m) => self.apply(m),
+                    Ok(m) => self.on_message(m, data),
                     Err(e) => error!("subscription \"{}\": {e}", self.sub.name),
                 }
             }
@@ -293,9 +335,53 @@ impl Applier {
         }
     }
 
+    /// Applies a message of the stream; an error rolls the transaction back, and at its COMMIT
+    /// it is replayed (see `exceptions`).
+    fn on_message(&mut self, message: Message, raw: &[u8]) {
+        let (begin, commit_end) = match &message {
+            Message::Begin { final_lsn, .. } => (Some(*final_lsn), None),
+            Message::Commit { end_lsn, .. } => (None, Some(*end_lsn)),
+            _ => (None, None),
+        };
+        if let Some(final_lsn) = begin {
+            self.pending = exceptions::Pending {
+                skip: self.sub.skip_lsn != 0 && final_lsn == self.sub.skip_lsn,
+                ..Default::default()
+            };
+            if let Message::Begin {
+                commit_time, xid, ..
+            } = &message
+            {
+                self.xact.commit_lsn = final_lsn;
+                self.xact.commit_time = *commit_time;
+                self.xact.xid = *xid;
+            }
+        }
+        if self.pending.skip {
+            if let Some(end_lsn) = commit_end {
+                self.sub.skip_lsn = 0;
+                self.skip_commit(end_lsn);
+            }
+            return;
+        }
+        self.keep(raw);
+        if self.pending.failed.is_none()
+            && let Err(e) = self.try_apply(message)
+        {
+            self.pending.failed = Some(e);
+        }
+        if commit_end.is_some() && self.pending.failed.is_some() {
+            self.recover();
+        }
+    }
+
     fn apply(&mut self, message: Message) {
         match message {
-            Message::Begin { .. } => {
+            Message::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            } => {
                 // SAFETY: starting the transaction that applies this remote one (SPI needs an
                 // outer snapshot; each statement takes its own fresh one).
                 unsafe {
@@ -303,6 +389,17 @@ impl Applier {
                     pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
                 }
                 self.in_xact = true;
+                self.xact = Xact {
+                    xid,
+                    commit_lsn: final_lsn,
+                    commit_time,
+                    ..Xact::default()
+                };
+                let remote = Version {
+                    ts: commit_time,
+                    node: self.sub.provider,
+                };
+                versions::STATE.with(|s| s.borrow_mut().remote = Some(remote));
             }
             Message::Relation {
                 relid,
@@ -310,29 +407,31 @@ impl Applier {
                 relname,
                 columns,
             } => {
-                let local_types = local_types(&nspname, &relname, &columns)
+                let local = describe_local(&nspname, &relname, &columns)
                     .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
                 self.relations.insert(
                     relid,
-                    RemoteRel {
+                    Rc::new(RemoteRel {
                         nspname,
                         relname,
                         columns,
-                        local_types,
-                    },
+                        local_types: local.types,
+                        local_relid: local.relid,
+                        key: local.key,
+                    }),
                 );
             }
             Message::Insert { relid, new } => {
-                let stmt = self.rel(relid).insert(&new);
-                self.execute(stmt, "INSERT");
+                let rel = self.rel(relid);
+                self.insert(&rel, &new);
             }
             Message::Update { relid, old, new } => {
-                let stmt = self.rel(relid).update(old.as_deref(), &new);
-                self.execute(stmt, "UPDATE");
+                let rel = self.rel(relid);
+                self.update(&rel, old.as_deref(), &new);
             }
             Message::Delete { relid, old } => {
-                let stmt = self.rel(relid).delete(&old);
-                self.execute(stmt, "DELETE");
+                let rel = self.rel(relid);
+                self.delete(&rel, &old);
             }
             Message::Truncate {
                 relids, cascade, ..
@@ -353,19 +452,19 @@ impl Applier {
                     tables.join(", "),
                     if cascade { " CASCADE" } else { "" }
                 );
-                self.execute(
-                    Ok(Statement {
-                        sql,
-                        params: Vec::new(),
-                    }),
-                    "TRUNCATE",
-                );
+                self.exec(Ok(Statement {
+                    sql,
+                    params: Vec::new(),
+                }));
             }
             Message::Commit {
                 end_lsn,
                 commit_time,
                 ..
             } => {
+                self.check_new_tombstones();
+                // Later local commits must be stamped after this remote one (kernel clock).
+                crate::kernel::commit_clock_floor(commit_time);
                 // SAFETY: the origin advances in the same transaction as the applied changes.
                 unsafe {
                     pg_sys::replorigin_session_origin_lsn = end_lsn;
@@ -374,6 +473,8 @@ impl Applier {
                     pg_sys::CommitTransactionCommand();
                 }
                 self.in_xact = false;
+                versions::STATE.with(|s| s.borrow_mut().remote = None);
+                self.reconcile();
             }
             Message::Startup(_)
             | Message::Origin { .. }
@@ -382,8 +483,8 @@ impl Applier {
         }
     }
 
-    fn rel(&self, relid: u32) -> &RemoteRel {
-        self.relations.get(&relid).unwrap_or_else(|| {
+    fn rel(&self, relid: u32) -> Rc<RemoteRel> {
+        self.relations.get(&relid).cloned().unwrap_or_else(|| {
             error!(
                 "subscription \"{}\": change for relation {relid} before its RELATION message",
                 self.sub.name
@@ -391,14 +492,337 @@ impl Applier {
         })
     }
 
-    fn execute(&self, stmt: Result<Statement, String>, what: &str) {
+    /// Runs a statement; returns the rows it processed and the first column of its first row.
+    fn exec(&self, stmt: Result<Statement, String>) -> (u64, Option<String>) {
         let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
-        let processed = run_with_text_params(&stmt);
-        if processed == 0 && (what == "UPDATE" || what == "DELETE") {
-            warning!(
-                "CONFLICT: remote {what} on relation found no local row (subscription \"{}\"); skipped",
-                self.sub.name
-            );
+        run_with_text_params(&stmt)
+    }
+
+    fn remote_version(&self) -> Version {
+        Version {
+            ts: self.xact.commit_time,
+            node: self.sub.provider,
+        }
+    }
+
+    /// The version the last `apply_remote_wins` call saw (the row the statement changed).
+    fn last_local() -> Local {
+        versions::STATE.with(|s| s.borrow_mut().last_local.take().unwrap_or(Local::Unknown))
+    }
+
+    /// Locks the local row with `key`'s key and returns its version, or `None` if absent.
+    fn lock_row(&self, rel: &RemoteRel, key: &[Value]) -> Option<Local> {
+        let (_, xmin) = self.exec(rel.lock_row(key));
+        xmin.map(|x| versions::local_version(parse_xid(&x)))
+    }
+
+    /// Locks the row's tombstone and returns its version, or `None` if there is none.
+    fn lock_tombstone(&self, rel: &RemoteRel, key: &[Value]) -> Option<Local> {
+        if rel.key.is_empty() {
+            return None;
+        }
+        let (_, xmin) = self.exec(rel.lock_tombstone(key));
+        xmin.map(|x| versions::local_version(parse_xid(&x)))
+    }
+
+    /// Whether the table had tombstones when this transaction first touched it.
+    fn may_have_tombstones(&mut self, rel: &RemoteRel) -> bool {
+        if rel.key.is_empty() {
+            return false;
+        }
+        if let Some(&had) = self.xact.had_tombstones.get(&rel.local_relid) {
+            return had;
+        }
+        let had = has_tombstones(rel.local_relid);
+        self.xact.had_tombstones.insert(rel.local_relid, had);
+        had
+    }
+
+    /// Remote INSERT: a new row, unless the key exists (then last-update-wins decides) or a
+    /// newer delete of it is remembered.
+    fn insert(&mut self, rel: &RemoteRel, new: &[Value]) {
+        let remote = self.remote_version();
+        for _ in 0..MAX_ATTEMPTS {
+            if self.exec(rel.insert_or_skip(new)).0 == 1 {
+                if self.may_have_tombstones(rel) {
+                    self.after_revival(rel, new, Kind::InsertExists);
+                }
+                return;
+            }
+            match self.lock_row(rel, new) {
+                Some(local) => {
+                    let wins = conflict::remote_wins(remote, local);
+                    if wins {
+                        self.exec(rel.update(None, new));
+                    }
+                    self.resolved(rel, Kind::InsertExists, wins, local, new);
+                    return;
+                }
+                // The conflict was on another unique index: let the plain INSERT report it.
+                None if !rel.key.is_empty() && self.exec(rel.insert(new)).0 == 1 => {
+                    self.after_revival(rel, new, Kind::InsertExists);
+                    return;
+                }
+                None => {}
+            }
+        }
+        error!("{}", self.moving_row(rel, "INSERT"));
+    }
+
+    /// A row was just inserted for a remote change: if a newer delete of it is remembered, the
+    /// delete wins and the row goes again; otherwise the older tombstone is dropped.
+    fn after_revival(&mut self, rel: &RemoteRel, new: &[Value], kind: Kind) {
+        // A local delete may commit a tombstone while we run: look again after commit.
+        self.xact.reconcile.insert(rel.local_relid);
+        let Some(tomb) = self.lock_tombstone(rel, new) else {
+            return;
+        };
+        let remote = self.remote_version();
+        if conflict::remote_wins(remote, tomb) {
+            self.exec(rel.drop_tombstone(new));
+            if kind != Kind::InsertExists {
+                self.resolved(rel, Kind::UpdateDelete, true, tomb, new);
+            }
+        } else {
+            self.exec(rel.delete(new));
+            self.resolved(rel, kind_for_deleted(kind), false, tomb, new);
+        }
+    }
+
+    /// Remote UPDATE: applied if newer than the local row; a missing row is revived unless a
+    /// newer delete of it is remembered.
+    fn update(&mut self, rel: &RemoteRel, old: Option<&[Value]>, new: &[Value]) {
+        let remote = self.remote_version();
+        let key = old.unwrap_or(new);
+        for _ in 0..MAX_ATTEMPTS {
+            if self.exec(rel.update_if_newer(old, new)).0 > 0 {
+                let local = Self::last_local();
+                if conflict::is_conflict(remote, local) {
+                    self.resolved(rel, Kind::UpdateUpdate, true, local, new);
+                }
+                return;
+            }
+            match self.lock_row(rel, key) {
+                Some(local) => {
+                    if conflict::remote_wins(remote, local) {
+                        // Changed concurrently and now older: the row is locked, apply.
+                        continue;
+                    }
+                    self.resolved(rel, Kind::UpdateUpdate, false, local, new);
+                    return;
+                }
+                None => {
+                    if rel.key.is_empty() {
+                        self.resolved(rel, Kind::UpdateDelete, false, Local::Unknown, new);
+                        return;
+                    }
+                    if let Some(tomb) = self.lock_tombstone(rel, key)
+                        && !conflict::remote_wins(remote, tomb)
+                    {
+                        self.resolved(rel, Kind::UpdateDelete, false, tomb, new);
+                        return;
+                    }
+                    if new.iter().any(|v| matches!(v, Value::UnchangedToast)) {
+                        warning!(
+                            "CONFLICT: remote UPDATE on relation {}.{} found no row and carries unchanged TOAST values; the row cannot be revived. Resolution: skip.",
+                            rel.nspname,
+                            rel.relname
+                        );
+                        return;
+                    }
+                    if self.exec(rel.insert_or_skip(new)).0 == 1 {
+                        self.after_revival(rel, new, Kind::UpdateDelete);
+                        return;
+                    }
+                }
+            }
+        }
+        error!("{}", self.moving_row(rel, "UPDATE"));
+    }
+
+    /// Remote DELETE: applied if newer than the local row, and remembered as a tombstone so a
+    /// late older INSERT or UPDATE of the same key cannot bring the row back.
+    fn delete(&mut self, rel: &RemoteRel, old: &[Value]) {
+        let remote = self.remote_version();
+        for _ in 0..MAX_ATTEMPTS {
+            if self.exec(rel.delete_if_newer(old)).0 > 0 {
+                let local = Self::last_local();
+                if !rel.key.is_empty() {
+                    self.exec(rel.write_tombstone(old));
+                }
+                if conflict::is_conflict(remote, local) {
+                    self.resolved(rel, Kind::DeleteUpdate, true, local, old);
+                }
+                return;
+            }
+            match self.lock_row(rel, old) {
+                Some(local) if conflict::remote_wins(remote, local) => continue,
+                Some(local) => {
+                    self.resolved(rel, Kind::DeleteUpdate, false, local, old);
+                    return;
+                }
+                None => {
+                    if rel.key.is_empty() {
+                        self.resolved(rel, Kind::DeleteDelete, false, Local::Unknown, old);
+                        return;
+                    }
+                    let tomb = self.lock_tombstone(rel, old);
+                    if tomb.is_none_or(|t| conflict::remote_wins(remote, t)) {
+                        self.exec(rel.write_tombstone(old));
+                    }
+                    // A local insert of the key may commit while we run.
+                    self.xact.reconcile.insert(rel.local_relid);
+                    self.resolved(
+                        rel,
+                        Kind::DeleteDelete,
+                        false,
+                        tomb.unwrap_or(Local::Unknown),
+                        old,
+                    );
+                    return;
+                }
+            }
+        }
+        error!("{}", self.moving_row(rel, "DELETE"));
+    }
+
+    fn moving_row(&self, rel: &RemoteRel, what: &str) -> String {
+        format!(
+            "subscription \"{}\": remote {what} on {}.{} kept meeting concurrent changes of its row",
+            self.sub.name, rel.nspname, rel.relname
+        )
+    }
+
+    /// Reports a resolved conflict in the server log (and in spock.resolutions if asked).
+    fn resolved(&self, rel: &RemoteRel, kind: Kind, applied: bool, local: Local, tuple: &[Value]) {
+        let resolution = match (applied, kind) {
+            (true, _) => Resolution::ApplyRemote,
+            (false, Kind::DeleteDelete) => Resolution::Skip,
+            (false, _) => Resolution::KeepLocal,
+        };
+        let remote = self.remote_version();
+        let local_text = match local {
+            Local::Known(v) => format!("local change at {} from node {}", fmt_ts(v.ts), v.node),
+            Local::OwnTransaction => "local row written by this transaction".into(),
+            Local::Unknown => "no local version".into(),
+        };
+        ereport!(
+            settings::CONFLICT_LOG_LEVEL.get().level(),
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!(
+                "CONFLICT: remote {} on relation {}.{} ({}). Resolution: {}.",
+                kind.remote_op(),
+                rel.nspname,
+                rel.relname,
+                kind.name(),
+                resolution.name()
+            ),
+            format!(
+                "{local_text}; remote change at {} from node {}, commit LSN {:X}/{:X}",
+                fmt_ts(remote.ts),
+                remote.node,
+                self.xact.commit_lsn >> 32,
+                self.xact.commit_lsn & 0xFFFF_FFFF
+            ),
+        );
+        if settings::SAVE_RESOLUTIONS.get() {
+            let local_tuple = if rel.key.is_empty() {
+                None
+            } else {
+                self.exec(rel.row_json(tuple)).1
+            };
+            let (local_origin, local_ts) = match local {
+                Local::Known(v) => (Some(v.node.to_string()), Some(v.ts.to_string())),
+                _ => (None, None),
+            };
+            let stmt = Statement {
+                sql: "INSERT INTO spock.resolutions (node_name, log_time, relname, idxname, \
+                      conflict_type, conflict_resolution, local_origin, local_tuple, local_xid, \
+                      local_timestamp, remote_origin, remote_tuple, remote_xid, remote_timestamp, \
+                      remote_lsn) \
+                      SELECT n.node_name, now(), $1::text, \
+                      (SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = $2::oid \
+                       AND (i.indisreplident OR i.indisprimary) ORDER BY i.indisreplident DESC LIMIT 1), \
+                      $3::text, $4::text, coalesce($5::bigint, -1), $6::text, NULL, \
+                      timestamptz '2000-01-01 00:00:00+00' + $7::bigint * interval '1 microsecond', \
+                      $8::bigint, $9::text, $10::text::xid, \
+                      timestamptz '2000-01-01 00:00:00+00' + $11::bigint * interval '1 microsecond', \
+                      $12::pg_lsn \
+                      FROM spock.node n JOIN spock.local_node l ON l.node_id = n.node_id"
+                    .into(),
+                params: vec![
+                    Some(format!("{}.{}", rel.nspname, rel.relname)),
+                    Some(rel.local_relid.to_string()),
+                    Some(kind.name().into()),
+                    Some(resolution.name().into()),
+                    local_origin,
+                    local_tuple,
+                    local_ts,
+                    Some(remote.node.to_string()),
+                    Some(rel.tuple_json(tuple)),
+                    Some(self.xact.xid.to_string()),
+                    Some(remote.ts.to_string()),
+                    Some(format!(
+                        "{:X}/{:X}",
+                        self.xact.commit_lsn >> 32,
+                        self.xact.commit_lsn & 0xFFFF_FFFF
+                    )),
+                ],
+            };
+            self.exec(Ok(stmt));
+        }
+    }
+
+    /// Before commit: tables whose inserts skipped the tombstone check because they had none
+    /// get a repair pass if tombstones appeared meanwhile.
+    fn check_new_tombstones(&mut self) {
+        let appeared: Vec<u32> = self
+            .xact
+            .had_tombstones
+            .iter()
+            .filter(|&(relid, had)| !had && has_tombstones(*relid))
+            .map(|(relid, _)| *relid)
+            .collect();
+        self.xact.reconcile.extend(appeared);
+    }
+
+    /// After commit: deletes rows that lost to a tombstone committed concurrently with the
+    /// transaction just applied (the other nodes already agree: they saw both writes).
+    fn reconcile(&mut self) {
+        if self.xact.reconcile.is_empty() {
+            return;
+        }
+        let relids: Vec<u32> = self.xact.reconcile.drain().collect();
+        let rels: Vec<Rc<RemoteRel>> = relids
+            .iter()
+            .filter_map(|r| {
+                self.relations
+                    .values()
+                    .find(|x| x.local_relid == *r)
+                    .cloned()
+            })
+            .collect();
+        // SAFETY: a short transaction of our own between two remote ones.
+        unsafe {
+            pg_sys::StartTransactionCommand();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        for rel in rels {
+            if let Some(stmt) = rel.reconcile() {
+                let (n, _) = self.exec(Ok(stmt));
+                if n > 0 {
+                    log!(
+                        "spock: removed {n} row(s) of {}.{} older than their concurrent delete",
+                        rel.nspname,
+                        rel.relname
+                    );
+                }
+            }
+        }
+        // SAFETY: the transaction started above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
         }
     }
 
@@ -425,12 +849,20 @@ impl Applier {
     }
 }
 
-/// The local type (as SQL text) of each remote column, matched by name.
-fn local_types(
+/// What the apply worker needs to know of the local table a remote relation maps to.
+struct LocalTable {
+    relid: u32,
+    /// The local type (as SQL text) of each remote column, matched by name.
+    types: Vec<String>,
+    /// Positions of the local replica-identity index columns among the remote columns.
+    key: Vec<usize>,
+}
+
+fn describe_local(
     nspname: &str,
     relname: &str,
     columns: &[spock_proto::Column],
-) -> Result<Vec<String>, String> {
+) -> Result<LocalTable, String> {
     let qualified = format!(
         "\"{}\".\"{}\"",
         nspname.replace('"', "\"\""),
@@ -454,7 +886,30 @@ fn local_types(
             "table {nspname}.{relname} does not exist on the subscriber"
         ));
     }
-    columns
+    let (relid, key_names): (u32, Vec<String>) = Spi::connect(|c| {
+        let row = c.select(
+            "SELECT to_regclass($1)::oid::bigint, spock.replica_identity_columns(to_regclass($1))",
+            None,
+            &[qualified.as_str().into()],
+        )?;
+        let row = row.first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<i64>(1)?.unwrap_or(0) as u32,
+            row.get::<Vec<String>>(2)?.unwrap_or_default(),
+        ))
+    })
+    .map_err(|e| e.to_string())?;
+    // Tombstones need every key column in the stream.
+    let key: Vec<usize> = key_names
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| c.name == *k))
+        .collect();
+    let key = if key.len() == key_names.len() {
+        key
+    } else {
+        Vec::new()
+    };
+    let types = columns
         .iter()
         .map(|c| {
             found
@@ -468,7 +923,41 @@ fn local_types(
                     )
                 })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LocalTable { relid, types, key })
+}
+
+fn has_tombstones(relid: u32) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM spock.tombstones WHERE relid = $1)",
+        &[pg_sys::Oid::from(relid).into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"))
+    .unwrap_or(false)
+}
+
+fn parse_xid(text: &str) -> pg_sys::TransactionId {
+    pg_sys::TransactionId::from(
+        text.parse::<u32>()
+            .unwrap_or_else(|_| error!("bad xid {text}")),
+    )
+}
+
+fn kind_for_deleted(kind: Kind) -> Kind {
+    match kind {
+        Kind::InsertExists => Kind::InsertExists,
+        _ => Kind::UpdateDelete,
+    }
+}
+
+/// A PostgreSQL timestamp (µs since 2000-01-01) as text.
+fn fmt_ts(ts: i64) -> String {
+    // SAFETY: timestamptz_to_str returns a static buffer that we copy at once.
+    unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::timestamptz_to_str(ts))
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 thread_local! {
@@ -478,8 +967,9 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// Runs a statement with text parameters and returns the number of rows it processed.
-fn run_with_text_params(stmt: &Statement) -> u64 {
+/// Runs a statement with text parameters; returns the number of rows it processed and the
+/// first column of the first row it returned.
+fn run_with_text_params(stmt: &Statement) -> (u64, Option<String>) {
     let n = stmt.params.len();
     let mut values = Vec::with_capacity(n);
     let mut nulls = Vec::with_capacity(n);
@@ -524,8 +1014,15 @@ fn run_with_text_params(stmt: &Statement) -> u64 {
             error!("SPI failed ({rc}) running {}", stmt.sql);
         }
         let processed = pg_sys::SPI_processed;
+        let tt = pg_sys::SPI_tuptable;
+        let first = if processed > 0 && !tt.is_null() {
+            let v = pg_sys::SPI_getvalue(*(*tt).vals, (*tt).tupdesc, 1);
+            (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+        } else {
+            None
+        };
         pg_sys::SPI_finish();
-        processed
+        (processed, first)
     }
 }
 

@@ -11,6 +11,11 @@ pub struct RemoteRel {
     pub columns: Vec<Column>,
     /// The local type of each column (same order as `columns`), as SQL text.
     pub local_types: Vec<String>,
+    /// The local table's oid (tombstones are kept by it).
+    pub local_relid: u32,
+    /// Positions in `columns` of the local replica-identity index's columns, in index order:
+    /// the row key of tombstones (empty when the local table has no such index).
+    pub key: Vec<usize>,
 }
 
 /// A statement and its parameters (`None` is NULL).
@@ -153,6 +158,176 @@ impl RemoteRel {
             params,
         })
     }
+
+    /// INSERT that does nothing when a unique index already holds the row.
+    pub fn insert_or_skip(&self, new: &[Value]) -> Result<Statement, String> {
+        let mut s = self.insert(new)?;
+        s.sql.push_str(" ON CONFLICT DO NOTHING");
+        Ok(s)
+    }
+
+    /// UPDATE of the row only if the remote write is newer than the row's last write.
+    pub fn update_if_newer(
+        &self,
+        old: Option<&[Value]>,
+        new: &[Value],
+    ) -> Result<Statement, String> {
+        let mut s = self.update(old, new)?;
+        s.sql.push_str(" AND spock.apply_remote_wins(xmin)");
+        Ok(s)
+    }
+
+    /// DELETE of the row only if the remote write is newer than the row's last write.
+    pub fn delete_if_newer(&self, old: &[Value]) -> Result<Statement, String> {
+        let mut s = self.delete(old)?;
+        s.sql.push_str(" AND spock.apply_remote_wins(xmin)");
+        Ok(s)
+    }
+
+    /// Locks the local row with the key of `values` and returns its xmin.
+    pub fn lock_row(&self, values: &[Value]) -> Result<Statement, String> {
+        self.check(values)?;
+        let mut params = Vec::new();
+        let filter = self.key_filter(values, &mut params)?;
+        Ok(Statement {
+            sql: format!(
+                "SELECT xmin::text FROM {} WHERE {filter} FOR UPDATE",
+                self.table()
+            ),
+            params,
+        })
+    }
+
+    /// The local row with the key of `values` as JSON (for conflict reports).
+    pub fn row_json(&self, values: &[Value]) -> Result<Statement, String> {
+        self.check(values)?;
+        let mut params = Vec::new();
+        let filter = self.key_filter(values, &mut params)?;
+        Ok(Statement {
+            sql: format!(
+                "SELECT row_to_json(t)::text FROM {} t WHERE {filter}",
+                self.table()
+            ),
+            params,
+        })
+    }
+
+    /// `values` as a JSON object of text values (unchanged TOAST values left out).
+    pub fn tuple_json(&self, values: &[Value]) -> String {
+        let mut out = String::from("{");
+        for (c, v) in self.columns.iter().zip(values) {
+            let value = match v {
+                Value::Null => "null".to_string(),
+                Value::Text(t) => json_string(&String::from_utf8_lossy(t)),
+                _ => continue,
+            };
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&json_string(&c.name));
+            out.push(':');
+            out.push_str(&value);
+        }
+        out.push('}');
+        out
+    }
+
+    /// `relid = $1 AND key = record_send(ROW(…))`: the tombstone of the row with `values`' key,
+    /// in the same form the local delete trigger (`spock.tombstone_trigger`) writes.
+    fn tombstone_filter(&self, values: &[Value]) -> Result<(String, Vec<Option<String>>), String> {
+        self.check(values)?;
+        if self.key.is_empty() {
+            return Err(format!(
+                "{}.{} has no replica identity index",
+                self.nspname, self.relname
+            ));
+        }
+        let mut params = vec![Some(self.local_relid.to_string())];
+        let mut parts = Vec::new();
+        for &i in &self.key {
+            match param(&values[i])? {
+                Some(p) => {
+                    params.push(p);
+                    parts.push(format!("${}::{}", params.len(), self.local_types[i]));
+                }
+                None => {
+                    return Err(format!(
+                        "key column {} is unchanged-TOAST",
+                        self.columns[i].name
+                    ));
+                }
+            }
+        }
+        Ok((format!("record_send(ROW({}))", parts.join(", ")), params))
+    }
+
+    /// Locks the row's tombstone, if any, and returns its xmin (the deleting transaction).
+    pub fn lock_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_filter(values)?;
+        Ok(Statement {
+            sql: format!(
+                "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = {key} FOR UPDATE"
+            ),
+            params,
+        })
+    }
+
+    /// Records (or renews) the row's tombstone with the applying transaction's version.
+    pub fn write_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_filter(values)?;
+        Ok(Statement {
+            sql: format!(
+                "INSERT INTO spock.tombstones (relid, key) VALUES ($1::oid, {key}) \
+                 ON CONFLICT (relid, key) DO UPDATE SET relid = EXCLUDED.relid"
+            ),
+            params,
+        })
+    }
+
+    pub fn drop_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_filter(values)?;
+        Ok(Statement {
+            sql: format!("DELETE FROM spock.tombstones WHERE relid = $1::oid AND key = {key}"),
+            params,
+        })
+    }
+
+    /// Deletes rows older than their own tombstone: repairs the rare race where a local
+    /// transaction deleted or inserted a row while this worker applied a change of it.
+    pub fn reconcile(&self) -> Option<Statement> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let cols: Vec<String> = self
+            .key
+            .iter()
+            .map(|&i| format!("t.{}", ident(&self.columns[i].name)))
+            .collect();
+        Some(Statement {
+            sql: format!(
+                "DELETE FROM {} t USING spock.tombstones tb WHERE tb.relid = $1::oid \
+                 AND tb.key = record_send(ROW({})) AND spock.apply_local_newer(tb.xmin, t.xmin)",
+                self.table(),
+                cols.join(", ")
+            ),
+            params: vec![Some(self.local_relid.to_string())],
+        })
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `Some(param)` for a sendable value, `None` for an unchanged TOAST value (left alone).
@@ -185,6 +360,8 @@ mod tests {
             relname: "T\"x".into(),
             columns: vec![col("id", true), col("v", false), col("big", false)],
             local_types: vec!["integer".into(), "text".into(), "bytea".into()],
+            local_relid: 16384,
+            key: vec![0],
         }
     }
 
@@ -240,5 +417,52 @@ mod tests {
                 .insert(&[Value::Binary(vec![1]), Value::Null, Value::Null])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tombstones_use_the_local_key_in_index_order() {
+        let mut r = rel();
+        r.key = vec![1, 0];
+        let s = r.lock_tombstone(&[t("7"), t("a"), Value::Null]).unwrap();
+        assert_eq!(
+            s.sql,
+            "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = record_send(ROW($2::text, $3::integer)) FOR UPDATE"
+        );
+        assert_eq!(
+            s.params,
+            vec![Some("16384".into()), Some("a".into()), Some("7".into())]
+        );
+        let w = r.write_tombstone(&[t("7"), t("a"), Value::Null]).unwrap();
+        assert!(
+            w.sql.contains("ON CONFLICT (relid, key) DO UPDATE"),
+            "{}",
+            w.sql
+        );
+        r.key.clear();
+        assert!(r.drop_tombstone(&[t("7"), t("a"), Value::Null]).is_err());
+        assert!(r.reconcile().is_none());
+    }
+
+    #[test]
+    fn tuples_as_json() {
+        let j = rel().tuple_json(&[t("1"), Value::Null, t("a\"b\\\n")]);
+        assert_eq!(j, r#"{"id":"1","v":null,"big":"a\"b\\\u000a"}"#);
+    }
+
+    #[test]
+    fn conditional_statements_compare_versions_in_the_server() {
+        let s = rel()
+            .delete_if_newer(&[t("7"), Value::Null, Value::Null])
+            .unwrap();
+        assert!(
+            s.sql
+                .ends_with("\"id\" = $1::integer AND spock.apply_remote_wins(xmin)"),
+            "{}",
+            s.sql
+        );
+        let s = rel().insert_or_skip(&[t("1"), t("a"), t("b")]).unwrap();
+        assert!(s.sql.ends_with("ON CONFLICT DO NOTHING"));
+        let s = rel().reconcile().unwrap();
+        assert!(s.sql.contains("record_send(ROW(t.\"id\"))"), "{}", s.sql);
     }
 }

@@ -3,7 +3,7 @@
 //! provider), then streaming starts at the slot's consistent point — so no row is lost or seen
 //! twice. The local copy and the "ready" mark commit together: a crash midway copies again.
 
-use super::{Subscription, local_types, quote_literal};
+use super::{Subscription, quote_literal};
 use crate::remote::Remote;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -120,7 +120,7 @@ fn copy_table(remote: &Remote, nsp: &str, rel: &str) -> Result<u64, String> {
             typmod: -1,
         })
         .collect();
-    let types = local_types(nsp, rel, &columns)?;
+    let types = super::describe_local(nsp, rel, &columns)?.types;
     let select: Vec<String> = names
         .iter()
         .map(|n| format!("{}::text", ident(n)))

@@ -1,0 +1,180 @@
+//! Errors while applying: a change the subscriber refuses (a constraint only it has) is handled
+//! as `spock.exception_behaviour` says, logged in `spock.exception_log`, and never makes the
+//! apply worker restart; `sub_alter_skiplsn` skips a transaction that cannot be applied.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node};
+use std::time::{Duration, Instant};
+
+fn wait_for(node: &Node, query: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        let got = node.sql(query).unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}: {query} gave {got}, not {want}:\n{}",
+            node.name,
+            node.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup(kernel: &harness::Kernel) -> Cluster {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            n.dsn("postgres")
+        ))
+        .unwrap();
+        n.sql("CREATE TABLE t(id int PRIMARY KEY, v int)").unwrap();
+    }
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    // Only the subscriber refuses large values.
+    s.sql("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)")
+        .unwrap();
+    p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+        .unwrap();
+    s.sql(&format!(
+        "SELECT spock.sub_create('sub', '{}')",
+        p.dsn("postgres")
+    ))
+    .unwrap();
+    wait_for(
+        p,
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+        "1",
+    );
+    cluster
+}
+
+fn apply_pid(s: &Node) -> String {
+    s.sql("SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+        .unwrap()
+}
+
+/// Sets the behaviour and waits until a marker row written after it has arrived.
+fn behaviour(p: &Node, s: &Node, value: &str, marker: i32) {
+    s.configure("spock.exception_behaviour", value).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    p.sql(&format!("INSERT INTO t VALUES ({marker}, 0)"))
+        .unwrap();
+    wait_for(
+        s,
+        &format!("SELECT count(*) FROM t WHERE id = {marker}"),
+        "1",
+    );
+}
+
+#[test]
+fn each_exception_behaviour() {
+    common::for_each_kernel(|kernel| {
+        let cluster = setup(kernel);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        behaviour(p, s, "discard", 1000);
+        let pid = apply_pid(s);
+
+        // discard: the failing change is skipped, the rest of its transaction applied.
+        p.sql("BEGIN; INSERT INTO t VALUES (1, 1), (2, 500), (3, 3); COMMIT;")
+            .unwrap();
+        p.sql("INSERT INTO t VALUES (4, 4)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t WHERE id = 4", "1");
+        assert_eq!(
+            s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id < 1000")
+                .unwrap(),
+            "1,3,4"
+        );
+        let log = s
+            .sql("SELECT string_agg(format('%s %s %s', operation, remote_new_tup->>'id', error_message), E'\\n') FROM spock.exception_log")
+            .unwrap();
+        assert!(
+            log.starts_with(
+                "INSERT 2 new row for relation \"t\" violates check constraint \"small\""
+            ),
+            "{log}"
+        );
+        assert_eq!(log.lines().count(), 1, "{log}");
+
+        // transdiscard: the whole transaction is skipped, each of its changes logged.
+        behaviour(p, s, "transdiscard", 1001);
+        s.sql("TRUNCATE spock.exception_log").unwrap();
+        p.sql("BEGIN; INSERT INTO t VALUES (5, 5), (6, 600); COMMIT;")
+            .unwrap();
+        p.sql("INSERT INTO t VALUES (7, 7)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t WHERE id = 7", "1");
+        assert_eq!(
+            s.sql("SELECT count(*) FROM t WHERE id IN (5, 6)").unwrap(),
+            "0"
+        );
+        let log = s
+            .sql("SELECT string_agg(format('%s:%s', remote_new_tup->>'id', error_message <> ''), ' ' ORDER BY command_counter) FROM spock.exception_log")
+            .unwrap();
+        assert_eq!(log, "5:false 6:true");
+        assert_eq!(apply_pid(s), pid, "the apply worker restarted");
+
+        // sub_disable: the subscription stops at the transaction; skipping its LSN goes on.
+        behaviour(p, s, "sub_disable", 1002);
+        p.sql("BEGIN; INSERT INTO t VALUES (8, 8), (9, 900); COMMIT;")
+            .unwrap();
+        wait_for(
+            s,
+            "SELECT sub_enabled::text FROM spock.subscription",
+            "false",
+        );
+        wait_for(
+            s,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'",
+            "0",
+        );
+        let msg = s
+            .sql("SELECT error_message FROM spock.exception_log WHERE operation = 'SUB_DISABLE'")
+            .unwrap();
+        assert!(
+            msg.starts_with("disabling subscription sub due to exception(s) - skip_lsn = "),
+            "{msg}"
+        );
+        let lsn = msg
+            .trim_start_matches("disabling subscription sub due to exception(s) - skip_lsn = ")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string();
+        p.sql("INSERT INTO t VALUES (10, 10)").unwrap();
+        // Enabled again without a skip, it stops at the same transaction.
+        s.sql("SELECT spock.sub_enable('sub')").unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) FROM spock.exception_log WHERE operation = 'SUB_DISABLE'",
+            "2",
+        );
+        wait_for(
+            s,
+            "SELECT sub_enabled::text FROM spock.subscription",
+            "false",
+        );
+        s.sql(&format!("SELECT spock.sub_alter_skiplsn('sub', '{lsn}')"))
+            .unwrap();
+        s.sql("SELECT spock.sub_enable('sub')").unwrap();
+        wait_for(s, "SELECT count(*) FROM t WHERE id = 10", "1");
+        assert_eq!(
+            s.sql("SELECT count(*) FROM t WHERE id IN (8, 9)").unwrap(),
+            "0"
+        );
+        assert_eq!(
+            s.sql("SELECT sub_skip_lsn::text FROM spock.subscription")
+                .unwrap(),
+            "0/0"
+        );
+        assert!(
+            s.log_tail(200)
+                .contains("skip-LSN of subscription \"sub\" cleared")
+        );
+    });
+}

@@ -1,0 +1,360 @@
+//! Active-active replication between separate servers: every node subscribes to every other,
+//! every node takes writes, conflicts resolve by last-update-wins (deletes included) and all
+//! nodes end up with the same rows.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node};
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "CREATE TABLE kv(id int PRIMARY KEY, v text, who text); \
+                      CREATE TABLE marks(node text, n int, PRIMARY KEY (node, n));";
+
+/// A full mesh of `n` spock nodes: n<i> subscribes to every other node, with the default
+/// `forward_origins = '{}'`, so each node sends only the changes made on it.
+fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
+    let cluster = Cluster::start(
+        kernel,
+        &ClusterOptions::default()
+            .nodes(n)
+            .setting("spock.save_resolutions", "on"),
+    )
+    .unwrap();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        node.sql("CREATE EXTENSION spock").unwrap();
+        node.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            node.dsn("postgres")
+        ))
+        .unwrap();
+        node.sql(schema).unwrap();
+        node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+    }
+    for (i, s) in cluster.nodes.iter().enumerate() {
+        for (j, p) in cluster.nodes.iter().enumerate() {
+            if i != j {
+                s.sql(&format!(
+                    "SELECT spock.sub_create('sub_n{}_n{}', '{}')",
+                    j + 1,
+                    i + 1,
+                    p.dsn("postgres")
+                ))
+                .unwrap();
+            }
+        }
+    }
+    // Every node's slots are active once all apply workers stream.
+    for node in &cluster.nodes {
+        wait_for(
+            node,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            &(n - 1).to_string(),
+        );
+    }
+    cluster
+}
+
+fn wait_for(node: &Node, query: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        let got = node.sql(query).unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}: {query} gave {got}, not {want}:\n{}",
+            node.name,
+            node.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes a marker row on every node and waits until every node has all of them: each
+/// node's stream is in order, so everything written before a marker has arrived.
+fn quiesce(cluster: &Cluster, round: usize) {
+    for node in &cluster.nodes {
+        node.sql(&format!(
+            "INSERT INTO marks VALUES ('{}', {round})",
+            node.name
+        ))
+        .unwrap();
+    }
+    for node in &cluster.nodes {
+        wait_for(
+            node,
+            &format!("SELECT count(*) FROM marks WHERE n = {round}"),
+            &cluster.nodes.len().to_string(),
+        );
+    }
+}
+
+/// The ordered content of `kv` on each node.
+fn contents(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.sql("SELECT coalesce(string_agg(format('%s=%s/%s', id, v, who), ' ' ORDER BY id), '') FROM kv")
+                .unwrap()
+        })
+        .collect()
+}
+
+fn assert_same(cluster: &Cluster, what: &str) -> String {
+    let all = contents(cluster);
+    for (node, c) in cluster.nodes.iter().zip(&all) {
+        assert_eq!(
+            *c,
+            all[0],
+            "{what}: {} differs from {}:\n{}",
+            node.name,
+            cluster.nodes[0].name,
+            node.log_tail(40)
+        );
+    }
+    all[0].clone()
+}
+
+fn set_subscriptions(cluster: &Cluster, enabled: bool) {
+    for node in &cluster.nodes {
+        let f = if enabled { "sub_enable" } else { "sub_disable" };
+        node.sql(&format!(
+            "SELECT spock.{f}(sub_name, true) FROM spock.subscription"
+        ))
+        .unwrap();
+    }
+    // Disabled: no apply worker left; enabled: every slot streaming again.
+    for node in &cluster.nodes {
+        if enabled {
+            wait_for(
+                node,
+                "SELECT count(*) FROM pg_replication_slots WHERE active",
+                &(cluster.nodes.len() - 1).to_string(),
+            );
+        } else {
+            wait_for(
+                node,
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'",
+                "0",
+            );
+        }
+    }
+}
+
+#[test]
+fn every_node_takes_writes_and_nothing_loops() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel, 3, SCHEMA);
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            node.sql(&format!(
+                "INSERT INTO kv SELECT g, 'v' || g, 'n{}' FROM generate_series({}, {}) g",
+                i + 1,
+                i * 100 + 1,
+                i * 100 + 100
+            ))
+            .unwrap();
+            node.sql(&format!(
+                "UPDATE kv SET v = v || '!' WHERE id % 10 = 0 AND who = 'n{}'",
+                i + 1
+            ))
+            .unwrap();
+            node.sql(&format!("DELETE FROM kv WHERE id = {}", i * 100 + 1))
+                .unwrap();
+        }
+        quiesce(&cluster, 1);
+        let all = assert_same(&cluster, "after independent writes");
+        assert_eq!(all.split(' ').count(), 297, "{all}");
+        assert!(all.contains("110=v110!/n2"), "{all}");
+
+        // Each node's own rows are local (origin 0) there, and came straight from their
+        // origin elsewhere: nothing travelled back or around.
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let origins = node
+                .sql(
+                    "SELECT string_agg(format('%s:%s', who, coalesce(o.roname, 'local')), ' ' ORDER BY who) FROM \
+                     (SELECT DISTINCT who, (pg_xact_commit_timestamp_origin(xmin)).roident FROM kv) r \
+                     LEFT JOIN pg_replication_origin o ON o.roident = r.roident",
+                )
+                .unwrap();
+            for (j, _) in cluster.nodes.iter().enumerate() {
+                let want = if i == j {
+                    format!("n{}:local", j + 1)
+                } else {
+                    format!(
+                        "n{}:spk_postgres_n{}_sub_n{}_n{}",
+                        j + 1,
+                        j + 1,
+                        j + 1,
+                        i + 1
+                    )
+                };
+                assert!(origins.contains(&want), "{}: {origins}", node.name);
+            }
+            assert_eq!(
+                node.sql("SELECT count(*) FROM spock.resolutions").unwrap(),
+                "0",
+                "{}: conflicts without concurrent writes",
+                node.name
+            );
+        }
+    });
+}
+
+#[test]
+fn conflicts_resolve_by_last_update_wins_on_every_node() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel, 3, SCHEMA);
+        let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        n1.sql("INSERT INTO kv VALUES (1, 'a', 'n1'), (2, 'a', 'n1'), (3, 'a', 'n1'), (4, 'a', 'n1'), (5, 'a', 'n1')")
+            .unwrap();
+        quiesce(&cluster, 1);
+
+        // Partitioned: every node writes the same keys without seeing the others.
+        set_subscriptions(&cluster, false);
+        // insert-insert: the later insert wins.
+        n3.sql("INSERT INTO kv VALUES (10, 'first', 'n3')").unwrap();
+        n2.sql("INSERT INTO kv VALUES (10, 'second', 'n2')")
+            .unwrap();
+        // update-update: the later update wins.
+        n2.sql("UPDATE kv SET v = 'early', who = 'n2' WHERE id = 1")
+            .unwrap();
+        n1.sql("UPDATE kv SET v = 'late', who = 'n1' WHERE id = 1")
+            .unwrap();
+        // update, then a later delete: the delete wins.
+        n1.sql("UPDATE kv SET v = 'doomed', who = 'n1' WHERE id = 2")
+            .unwrap();
+        n3.sql("DELETE FROM kv WHERE id = 2").unwrap();
+        // delete, then a later update: the update wins and revives the row.
+        n2.sql("DELETE FROM kv WHERE id = 3").unwrap();
+        n3.sql("UPDATE kv SET v = 'revived', who = 'n3' WHERE id = 3")
+            .unwrap();
+        // delete, then a later re-insert elsewhere: the row is back.
+        n1.sql("DELETE FROM kv WHERE id = 4").unwrap();
+        n2.sql("DELETE FROM kv WHERE id = 4; INSERT INTO kv VALUES (4, 'again', 'n2')")
+            .unwrap();
+        // re-insert, then a later delete elsewhere: gone.
+        n3.sql("DELETE FROM kv WHERE id = 5; INSERT INTO kv VALUES (5, 'back', 'n3')")
+            .unwrap();
+        n1.sql("DELETE FROM kv WHERE id = 5").unwrap();
+        set_subscriptions(&cluster, true);
+        quiesce(&cluster, 2);
+
+        let all = assert_same(&cluster, "after partitioned writes");
+        assert_eq!(
+            all, "1=late/n1 3=revived/n3 4=again/n2 10=second/n2",
+            "last update must win"
+        );
+        // Each resolution is logged where it happened.
+        let types = n1
+            .sql("SELECT string_agg(DISTINCT conflict_type || ':' || conflict_resolution, ' ') FROM spock.resolutions")
+            .unwrap();
+        assert!(types.contains("update_update:keep_local"), "{types}");
+        let log = n2.log_tail(400);
+        assert!(log.contains("CONFLICT: remote"), "{log}");
+    });
+}
+
+/// Clients on every node write conflicting INSERT/UPDATE/DELETE and DELETE + re-INSERT on the
+/// same 50 keys, unthrottled; once quiet, every node holds the same rows, in every run, and no
+/// apply worker restarted.
+#[test]
+fn conflicting_storm_converges() {
+    let secs: u64 = std::env::var("PGEDGE_STORM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let runs: usize = std::env::var("PGEDGE_STORM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        "\\set k random(1, 50)\n\
+         \\set op random(1, 4)\n\
+         \\if :op = 1\n\
+         INSERT INTO kv VALUES (:k, 'i' || :client_id, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v || 'u', who = EXCLUDED.who;\n\
+         \\elif :op = 2\n\
+         UPDATE kv SET v = v || '+', who = current_setting('cluster_name') WHERE id = :k;\n\
+         \\elif :op = 3\n\
+         DELETE FROM kv WHERE id = :k;\n\
+         \\else\n\
+         BEGIN;\n\
+         DELETE FROM kv WHERE id = :k;\n\
+         INSERT INTO kv VALUES (:k, 'r' || :client_id, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, who = EXCLUDED.who;\n\
+         END;\n\
+         \\endif\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        script.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    common::for_each_kernel(|kernel| {
+        for run in 0..runs {
+            let cluster = mesh(kernel, 3, SCHEMA);
+            for node in &cluster.nodes {
+                node.sql(&format!("ALTER SYSTEM SET cluster_name = '{}'", node.name))
+                    .unwrap();
+                node.restart().unwrap();
+            }
+            for node in &cluster.nodes {
+                wait_for(
+                    node,
+                    "SELECT count(*) FROM pg_replication_slots WHERE active",
+                    "2",
+                );
+            }
+            let workers = |n: &Node| {
+                n.sql("SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+                    .unwrap()
+            };
+            let before: Vec<String> = cluster.nodes.iter().map(workers).collect();
+            let clients: Vec<_> = cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.client("pgbench", "postgres")
+                        .args([
+                            "-n",
+                            "-c",
+                            "2",
+                            "-T",
+                            &secs.to_string(),
+                            "--max-tries=20",
+                            "-f",
+                        ])
+                        .arg(script.path())
+                        .arg("postgres")
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for c in clients {
+                let out = c.wait_with_output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "pgbench failed:\n{text}");
+            }
+            quiesce(&cluster, 1);
+            let all = assert_same(&cluster, &format!("run {run}"));
+            let after: Vec<String> = cluster.nodes.iter().map(workers).collect();
+            assert_eq!(before, after, "apply workers restarted during the storm");
+            let conflicts = cluster
+                .node(0)
+                .sql("SELECT count(*) FROM spock.resolutions")
+                .unwrap();
+            eprintln!(
+                "run {run}: converged on {} rows; {conflicts} conflicts resolved on n1",
+                all.split(' ').filter(|s| !s.is_empty()).count()
+            );
+        }
+    });
+}

@@ -1,0 +1,364 @@
+//! What the apply worker does when applying a remote transaction raises an error: the
+//! transaction's messages are kept while it arrives, so after the error it is rolled back and
+//! replayed — as is for a transient error (deadlock, serialization failure), otherwise change
+//! by change in subtransactions as `spock.exception_behaviour` says, with the failed (and, as
+//! `spock.exception_logging` says, the other) changes in `spock.exception_log`. The worker keeps
+//! running either way: an apply error never turns into a restart loop.
+
+use super::sql::Statement;
+use super::{Applier, versions};
+use crate::settings::{self, ExceptionBehaviour, ExceptionLogging};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use spock_proto::{Message, Value};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+/// How often a transaction that failed on a transient error is tried again.
+const TRANSIENT_RETRIES: u32 = 10;
+
+/// The error that stopped a transaction.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: PgSqlErrorCode,
+    pub message: String,
+}
+
+impl Failure {
+    fn from_caught(e: CaughtError) -> Failure {
+        let report = match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+            CaughtError::RustPanic { ereport, .. } => ereport,
+        };
+        Failure {
+            code: report.sql_error_code(),
+            message: report.message().to_string(),
+        }
+    }
+
+    /// Errors that go away when the transaction is simply run again.
+    fn is_transient(&self) -> bool {
+        use PgSqlErrorCode::*;
+        matches!(
+            self.code,
+            ERRCODE_T_R_DEADLOCK_DETECTED
+                | ERRCODE_T_R_SERIALIZATION_FAILURE
+                | ERRCODE_LOCK_NOT_AVAILABLE
+        )
+    }
+}
+
+/// The remote transaction being received.
+#[derive(Default)]
+pub struct Pending {
+    /// Its messages so far, for a replay.
+    pub messages: Vec<Vec<u8>>,
+    pub bytes: usize,
+    /// More than `spock.exception_replay_queue_size`: no replay possible.
+    pub overflow: bool,
+    pub failed: Option<Failure>,
+    /// `sub_alter_skiplsn` named this transaction: it is consumed, not applied.
+    pub skip: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As received, one transaction.
+    Whole,
+    /// Each change in a subtransaction; `keep` says whether successful ones stay.
+    Changes { keep: bool, disable: bool },
+}
+
+impl Applier {
+    /// Applies one message, turning an error into a `Failure` (the transaction is then aborted).
+    pub(super) fn try_apply(&mut self, message: Message) -> Result<(), Failure> {
+        let result = PgTryBuilder::new(AssertUnwindSafe(|| {
+            self.apply(message);
+            Ok(())
+        }))
+        .catch_others(|e| Err(Failure::from_caught(e)))
+        .execute();
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
+    /// Rolls the local transaction back after an error.
+    fn abort(&mut self) {
+        // SAFETY: the error was caught and flushed; this ends the failed transaction (and any
+        // subtransaction in it).
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        self.in_xact = false;
+        versions::STATE.with(|s| s.borrow_mut().remote = None);
+    }
+
+    /// Keeps a message of the transaction being received.
+    pub(super) fn keep(&mut self, raw: &[u8]) {
+        let p = &mut self.pending;
+        if p.overflow {
+            return;
+        }
+        p.bytes += raw.len();
+        if p.bytes > settings::EXCEPTION_REPLAY_QUEUE_SIZE.get().max(0) as usize {
+            p.overflow = true;
+            p.messages = Vec::new();
+        } else {
+            p.messages.push(raw.to_vec());
+        }
+    }
+
+    /// At the COMMIT of a transaction that failed: replay it as the error and the settings say.
+    pub(super) fn recover(&mut self) {
+        let mut failure = self.pending.failed.take().expect("a failed transaction");
+        if self.pending.overflow {
+            error!(
+                "subscription \"{}\": {}; the transaction is larger than \
+                 spock.exception_replay_queue_size and cannot be replayed",
+                self.sub.name, failure.message
+            );
+        }
+        let mut attempt = 0;
+        while failure.is_transient() && attempt < TRANSIENT_RETRIES {
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+            match self.replay(Mode::Whole) {
+                Ok(()) => return,
+                Err(e) => failure = e,
+            }
+        }
+        warning!(
+            "subscription \"{}\": applying remote transaction {} failed: {}",
+            self.sub.name,
+            self.xact.xid,
+            failure.message
+        );
+        let mode = match settings::EXCEPTION_BEHAVIOUR.get() {
+            ExceptionBehaviour::Discard => Mode::Changes {
+                keep: true,
+                disable: false,
+            },
+            ExceptionBehaviour::TransDiscard => Mode::Changes {
+                keep: false,
+                disable: false,
+            },
+            ExceptionBehaviour::SubDisable => Mode::Changes {
+                keep: false,
+                disable: true,
+            },
+        };
+        self.pending.failed = Some(failure.clone());
+        if let Err(e) = self.replay(mode) {
+            // Even change by change it failed (e.g. at commit): stop, to be retried later.
+            error!(
+                "subscription \"{}\": cannot apply or skip remote transaction {}: {}",
+                self.sub.name, self.xact.xid, e.message
+            );
+        }
+    }
+
+    fn replay(&mut self, mode: Mode) -> Result<(), Failure> {
+        let messages = std::mem::take(&mut self.pending.messages);
+        let result = self.replay_messages(&messages, mode);
+        self.pending.messages = messages;
+        result
+    }
+
+    fn replay_messages(&mut self, messages: &[Vec<u8>], mode: Mode) -> Result<(), Failure> {
+        let failure_text = self
+            .pending
+            .failed
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        for raw in messages {
+            let message = Message::decode(raw).map_err(|e| Failure {
+                code: PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION,
+                message: e.to_string(),
+            })?;
+            let Mode::Changes { keep, disable } = mode else {
+                self.try_apply(message)?;
+                continue;
+            };
+            match message {
+                Message::Commit { .. } if disable => {
+                    self.disable_subscription(&failure_text);
+                    return Ok(());
+                }
+                Message::Insert { .. }
+                | Message::Update { .. }
+                | Message::Delete { .. }
+                | Message::Truncate { .. }
+                | Message::Relation { .. } => {
+                    let logged = Logged::of(self, &message);
+                    // SAFETY: inside the apply transaction.
+                    unsafe {
+                        pg_sys::BeginInternalSubTransaction(c"SpockExceptionReplay".as_ptr())
+                    };
+                    let result = PgTryBuilder::new(AssertUnwindSafe(|| {
+                        self.apply(message);
+                        Ok(())
+                    }))
+                    .catch_others(|e| Err(Failure::from_caught(e)))
+                    .execute();
+                    // SAFETY: ends the subtransaction begun above, keeping it only when asked.
+                    unsafe {
+                        if result.is_ok() && keep {
+                            pg_sys::ReleaseCurrentSubTransaction();
+                        } else {
+                            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                        }
+                    }
+                    // A table missing here fails each of its changes instead.
+                    if logged.operation.is_empty() {
+                        continue;
+                    }
+                    let logging = settings::EXCEPTION_LOGGING.get();
+                    let log_it = match &result {
+                        Err(_) => logging != ExceptionLogging::None,
+                        Ok(()) => {
+                            logging == ExceptionLogging::All
+                                || (!keep && logging != ExceptionLogging::None)
+                        }
+                    };
+                    if log_it {
+                        let error = match &result {
+                            Err(e) => e.message.clone(),
+                            Ok(()) => String::new(),
+                        };
+                        self.log_exception(&logged, &error);
+                    }
+                }
+                other => self.try_apply(other)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `sub_disable`: the subscription is disabled and the transaction left unapplied, so
+    /// enabling the subscription again retries it (unless `sub_alter_skiplsn` names it).
+    fn disable_subscription(&mut self, failure: &str) {
+        let lsn = format_lsn(self.xact.commit_lsn);
+        self.log_exception(
+            &Logged {
+                operation: "SUB_DISABLE",
+                ..Logged::default()
+            },
+            &format!(
+                "disabling subscription {} due to exception(s) - skip_lsn = {lsn}: {failure}",
+                self.sub.name
+            ),
+        );
+        self.exec(Ok(Statement {
+            sql: "UPDATE spock.subscription SET sub_enabled = false WHERE sub_name = $1::name"
+                .into(),
+            params: vec![Some(self.sub.name.clone())],
+        }));
+        // SAFETY: commits without advancing the origin.
+        unsafe {
+            pg_sys::replorigin_session_origin_lsn = 0;
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        self.in_xact = false;
+        versions::STATE.with(|s| s.borrow_mut().remote = None);
+        log!(
+            "subscription \"{}\": disabled after an error in remote transaction {} (commit LSN {lsn})",
+            self.sub.name,
+            self.xact.xid
+        );
+        self.stop = true;
+    }
+
+    /// One row of `spock.exception_log`.
+    fn log_exception(&self, logged: &Logged, error: &str) {
+        static COUNTER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        let counter = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.exec(Ok(Statement {
+            sql: "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
+                  retry_errored_at, remote_xid, table_schema, table_name, operation, remote_old_tup, \
+                  remote_new_tup, error_message) VALUES ($1::oid, \
+                  timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
+                  $3::int, clock_timestamp(), $4::bigint, $5::text, $6::text, $7::text, $8::jsonb, \
+                  $9::jsonb, $10::text)"
+                .into(),
+            params: vec![
+                Some(self.sub.provider.to_string()),
+                Some(self.xact.commit_time.to_string()),
+                Some(counter.to_string()),
+                Some(self.xact.xid.to_string()),
+                logged.schema.clone(),
+                logged.table.clone(),
+                Some(logged.operation.into()),
+                logged.old.clone(),
+                logged.new.clone(),
+                Some(error.into()),
+            ],
+        }));
+    }
+
+    /// The COMMIT of a transaction named by `sub_alter_skiplsn`: it counts as done.
+    pub(super) fn skip_commit(&mut self, end_lsn: u64) {
+        BackgroundWorker::transaction(|| {
+            // SAFETY: the origin advances past the skipped transaction.
+            unsafe { pg_sys::replorigin_session_origin_lsn = end_lsn };
+            Spi::run_with_args(
+                "UPDATE spock.subscription SET sub_skip_lsn = '0/0' WHERE sub_name = $1::text::name",
+                &[self.sub.name.as_str().into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        });
+        warning!(
+            "skip-LSN of subscription \"{}\" cleared: remote transaction {} at LSN {} was skipped",
+            self.sub.name,
+            self.xact.xid,
+            format_lsn(self.xact.commit_lsn)
+        );
+    }
+}
+
+/// What the exception log says about a change.
+#[derive(Default)]
+struct Logged {
+    operation: &'static str,
+    schema: Option<String>,
+    table: Option<String>,
+    old: Option<String>,
+    new: Option<String>,
+}
+
+impl Logged {
+    fn of(applier: &Applier, message: &Message) -> Logged {
+        let (operation, relid, old, new): (_, u32, Option<&[Value]>, Option<&[Value]>) =
+            match message {
+                Message::Insert { relid, new } => ("INSERT", *relid, None, Some(new)),
+                Message::Update { relid, old, new } => {
+                    ("UPDATE", *relid, old.as_deref(), Some(new))
+                }
+                Message::Delete { relid, old } => ("DELETE", *relid, Some(old), None),
+                Message::Truncate { relids, .. } => {
+                    ("TRUNCATE", relids.first().copied().unwrap_or(0), None, None)
+                }
+                _ => ("", 0, None, None),
+            };
+        match applier.relations.get(&relid) {
+            Some(rel) => Logged {
+                operation,
+                schema: Some(rel.nspname.clone()),
+                table: Some(rel.relname.clone()),
+                old: old.map(|v| rel.tuple_json(v)),
+                new: new.map(|v| rel.tuple_json(v)),
+            },
+            None => Logged {
+                operation,
+                ..Logged::default()
+            },
+        }
+    }
+}
+
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}

@@ -1,0 +1,105 @@
+//! The version (commit timestamp, node) of local rows, read from the commit-timestamp data of
+//! their xmin, and the SQL functions the apply worker's statements call to compare it with the
+//! remote transaction being applied.
+
+use super::conflict::{Local, Version, remote_wins};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// What the apply worker is applying now, and how to name local origins as nodes.
+#[derive(Default)]
+pub struct State {
+    /// The remote transaction's version, while one is applied.
+    pub remote: Option<Version>,
+    pub local_node: u32,
+    /// Replication origin → node id (an origin per subscription, named after its slot).
+    pub origins: HashMap<u16, u32>,
+    /// The local row's version seen by the last comparison (for the conflict report).
+    pub last_local: Option<Local>,
+}
+
+thread_local! {
+    pub static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Loads the local node id and the origin → node map.
+pub fn load_nodes() {
+    let (local, map) = Spi::connect(|c| {
+        let local = c
+            .select("SELECT node_id::bigint FROM spock.local_node", None, &[])?
+            .first()
+            .get::<i64>(1)?
+            .unwrap_or(0);
+        let mut map = HashMap::new();
+        for row in c.select(
+            "SELECT o.roident::bigint, s.sub_origin::bigint FROM pg_replication_origin o \
+             JOIN spock.subscription s ON s.sub_slot_name = o.roname",
+            None,
+            &[],
+        )? {
+            if let (Some(o), Some(n)) = (row.get::<i64>(1)?, row.get::<i64>(2)?) {
+                map.insert(o as u16, n as u32);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>((local as u32, map))
+    })
+    .unwrap_or_else(|e| error!("cannot read the spock nodes: {e}"));
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.local_node = local;
+        s.origins = map;
+    });
+}
+
+/// The version of the local write made by transaction `xid`.
+pub fn local_version(xid: pg_sys::TransactionId) -> Local {
+    // SAFETY: plain lookups of transaction status and commit-timestamp data.
+    unsafe {
+        if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
+            return Local::OwnTransaction;
+        }
+        if !pg_sys::track_commit_timestamp {
+            return Local::Unknown;
+        }
+        let mut ts: pg_sys::TimestampTz = 0;
+        let mut origin: pg_sys::RepOriginId = 0;
+        if !pg_sys::TransactionIdGetCommitTsData(xid, &mut ts, &mut origin) {
+            return Local::Unknown;
+        }
+        let node = STATE.with(|s| {
+            let s = s.borrow();
+            if origin == 0 {
+                s.local_node
+            } else {
+                s.origins.get(&origin).copied().unwrap_or(u32::from(origin))
+            }
+        });
+        Local::Known(Version { ts, node })
+    }
+}
+
+/// True when the remote transaction being applied is newer than the local write `xmin`.
+#[pg_extern(sql = false)]
+fn apply_remote_wins(xmin: pg_sys::TransactionId) -> bool {
+    let local = local_version(xmin);
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let remote = s.remote.unwrap_or_else(|| {
+            error!("spock.apply_remote_wins is only usable by the apply worker")
+        });
+        s.last_local = Some(local);
+        remote_wins(remote, local)
+    })
+}
+
+/// True when local write `a` is newer than local write `b`.
+#[pg_extern(sql = false)]
+fn apply_local_newer(a: pg_sys::TransactionId, b: pg_sys::TransactionId) -> bool {
+    match (local_version(a), local_version(b)) {
+        (Local::Known(a), Local::Known(b)) => a.cmp_newer(&b).is_gt(),
+        (Local::Known(_), Local::Unknown) => true,
+        _ => false,
+    }
+}
