@@ -361,6 +361,19 @@ impl Applier {
             if let Some(end_lsn) = commit_end {
                 self.sub.skip_lsn = 0;
                 self.skip_commit(end_lsn);
+            } else if matches!(message, Message::Relation { .. }) {
+                // Later transactions refer to the relations described in this one.
+                // SAFETY: a short transaction of our own for the catalog lookups.
+                unsafe {
+                    pg_sys::StartTransactionCommand();
+                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+                }
+                self.apply(message);
+                // SAFETY: the transaction started above.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommitTransactionCommand();
+                }
             }
             return;
         }
