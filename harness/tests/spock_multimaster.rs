@@ -255,6 +255,18 @@ fn conflicts_resolve_by_last_update_wins_on_every_node() {
         assert!(types.contains("update_update:keep_local"), "{types}");
         let log = n2.log_tail(400);
         assert!(log.contains("CONFLICT: remote"), "{log}");
+
+        // The deletes left tombstones; once every peer has moved past them (heartbeats keep
+        // idle peers moving) they are collected.
+        assert_ne!(n3.sql("SELECT count(*) FROM spock.tombstones").unwrap(), "0");
+        for node in &cluster.nodes {
+            wait_for(node, "SELECT count(*) FROM spock.tombstones", "0");
+        }
+        assert_eq!(
+            n1.sql("SELECT count(*) FROM spock.progress").unwrap(),
+            "2",
+            "one progress row per peer"
+        );
     });
 }
 
@@ -356,5 +368,132 @@ fn conflicting_storm_converges() {
                 all.split(' ').filter(|s| !s.is_empty()).count()
             );
         }
+    });
+}
+
+/// A node killed with `-m immediate` in the middle of the writes and started again: every node
+/// converges and nothing committed is lost.
+#[test]
+fn node_killed_during_writes_converges() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel, 3, SCHEMA);
+        let n2 = cluster.node(1);
+        let writers: Vec<_> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                // Each node inserts its own keys, 40 transactions of 500 rows.
+                n.client("psql", "postgres")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+                    .arg(format!("DO $$ BEGIN FOR i IN 1..40 LOOP EXECUTE format($f$INSERT INTO kv SELECT g, 'w', 'n{n}' FROM generate_series(%s, %s) g$f$, {base} + i * 500, {base} + i * 500 + 499); COMMIT; END LOOP; END $$", n = i + 1, base = i * 100_000))
+                    .arg("postgres")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        n2.stop(harness::StopMode::Immediate).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        n2.start().unwrap();
+        let mut failed_on_n2 = false;
+        for (i, c) in writers.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            if i == 1 {
+                // n2's own writer died with its server; what it committed must survive.
+                failed_on_n2 = !out.status.success();
+            } else {
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        for node in &cluster.nodes {
+            wait_for(
+                node,
+                "SELECT count(*) FROM pg_replication_slots WHERE active",
+                "2",
+            );
+        }
+        quiesce(&cluster, 1);
+        let counts: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                n.sql("SELECT string_agg(format('%s:%s', who, c), ' ' ORDER BY who) FROM (SELECT who, count(*) c FROM kv GROUP BY who) x")
+                    .unwrap()
+            })
+            .collect();
+        assert_same(&cluster, "after the crash");
+        assert!(
+            counts[0].contains("n1:20000") && counts[0].contains("n3:20000"),
+            "{counts:?}"
+        );
+        eprintln!(
+            "after the crash of n2 (its writer failed: {failed_on_n2}): {}",
+            counts[0]
+        );
+    });
+}
+
+/// One node's clock runs ahead. The kernel's commit clock is pulled past every applied remote
+/// commit, so a local write made after seeing the skewed node's write still wins everywhere;
+/// and a peer further ahead than `pgedge.commit_clock_max_skew` is held back, not followed.
+#[test]
+fn clock_skew_does_not_break_causality() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel, 3, SCHEMA);
+        let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        n1.sql("INSERT INTO kv VALUES (1, 'a', 'n1')").unwrap();
+        quiesce(&cluster, 1);
+
+        // Bound: n3 is 6 s ahead, n1 and n2 accept 2 s: n3's write waits on them.
+        n3.configure("pgedge.commit_clock_test_offset", "6000")
+            .unwrap();
+        for n in [n1, n2] {
+            n.configure("pgedge.commit_clock_max_skew", "2000").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        n3.sql("INSERT INTO kv VALUES (2, 'ahead', 'n3')").unwrap();
+        wait_for(n1, "SELECT count(*) FROM kv WHERE id = 2", "1");
+        let held = started.elapsed();
+        assert!(
+            held >= Duration::from_millis(3000),
+            "a write 6 s ahead arrived after {held:?} despite a 2 s bound"
+        );
+        assert!(
+            n1.log_tail(200)
+                .contains("is ahead of the local clock by more than pgedge.commit_clock_max_skew"),
+            "{}",
+            n1.log_tail(50)
+        );
+
+        // Causality: n3 runs 10 minutes ahead (accepted), n1 overwrites n3's value after seeing
+        // it; n1's write is the later one on every node.
+        for n in [n1, n2] {
+            n.configure("pgedge.commit_clock_max_skew", "1h").unwrap();
+        }
+        n3.configure("pgedge.commit_clock_test_offset", "600000")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        n3.sql("UPDATE kv SET v = 'from-n3', who = 'n3' WHERE id = 1")
+            .unwrap();
+        wait_for(n1, "SELECT v FROM kv WHERE id = 1", "from-n3");
+        n1.sql("UPDATE kv SET v = 'after-n3', who = 'n1' WHERE id = 1")
+            .unwrap();
+        quiesce(&cluster, 2);
+        let all = assert_same(&cluster, "after the skewed writes");
+        assert_eq!(all, "1=after-n3/n1 2=ahead/n3");
+        // n1's commit was stamped after n3's future one.
+        assert_eq!(
+            n1.sql("SELECT pg_xact_commit_timestamp(xmin) > now() + interval '9 minutes' FROM kv WHERE id = 1")
+                .unwrap(),
+            "t"
+        );
     });
 }

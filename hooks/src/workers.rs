@@ -17,6 +17,8 @@ use std::{
 const TICK: Duration = Duration::from_secs(1);
 /// The shortest time between two starts of the same worker (upstream waits a fixed 5 s).
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How often a provider commits an empty transaction so idle peers' progress moves on.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Registers the supervisor; called from `_PG_init` while preloading.
 pub fn register() {
@@ -156,6 +158,7 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     let db = arg.value() as u32;
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let mut appliers = Workers::new();
+    let mut last_heartbeat = Instant::now();
     while BackgroundWorker::wait_latch(Some(TICK)) {
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
@@ -186,6 +189,18 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
                 .unwrap_or_default()
             })
         });
+        // A heartbeat: an empty transaction every few seconds, which the peers' apply
+        // workers receive as progress even when nothing is written here (tombstone GC).
+        if last_heartbeat.elapsed() >= HEARTBEAT {
+            BackgroundWorker::transaction(|| {
+                Spi::run(
+                    "SELECT pg_current_xact_id() FROM pg_replication_slots \
+                     WHERE plugin = 'spock_output' AND database = current_database() LIMIT 1",
+                )
+                .unwrap_or_else(|e| error!("{e}"))
+            });
+            last_heartbeat = Instant::now();
+        }
         appliers.reconcile(&subs, |sub| {
             start(
                 &format!("spock apply {db}:{sub}"),

@@ -5,6 +5,7 @@
 
 mod conflict;
 mod exceptions;
+mod progress;
 mod sql;
 mod sync;
 mod versions;
@@ -216,6 +217,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         xact: Xact::default(),
         pending: exceptions::Pending::default(),
         stop: false,
+        progress: progress::Progress::default(),
     }
     .run();
 }
@@ -260,6 +262,7 @@ struct Applier {
     pending: exceptions::Pending,
     /// Set when the worker must exit (its subscription was disabled after an error).
     stop: bool,
+    progress: progress::Progress,
 }
 
 /// State of the remote transaction being applied.
@@ -305,6 +308,7 @@ impl Applier {
             if !self.in_xact && last_feedback.elapsed() >= FEEDBACK_INTERVAL {
                 self.feedback(false);
                 last_feedback = std::time::Instant::now();
+                self.progress.save(self.sub.provider, self.received);
             }
             if let Some(fd) = idle {
                 wait_for_socket(fd);
@@ -335,6 +339,37 @@ impl Applier {
         }
     }
 
+    /// Holds a remote transaction stamped further ahead of the local clock than the kernel's
+    /// `pgedge.commit_clock_max_skew` allows until the local clock has caught up: applying it
+    /// now would drag every later local commit timestamp that far into the future.
+    fn wait_for_clock(&mut self, commit_time: i64) {
+        let Some(max_skew_ms) = setting_ms("pgedge.commit_clock_max_skew").filter(|&m| m > 0)
+        else {
+            return;
+        };
+        let offset_us = setting_ms("pgedge.commit_clock_test_offset").unwrap_or(0) * 1000;
+        let mut warned = false;
+        loop {
+            // SAFETY: reading the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() } + offset_us;
+            let ahead_us = commit_time - now - max_skew_ms * 1000;
+            if ahead_us <= 0 || BackgroundWorker::sigterm_received() {
+                return;
+            }
+            if !warned {
+                warning!(
+                    "subscription \"{}\": remote commit at {} is ahead of the local clock by more than pgedge.commit_clock_max_skew ({max_skew_ms} ms); waiting {} ms",
+                    self.sub.name,
+                    fmt_ts(commit_time),
+                    ahead_us / 1000
+                );
+                warned = true;
+            }
+            self.feedback(false);
+            std::thread::sleep(Duration::from_micros(ahead_us.clamp(1000, 1_000_000) as u64));
+        }
+    }
+
     /// Applies a message of the stream; an error rolls the transaction back, and at its COMMIT
     /// it is replayed (see `exceptions`).
     fn on_message(&mut self, message: Message, raw: &[u8]) {
@@ -343,6 +378,9 @@ impl Applier {
             Message::Commit { end_lsn, .. } => (None, Some(*end_lsn)),
             _ => (None, None),
         };
+        if let (Some(_), Message::Begin { commit_time, .. }) = (begin, &message) {
+            self.wait_for_clock(*commit_time);
+        }
         if let Some(final_lsn) = begin {
             self.pending = exceptions::Pending {
                 skip: self.sub.skip_lsn != 0 && final_lsn == self.sub.skip_lsn,
@@ -488,6 +526,7 @@ impl Applier {
                 self.in_xact = false;
                 versions::STATE.with(|s| s.borrow_mut().remote = None);
                 self.reconcile();
+                self.progress.applied(commit_time, end_lsn);
             }
             Message::Startup(_)
             | Message::Origin { .. }
@@ -947,6 +986,26 @@ fn has_tombstones(relid: u32) -> bool {
     )
     .unwrap_or_else(|e| error!("{e}"))
     .unwrap_or(false)
+}
+
+/// A kernel setting in milliseconds, `None` when this kernel does not have it.
+fn setting_ms(name: &str) -> Option<i64> {
+    let name = CString::new(name).expect("no NUL");
+    // SAFETY: reading a setting's text and parsing it with its unit.
+    unsafe {
+        let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if v.is_null() {
+            return None;
+        }
+        let mut out = 0;
+        pg_sys::parse_int(
+            v,
+            &mut out,
+            pg_sys::GUC_UNIT_MS as i32,
+            std::ptr::null_mut(),
+        )
+        .then_some(i64::from(out))
+    }
 }
 
 fn parse_xid(text: &str) -> pg_sys::TransactionId {
