@@ -258,7 +258,10 @@ fn conflicts_resolve_by_last_update_wins_on_every_node() {
 
         // The deletes left tombstones; once every peer has moved past them (heartbeats keep
         // idle peers moving) they are collected.
-        assert_ne!(n3.sql("SELECT count(*) FROM spock.tombstones").unwrap(), "0");
+        assert_ne!(
+            n3.sql("SELECT count(*) FROM spock.tombstones").unwrap(),
+            "0"
+        );
         for node in &cluster.nodes {
             wait_for(node, "SELECT count(*) FROM spock.tombstones", "0");
         }
@@ -383,10 +386,10 @@ fn node_killed_during_writes_converges() {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                // Each node inserts its own keys, 40 transactions of 500 rows.
+                // Each node inserts its own keys, 200 transactions of 100 rows, for a few seconds.
                 n.client("psql", "postgres")
                     .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-                    .arg(format!("DO $$ BEGIN FOR i IN 1..40 LOOP EXECUTE format($f$INSERT INTO kv SELECT g, 'w', 'n{n}' FROM generate_series(%s, %s) g$f$, {base} + i * 500, {base} + i * 500 + 499); COMMIT; END LOOP; END $$", n = i + 1, base = i * 100_000))
+                    .arg(format!("DO $$ BEGIN FOR i IN 1..200 LOOP EXECUTE format($f$INSERT INTO kv SELECT g, 'w', 'n{n}' FROM generate_series(%s, %s) g$f$, {base} + i * 100, {base} + i * 100 + 99); PERFORM pg_sleep(0.01); COMMIT; END LOOP; END $$", n = i + 1, base = i * 100_000))
                     .arg("postgres")
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())

@@ -9,6 +9,7 @@ mod configure;
 mod extensions;
 mod extract;
 mod fetch;
+mod package;
 mod patch;
 mod pipeline;
 mod sources;
@@ -30,8 +31,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch, verify, patch, build and stage PostgreSQL with spock, snowflake and lolor.
+    /// Fetch, verify, patch, build and stage PostgreSQL with spock, snowflake and lolor, then
+    /// package it.
     Build(BuildArgs),
+    /// Build (or find cached) and write the pgedge-<M> .deb and .rpm, SBOM and SHA256SUMS.
+    Package(PackageArgs),
     /// Print the path of the staged pg_config.
     PgConfig(KernelArgs),
     /// Build the kernels the tests need, then run the whole test suite.
@@ -88,6 +92,39 @@ struct BuildArgs {
     /// Build and install only these extensions (spock, snowflake, lolor); for development.
     #[arg(long = "ext", value_delimiter = ',')]
     only_extensions: Vec<String>,
+    /// Stop after staging; write no packages (partial builds never package).
+    #[arg(long)]
+    no_package: bool,
+    #[command(flatten)]
+    package: PackageOutArgs,
+}
+
+#[derive(Args)]
+struct PackageOutArgs {
+    /// Directory for the packages (default: <cache>/packages/pg<M>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Timestamp for every date inside the packages (default: $SOURCE_DATE_EPOCH, else the
+    /// last commit's time).
+    #[arg(long)]
+    source_date_epoch: Option<u64>,
+}
+
+impl PackageOutArgs {
+    fn options(&self) -> package::Options {
+        package::Options {
+            out_dir: self.out.clone(),
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+    #[command(flatten)]
+    out: PackageOutArgs,
 }
 
 #[derive(Args)]
@@ -124,7 +161,17 @@ fn main() -> Result<()> {
             opts.skip_extensions = args.kernel_only;
             opts.only_extensions = args.only_extensions;
             let built = pipeline::build(&cache, &opts)?;
+            if built.complete && !args.no_package {
+                package::run(&cache, &built, &args.package.options())?;
+            }
             println!("{}", built.pg_config.display());
+        }
+        Command::Package(args) => {
+            let built = pipeline::build(&cache, &options(&args.kernel))?;
+            let written = package::run(&cache, &built, &args.out.options())?;
+            for path in [written.deb, written.rpm, written.sbom, written.sums] {
+                println!("{}", path.display());
+            }
         }
         Command::PgConfig(k) => {
             println!(

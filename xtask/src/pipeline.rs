@@ -34,6 +34,12 @@ pub struct BuildOptions {
 
 pub struct Built {
     pub pg_config: PathBuf,
+    /// The DESTDIR root holding the kernel (and the extensions, unless built partially).
+    pub stage: PathBuf,
+    pub release: sources::Release,
+    pub patches: Vec<PathBuf>,
+    /// Whether spock, snowflake and lolor were all built and installed into the stage.
+    pub complete: bool,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -128,7 +134,13 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
         started.elapsed().as_secs_f64(),
         pg.path.display()
     );
-    Ok(Built { pg_config: pg.path })
+    Ok(Built {
+        pg_config: pg.path,
+        stage,
+        release,
+        patches,
+        complete: !opts.skip_extensions && opts.only_extensions.is_empty(),
+    })
 }
 
 /// Identity of the extension build: the kernel, the Rust toolchain and the extension sources.

@@ -218,6 +218,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         pending: exceptions::Pending::default(),
         stop: false,
         progress: progress::Progress::default(),
+        clean: HashSet::new(),
     }
     .run();
 }
@@ -263,6 +264,8 @@ struct Applier {
     /// Set when the worker must exit (its subscription was disabled after an error).
     stop: bool,
     progress: progress::Progress,
+    /// Tables that had no tombstones when the last transaction touching them committed.
+    clean: HashSet<u32>,
 }
 
 /// State of the remote transaction being applied.
@@ -585,7 +588,9 @@ impl Applier {
         if let Some(&had) = self.xact.had_tombstones.get(&rel.local_relid) {
             return had;
         }
-        let had = has_tombstones(rel.local_relid);
+        // Clean at the end of the previous transaction: assumed clean now, and checked again
+        // before this one commits.
+        let had = !self.clean.contains(&rel.local_relid) && has_tombstones(rel.local_relid);
         self.xact.had_tombstones.insert(rel.local_relid, had);
         had
     }
@@ -624,8 +629,8 @@ impl Applier {
     /// A row was just inserted for a remote change: if a newer delete of it is remembered, the
     /// delete wins and the row goes again; otherwise the older tombstone is dropped.
     fn after_revival(&mut self, rel: &RemoteRel, new: &[Value], kind: Kind) {
-        // A local delete may commit a tombstone while we run: look again after commit.
-        self.xact.reconcile.insert(rel.local_relid);
+        // A local delete of the row that our insert waited for has committed its tombstone by
+        // now, so this look finds it.
         let Some(tomb) = self.lock_tombstone(rel, new) else {
             return;
         };
@@ -828,14 +833,16 @@ impl Applier {
     /// Before commit: tables whose inserts skipped the tombstone check because they had none
     /// get a repair pass if tombstones appeared meanwhile.
     fn check_new_tombstones(&mut self) {
-        let appeared: Vec<u32> = self
-            .xact
-            .had_tombstones
-            .iter()
-            .filter(|&(relid, had)| !had && has_tombstones(*relid))
-            .map(|(relid, _)| *relid)
-            .collect();
-        self.xact.reconcile.extend(appeared);
+        for (&relid, &had) in &self.xact.had_tombstones {
+            if !had && has_tombstones(relid) {
+                self.xact.reconcile.insert(relid);
+                self.clean.remove(&relid);
+            } else if had {
+                self.clean.remove(&relid);
+            } else {
+                self.clean.insert(relid);
+            }
+        }
     }
 
     /// After commit: deletes rows that lost to a tombstone committed concurrently with the

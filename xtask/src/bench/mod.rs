@@ -2,6 +2,7 @@
 //! same server in the same run (machines here are noisy, so only ratios are meaningful).
 
 mod lolor;
+mod multimaster;
 mod replication;
 mod snowflake;
 
@@ -17,6 +18,8 @@ pub enum Bench {
     Lolor,
     /// spock replication against native logical replication.
     Replication,
+    /// A 3-node spock mesh against a native `origin = none` mesh.
+    Multimaster,
 }
 
 pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
@@ -25,6 +28,7 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
         Bench::Snowflake => snowflake::run(&kernel),
         Bench::Lolor => lolor::run(&kernel),
         Bench::Replication => replication::run(&kernel),
+        Bench::Multimaster => multimaster::run(&kernel),
     }
 }
 
