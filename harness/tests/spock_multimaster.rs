@@ -270,6 +270,16 @@ fn conflicts_resolve_by_last_update_wins_on_every_node() {
             "2",
             "one progress row per peer"
         );
+        assert_eq!(
+            n1.sql("SELECT string_agg(origin_name || '>' || receiver_name || ':' || (replication_lag < interval '1 minute'), ' ' ORDER BY origin_name) FROM spock.lag_tracker")
+                .unwrap(),
+            "n2>n1:true n3>n1:true"
+        );
+        assert_eq!(
+            n1.sql("SELECT count(*) FROM spock.get_apply_worker_status() WHERE worker_status IN ('idle', 'running')")
+                .unwrap(),
+            "2"
+        );
     });
 }
 

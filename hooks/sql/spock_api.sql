@@ -813,3 +813,33 @@ BEGIN
 END $$;
 
 REVOKE EXECUTE ON FUNCTION spock.sub_alter_interface(name, name) FROM PUBLIC;
+
+-- Monitoring.
+
+-- Running apply workers of this database, found by backend type and application_name (the
+-- worker sets it to its slot name).
+CREATE FUNCTION spock.get_apply_worker_status(OUT worker_pid bigint, OUT worker_dboid int,
+    OUT worker_subid bigint, OUT worker_status text)
+RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT a.pid::bigint, a.datid::int, s.sub_id::bigint,
+           CASE WHEN a.state = 'active' THEN 'running' ELSE 'idle' END
+      FROM pg_stat_activity a JOIN spock.subscription s ON s.sub_slot_name = a.application_name
+     WHERE a.backend_type = 'spock apply' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+$$;
+
+-- Replication lag per (origin, receiver), from the progress the apply workers record.
+CREATE VIEW spock.lag_tracker AS
+    SELECT o.node_name AS origin_name, r.node_name AS receiver_name,
+           max(p.remote_commit_ts) AS commit_timestamp,
+           max(p.remote_lsn) AS last_received_lsn,
+           max(p.remote_insert_lsn) AS remote_insert_lsn,
+           CASE WHEN bool_and(p.updated_by_decode)
+                THEN pg_wal_lsn_diff(max(p.remote_insert_lsn), max(p.remote_lsn)) ELSE 0 END
+               AS replication_lag_bytes,
+           CASE WHEN bool_and(p.updated_by_decode) THEN now() - max(p.remote_commit_ts)
+                ELSE now() - max(p.last_updated_ts) END AS replication_lag
+      FROM spock.progress p
+      JOIN spock.subscription s ON s.sub_origin = p.remote_node_id AND s.sub_target = p.node_id
+      JOIN spock.node o ON o.node_id = p.remote_node_id
+      JOIN spock.node r ON r.node_id = p.node_id
+     GROUP BY o.node_name, r.node_name;
