@@ -843,3 +843,35 @@ CREATE VIEW spock.lag_tracker AS
       JOIN spock.node o ON o.node_id = p.remote_node_id
       JOIN spock.node r ON r.node_id = p.node_id
      GROUP BY o.node_name, r.node_name;
+
+-- Delta apply: the value a delta column gets when a remote UPDATE moved it from old_value to
+-- new_value while the local row holds local_value (attribute option
+-- delta_apply_function = spock.delta_apply). A missing old value means "take the new one".
+CREATE FUNCTION spock.delta_apply(old_value int2, new_value int2, local_value int2) RETURNS int2
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value int4, new_value int4, local_value int4) RETURNS int4
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value int8, new_value int8, local_value int8) RETURNS int8
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value float4, new_value float4, local_value float4) RETURNS float4
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value float8, new_value float8, local_value float8) RETURNS float8
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value numeric, new_value numeric, local_value numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';
+CREATE FUNCTION spock.delta_apply(old_value money, new_value money, local_value money) RETURNS money
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
+                    ELSE local_value + (new_value - old_value) END';

@@ -472,6 +472,7 @@ impl Applier {
                         local_types: local.types,
                         local_relid: local.relid,
                         key: local.key,
+                        delta: local.delta,
                     }),
                 );
             }
@@ -651,6 +652,20 @@ impl Applier {
     fn update(&mut self, rel: &RemoteRel, old: Option<&[Value]>, new: &[Value]) {
         let remote = self.remote_version();
         let key = old.unwrap_or(new);
+        let with_deltas = rel
+            .update_with_deltas(old, new)
+            .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+        if let Some(stmt) = with_deltas {
+            if self.exec(Ok(stmt)).0 > 0 {
+                let local = Self::last_local();
+                if conflict::is_conflict(remote, local) {
+                    let wins = conflict::remote_wins(remote, local);
+                    self.resolved(rel, Kind::UpdateUpdate, wins, local, new);
+                }
+                return;
+            }
+            // The row is missing: handled below like any update of a missing row.
+        }
         for _ in 0..MAX_ATTEMPTS {
             if self.exec(rel.update_if_newer(old, new)).0 > 0 {
                 let local = Self::last_local();
@@ -915,6 +930,8 @@ struct LocalTable {
     types: Vec<String>,
     /// Positions of the local replica-identity index columns among the remote columns.
     key: Vec<usize>,
+    /// Delta-apply columns among the remote columns, with their merge function.
+    delta: Vec<(usize, String)>,
 }
 
 fn describe_local(
@@ -983,7 +1000,38 @@ fn describe_local(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(LocalTable { relid, types, key })
+    // Delta functions must take (old, new, local) of the column's type and belong to a
+    // superuser: the apply worker runs them with its own rights.
+    let delta: Vec<(usize, String)> = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT a.attname::text, format('%I.%I', n.nspname, p.proname) \
+             FROM pg_attribute a CROSS JOIN LATERAL pg_options_to_table(a.attoptions) o \
+             JOIN pg_proc p ON p.oid = to_regprocedure(format('%s(%s,%s,%s)', o.option_value, \
+                  a.atttypid::regtype, a.atttypid::regtype, a.atttypid::regtype)) \
+             JOIN pg_namespace n ON n.oid = p.pronamespace \
+             JOIN pg_roles r ON r.oid = p.proowner AND r.rolsuper \
+             WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped \
+               AND o.option_name = 'delta_apply_function'",
+            None,
+            &[pg_sys::Oid::from(relid).into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let (Some(name), Some(f)) = (r.get::<String>(1)?, r.get::<String>(2)?)
+                && let Some(i) = columns.iter().position(|c| c.name == name)
+            {
+                out.push((i, f));
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(LocalTable {
+        relid,
+        types,
+        key,
+        delta,
+    })
 }
 
 fn has_tombstones(relid: u32) -> bool {

@@ -16,6 +16,9 @@ pub struct RemoteRel {
     /// Positions in `columns` of the local replica-identity index's columns, in index order:
     /// the row key of tombstones (empty when the local table has no such index).
     pub key: Vec<usize>,
+    /// Delta-apply columns: position in `columns` and the qualified function that merges
+    /// (old, new, local) values (attribute option `delta_apply_function`).
+    pub delta: Vec<(usize, String)>,
 }
 
 /// A statement and its parameters (`None` is NULL).
@@ -147,6 +150,57 @@ impl RemoteRel {
             ),
             params,
         })
+    }
+
+    /// UPDATE of a table with delta-apply columns, when the old tuple carries their old
+    /// values: those columns always get `f(old, new, local)` (concurrent increments on
+    /// different nodes all count), the others follow last-update-wins. `None` when no delta
+    /// column has an old value (then the ordinary update applies).
+    pub fn update_with_deltas(
+        &self,
+        old: Option<&[Value]>,
+        new: &[Value],
+    ) -> Result<Option<Statement>, String> {
+        self.check(new)?;
+        let Some(old) = old else { return Ok(None) };
+        self.check(old)?;
+        let delta_of = |i: usize| {
+            self.delta
+                .iter()
+                .find(|(d, _)| *d == i)
+                .filter(|_| matches!(old[i], Value::Text(_)))
+                .map(|(_, f)| f.as_str())
+        };
+        if !(0..self.columns.len()).any(|i| delta_of(i).is_some()) {
+            return Ok(None);
+        }
+        let mut params = Vec::new();
+        let mut sets = Vec::new();
+        for (i, (c, v)) in self.columns.iter().zip(new).enumerate() {
+            let Some(p) = param(v)? else { continue };
+            params.push(p);
+            let new_value = self.placeholder(c, params.len());
+            let col = ident(&c.name);
+            match delta_of(i) {
+                Some(f) => {
+                    params.push(param(&old[i])?.flatten());
+                    let old_value = self.placeholder(c, params.len());
+                    sets.push(format!("{col} = {f}({old_value}, {new_value}, {col})"));
+                }
+                None => sets.push(format!(
+                    "{col} = CASE WHEN spock.apply_remote_wins(xmin) THEN {new_value} ELSE {col} END"
+                )),
+            }
+        }
+        let filter = self.key_filter(old, &mut params)?;
+        Ok(Some(Statement {
+            sql: format!(
+                "UPDATE {} SET {} WHERE {filter}",
+                self.table(),
+                sets.join(", ")
+            ),
+            params,
+        }))
     }
 
     pub fn delete(&self, old: &[Value]) -> Result<Statement, String> {
@@ -362,6 +416,7 @@ mod tests {
             local_types: vec!["integer".into(), "text".into(), "bytea".into()],
             local_relid: 16384,
             key: vec![0],
+            delta: Vec::new(),
         }
     }
 
@@ -464,5 +519,51 @@ mod tests {
         assert!(s.sql.ends_with("ON CONFLICT DO NOTHING"));
         let s = rel().reconcile().unwrap();
         assert!(s.sql.contains("record_send(ROW(t.\"id\"))"), "{}", s.sql);
+    }
+
+    #[test]
+    fn delta_columns_merge_and_the_rest_follow_last_update_wins() {
+        let mut r = rel();
+        assert_eq!(
+            r.update_with_deltas(
+                Some(&[t("1"), t("5"), Value::Null]),
+                &[t("1"), t("6"), t("x")]
+            )
+            .unwrap(),
+            None
+        );
+        r.delta = vec![(1, "spock.delta_apply".into())];
+        // No old value for the delta column: an ordinary update.
+        assert_eq!(
+            r.update_with_deltas(
+                Some(&[t("1"), Value::Null, Value::Null]),
+                &[t("1"), t("6"), t("x")]
+            )
+            .unwrap(),
+            None
+        );
+        let s = r
+            .update_with_deltas(
+                Some(&[t("1"), t("5"), Value::Null]),
+                &[t("1"), t("6"), t("x")],
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.sql,
+            "UPDATE \"public\".\"T\"\"x\" SET \"id\" = CASE WHEN spock.apply_remote_wins(xmin) THEN $1::integer ELSE \"id\" END, \
+             \"v\" = spock.delta_apply($3::text, $2::text, \"v\"), \
+             \"big\" = CASE WHEN spock.apply_remote_wins(xmin) THEN $4::bytea ELSE \"big\" END WHERE \"id\" = $5::integer"
+        );
+        assert_eq!(
+            s.params,
+            vec![
+                Some("1".into()),
+                Some("6".into()),
+                Some("5".into()),
+                Some("x".into()),
+                Some("1".into())
+            ]
+        );
     }
 }
