@@ -66,3 +66,31 @@ pub fn commit_clock_floor(ts: pgrx::pg_sys::TimestampTz) {
         unsafe { pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(ts)) };
     }
 }
+
+/// Kernel patch 0004: `SubTransactionIdSetCommitTsData(xid, ts, nodeid)`.
+const SUBXACT_TS_SYMBOL: &CStr = c"SubTransactionIdSetCommitTsData";
+
+type SetSubXactTs =
+    unsafe extern "C-unwind" fn(pgrx::pg_sys::TransactionId, pgrx::pg_sys::TimestampTz, u16);
+
+/// Gives subtransaction `xid` its own commit timestamp and origin (kernel capability level 4);
+/// without the capability the subtransaction simply keeps the top-level ones.
+pub fn subxact_commit_ts(xid: pgrx::pg_sys::TransactionId, ts: i64, origin: u16) -> bool {
+    static SET: std::sync::OnceLock<Option<SetSubXactTs>> = std::sync::OnceLock::new();
+    let f = SET.get_or_init(|| {
+        // SAFETY: looking a name up in the global symbol table; when present it is a
+        // function with the signature above.
+        unsafe {
+            let sym = libc::dlsym(libc::RTLD_DEFAULT, SUBXACT_TS_SYMBOL.as_ptr());
+            (!sym.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, SetSubXactTs>(sym))
+        }
+    });
+    match f {
+        Some(f) => {
+            // SAFETY: a kernel function that may raise an ERROR, hence the boundary.
+            unsafe { pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(xid, ts, origin)) };
+            true
+        }
+        None => false,
+    }
+}

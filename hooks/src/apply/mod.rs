@@ -656,10 +656,29 @@ impl Applier {
             .update_with_deltas(old, new)
             .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
         if let Some(stmt) = with_deltas {
-            if self.exec(Ok(stmt)).0 > 0 {
-                let local = Self::last_local();
+            let (_, xmin) = self.exec(rel.lock_row(key));
+            if let Some(xmin) = xmin {
+                let xmin = parse_xid(&xmin);
+                let local = versions::local_version(xmin);
+                let wins = conflict::remote_wins(remote, local);
+                if wins {
+                    self.exec(Ok(stmt));
+                } else {
+                    // The local row stays the newer one: merge the deltas in a subtransaction
+                    // that keeps the row's own commit timestamp and origin (kernel override).
+                    let keep = versions::commit_ts_data(xmin);
+                    // SAFETY: a subtransaction of the apply transaction, ended below.
+                    unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
+                    self.exec(Ok(stmt));
+                    if let Some((ts, origin)) = keep {
+                        // SAFETY: the subtransaction has an xid (it updated the row).
+                        let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
+                        crate::kernel::subxact_commit_ts(subxid, ts, origin);
+                    }
+                    // SAFETY: ends the subtransaction begun above.
+                    unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+                }
                 if conflict::is_conflict(remote, local) {
-                    let wins = conflict::remote_wins(remote, local);
                     self.resolved(rel, Kind::UpdateUpdate, wins, local, new);
                 }
                 return;

@@ -80,6 +80,19 @@ pub fn local_version(xid: pg_sys::TransactionId) -> Local {
     }
 }
 
+/// The raw commit timestamp and replication origin of a committed transaction.
+pub fn commit_ts_data(xid: pg_sys::TransactionId) -> Option<(i64, u16)> {
+    // SAFETY: a plain lookup of commit-timestamp data.
+    unsafe {
+        if !pg_sys::track_commit_timestamp {
+            return None;
+        }
+        let mut ts: pg_sys::TimestampTz = 0;
+        let mut origin: pg_sys::RepOriginId = 0;
+        pg_sys::TransactionIdGetCommitTsData(xid, &mut ts, &mut origin).then_some((ts, origin))
+    }
+}
+
 /// True when the remote transaction being applied is newer than the local write `xmin`.
 #[pg_extern(sql = false)]
 fn apply_remote_wins(xmin: pg_sys::TransactionId) -> bool {
