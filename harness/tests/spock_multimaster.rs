@@ -510,3 +510,74 @@ fn clock_skew_does_not_break_causality() {
         );
     });
 }
+
+/// Cascading n1 → n2 → n3: n3 gets n1's changes through n2 only when its subscription asks for
+/// `forward_origins = '{all}'`; by default n2 sends only its own changes.
+#[test]
+fn cascade_forwards_only_when_asked() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            node.sql("CREATE EXTENSION spock").unwrap();
+            node.sql(&format!(
+                "SELECT spock.node_create('n{}', '{}')",
+                i + 1,
+                node.dsn("postgres")
+            ))
+            .unwrap();
+            node.sql(SCHEMA).unwrap();
+            node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+                .unwrap();
+        }
+        let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        n2.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}')",
+            n1.dsn("postgres")
+        ))
+        .unwrap();
+        n3.sql(&format!(
+            "SELECT spock.sub_create('sub_n2_n3', '{}')",
+            n2.dsn("postgres")
+        ))
+        .unwrap();
+        wait_for(
+            n1,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        wait_for(
+            n2,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        n1.sql("INSERT INTO kv VALUES (1, 'from n1', 'n1')")
+            .unwrap();
+        n2.sql("INSERT INTO kv VALUES (2, 'from n2', 'n2')")
+            .unwrap();
+        wait_for(n3, "SELECT count(*) FROM kv WHERE id = 2", "1");
+        wait_for(n2, "SELECT count(*) FROM kv WHERE id = 1", "1");
+        n2.sql("INSERT INTO kv VALUES (3, 'after', 'n2')").unwrap();
+        wait_for(n3, "SELECT count(*) FROM kv WHERE id = 3", "1");
+        assert_eq!(n3.sql("SELECT count(*) FROM kv WHERE id = 1").unwrap(), "0");
+
+        n3.sql("SELECT spock.sub_drop('sub_n2_n3')").unwrap();
+        n3.sql("TRUNCATE kv").unwrap();
+        n3.sql(&format!(
+            "SELECT spock.sub_create('sub_n2_n3', '{}', forward_origins := '{{all}}')",
+            n2.dsn("postgres")
+        ))
+        .unwrap();
+        wait_for(
+            n2,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        n1.sql("INSERT INTO kv VALUES (4, 'through n2', 'n1')")
+            .unwrap();
+        wait_for(n3, "SELECT count(*) FROM kv WHERE id = 4", "1");
+        assert_eq!(
+            n3.sql("SELECT v FROM kv WHERE id = 4").unwrap(),
+            "through n2"
+        );
+    });
+}
