@@ -176,6 +176,14 @@ impl Server {
         }
     }
 
+    /// Appends a setting to `postgresql.conf` (before start, or followed by a reload).
+    pub fn configure(&self, name: &str, value: &str) {
+        let conf = self.data.join("postgresql.conf");
+        let mut body = fs::read_to_string(&conf).unwrap();
+        body.push_str(&format!("{name} = {value}\n"));
+        fs::write(&conf, body).unwrap();
+    }
+
     pub fn start(&mut self) {
         let pg_ctl = self.bindir.join("pg_ctl").display().to_string();
         let d = self.data.display().to_string();
