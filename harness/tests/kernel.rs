@@ -1,8 +1,9 @@
-//! The staged kernel: marker, extensions, and the harness's start/stop behaviour.
+//! The staged kernel: marker, commit clock, extensions, and the harness's start/stop behaviour.
 
 mod common;
 
-use harness::{Cluster, ClusterOptions, Kernel};
+use harness::{Cluster, ClusterOptions, Kernel, Node, StopMode};
+use std::process::Command;
 
 const DIST_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -12,7 +13,7 @@ fn staged_kernel_carries_the_marker_and_extensions() {
         let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
         let n = cluster.node(0);
         assert_eq!(n.sql("SHOW pgedge.kernel_version").unwrap(), DIST_VERSION);
-        assert_eq!(n.sql("SHOW pgedge.kernel_api").unwrap(), "1");
+        assert_eq!(n.sql("SHOW pgedge.kernel_api").unwrap(), "4");
         let version = n.sql("SELECT version()").unwrap();
         assert!(
             version.contains(&format!("(pgEdge {DIST_VERSION})")),
@@ -41,7 +42,7 @@ fn staged_kernel_carries_the_marker_and_extensions() {
         );
         assert_eq!(n.sql("SELECT spock.spock_version()").unwrap(), "5.0.5");
         assert_eq!(n.sql("SELECT spock.spock_version_num()").unwrap(), "50005");
-        assert_eq!(n.sql("SELECT spock.kernel_api_level()").unwrap(), "1");
+        assert_eq!(n.sql("SELECT spock.kernel_api_level()").unwrap(), "4");
 
         // The same library serves as the logical decoding output plugin.
         n.sql("SELECT pg_create_logical_replication_slot('probe', 'spock_output')")
@@ -155,4 +156,291 @@ fn stock_server_is_refused_with_a_clear_message() {
     assert!(e.contains("stock PostgreSQL"), "{e}");
     // The session and server survive the refusal.
     assert_eq!(n.sql("SELECT 42").unwrap(), "42");
+}
+
+// ---- K1: the monotonic commit clock (patch 0002) ----
+
+/// A commit record as pg_waldump shows it.
+#[derive(Debug)]
+struct CommitRecord {
+    /// The committed transaction (for COMMIT PREPARED, the prepared one).
+    xid: String,
+    prepared: bool,
+    /// Commit time in microseconds since the Unix epoch.
+    micros: i64,
+}
+
+/// The commit records between `from` and the flushed end of WAL, in LSN order, read with the
+/// kernel's pg_waldump.
+fn commit_records(node: &Node, from: &str) -> Vec<CommitRecord> {
+    let to = node.sql("SELECT pg_current_wal_flush_lsn()").unwrap();
+    let out = Command::new(node.kernel().bin("pg_waldump"))
+        .arg("-p")
+        .arg(node.data.join("pg_wal"))
+        .args(["-s", from, "-e", &to, "-r", "Transaction"])
+        .envs(node.kernel().env())
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pg_waldump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter_map(|line| {
+            let tx = line.split("tx:").nth(1)?.split(',').next()?.trim();
+            let desc = line.split("desc: ").nth(1)?;
+            let (xid, prepared, rest) = if let Some(r) = desc.strip_prefix("COMMIT_PREPARED ") {
+                let (xid, rest) = r.split_once(": ")?;
+                (xid, true, rest)
+            } else {
+                (tx, false, desc.strip_prefix("COMMIT ")?)
+            };
+            // "YYYY-MM-DD HH:MM:SS.ffffff UTC"
+            assert_eq!(&rest[26..30], " UTC", "{line}");
+            Some(CommitRecord {
+                xid: xid.to_string(),
+                prepared,
+                micros: micros(&rest[..26]),
+            })
+        })
+        .collect()
+}
+
+/// "YYYY-MM-DD HH:MM:SS.ffffff" (UTC) as microseconds since the Unix epoch.
+fn micros(ts: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| -> i64 { ts[r].parse().unwrap() };
+    let (m, d) = (n(5..7), n(8..10));
+    let y = n(0..4) - i64::from(m <= 2);
+    // Days from the civil date (H. Hinnant's algorithm).
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86_400 + n(11..13) * 3_600 + n(14..16) * 60 + n(17..19)) * 1_000_000 + n(20..26)
+}
+
+/// A cluster of one node for the commit clock tests, with a table `probe`.
+fn clock_cluster(kernel: &Kernel, opts: ClusterOptions) -> Cluster {
+    let cluster = Cluster::start(kernel, &opts.preload(None)).unwrap();
+    cluster.node(0).sql("CREATE TABLE probe ()").unwrap();
+    cluster
+}
+
+/// Commits one transaction, the local clock shifted by `offset`; returns its xid. It writes a
+/// row, so the commit is flushed before this returns (an xid alone commits asynchronously).
+fn commit_one(node: &Node, offset: &str) -> String {
+    node.sql(&format!(
+        "SET pgedge.commit_clock_test_offset = '{offset}'; \
+         INSERT INTO probe DEFAULT VALUES; SELECT pg_current_xact_id()::xid"
+    ))
+    .unwrap()
+}
+
+/// The commit timestamp of `xid` in microseconds since the Unix epoch.
+fn commit_ts(node: &Node, xid: &str) -> i64 {
+    node.sql(&format!(
+        "SELECT (extract(epoch FROM pg_xact_commit_timestamp('{xid}'::xid)) * 1000000)::int8"
+    ))
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+fn now_micros(node: &Node) -> i64 {
+    node.sql("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const MINUTE: i64 = 60_000_000;
+
+#[test]
+fn commit_timestamps_increase_strictly_in_lsn_order() {
+    common::for_each_kernel(|kernel| {
+        let cluster = clock_cluster(kernel, ClusterOptions::default());
+        let n = cluster.node(0);
+        let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+
+        // Concurrent small transactions: stock PostgreSQL stamps some of them out of LSN order
+        // or with the same microsecond.
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), "SELECT pg_current_xact_id();\n").unwrap();
+        let out = n
+            .client("pgbench", "postgres")
+            .args(["-n", "-c", "8", "-j", "2", "-T", "5", "-f"])
+            .arg(script.path())
+            .arg("postgres")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // A wall clock an hour behind: each commit is stamped 1 us after the previous one.
+        let late: Vec<String> = (0..3).map(|_| commit_one(n, "-1h")).collect();
+
+        let records = commit_records(n, &start);
+        assert!(
+            records.len() > 2000,
+            "only {} commits recorded",
+            records.len()
+        );
+        for w in records.windows(2) {
+            assert!(
+                w[1].micros > w[0].micros,
+                "commit of xid {} at {} us does not follow xid {} at {} us ({} commits)",
+                w[1].xid,
+                w[1].micros,
+                w[0].xid,
+                w[0].micros,
+                records.len()
+            );
+        }
+        for xid in &late {
+            let i = records.iter().position(|r| &r.xid == xid).unwrap();
+            assert_eq!(records[i].micros, records[i - 1].micros + 1, "xid {xid}");
+            assert_eq!(commit_ts(n, xid), records[i].micros, "xid {xid}");
+        }
+        eprintln!(
+            "PostgreSQL {}: {} commits in strictly increasing timestamp order",
+            kernel.major,
+            records.len()
+        );
+    });
+}
+
+#[test]
+fn commit_clock_survives_restart_and_crash() {
+    common::for_each_kernel(|kernel| {
+        let cluster = clock_cluster(kernel, ClusterOptions::default());
+        let n = cluster.node(0);
+
+        // A commit an hour ahead pushes the clock; later commits follow it.
+        let before = now_micros(n);
+        let ahead = commit_ts(n, &commit_one(n, "1h"));
+        assert!(ahead > before + 59 * MINUTE, "{ahead} vs {before}");
+
+        // Clean restart: the clock comes back from the file saved at the shutdown checkpoint.
+        n.restart().unwrap();
+        let saved = std::fs::metadata(n.data.join("pg_logical/pgedge_commit_clock")).unwrap();
+        assert_eq!(saved.len(), 16, "magic, CRC and the clock");
+        let after_restart = commit_ts(n, &commit_one(n, "0"));
+        assert!(
+            after_restart > ahead && after_restart < ahead + MINUTE,
+            "after restart {after_restart}, before {ahead}"
+        );
+
+        // Crash.
+        n.stop(StopMode::Immediate).unwrap();
+        n.start().unwrap();
+        let after_crash = commit_ts(n, &commit_one(n, "0"));
+        assert!(
+            after_crash > after_restart && after_crash < after_restart + MINUTE,
+            "after crash {after_crash}, before {after_restart}"
+        );
+
+        // Crash with the newest clock value only in WAL written after the last checkpoint:
+        // redo must bring it back.
+        n.sql("CHECKPOINT").unwrap();
+        let before = now_micros(n);
+        let further = commit_ts(n, &commit_one(n, "2h"));
+        assert!(further > before + 119 * MINUTE, "{further} vs {before}");
+        n.stop(StopMode::Immediate).unwrap();
+        n.start().unwrap();
+        let after_redo = commit_ts(n, &commit_one(n, "0"));
+        assert!(
+            after_redo > further && after_redo < further + MINUTE,
+            "after crash {after_redo}, before {further}"
+        );
+    });
+}
+
+#[test]
+fn commit_prepared_uses_the_clock_everywhere() {
+    common::for_each_kernel(|kernel| {
+        let opts = ClusterOptions::default().setting("max_prepared_transactions", "5");
+        let cluster = clock_cluster(kernel, opts);
+        let n = cluster.node(0);
+
+        let before = now_micros(n);
+        let ahead = commit_ts(n, &commit_one(n, "10min"));
+        assert!(ahead > before + 9 * MINUTE, "{ahead} vs {before}");
+        let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+        let xid = n
+            .sql("BEGIN; SELECT pg_current_xact_id()::xid; PREPARE TRANSACTION 'k1'")
+            .unwrap();
+        n.sql("COMMIT PREPARED 'k1'").unwrap();
+
+        let committed = commit_ts(n, &xid);
+        assert!(
+            committed > ahead && committed < ahead + MINUTE,
+            "COMMIT PREPARED at {committed}, clock at {ahead}"
+        );
+        let records = commit_records(n, &start);
+        let record = records
+            .iter()
+            .find(|r| r.prepared && r.xid == xid)
+            .unwrap_or_else(|| panic!("no COMMIT_PREPARED record for {xid}: {records:?}"));
+        assert_eq!(record.micros, committed, "WAL and commit_ts agree");
+    });
+}
+
+#[test]
+fn commit_clock_api_and_settings() {
+    common::for_each_kernel(|kernel| {
+        // The extension resolves these at run time (dlsym), so they must be exported.
+        let out = Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(kernel.bin("postgres"))
+            .output()
+            .unwrap();
+        let symbols = String::from_utf8_lossy(&out.stdout);
+        let names: Vec<&str> = symbols
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        for name in [
+            "PgEdgeCommitClockSetFloor",
+            "PgEdgeCommitClockCurrent",
+            "pgedge_commit_clock_max_skew",
+            "pgedge_commit_clock_test_offset",
+        ] {
+            assert!(names.contains(&name), "postgres does not export {name}");
+        }
+
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
+        let n = cluster.node(0);
+        assert_eq!(
+            n.sql(
+                "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
+                   WHERE name = 'pgedge.commit_clock_max_skew'"
+            )
+            .unwrap(),
+            "60000 ms sighup"
+        );
+        assert_eq!(
+            n.sql(
+                "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
+                   WHERE name = 'pgedge.commit_clock_test_offset'"
+            )
+            .unwrap(),
+            "0 ms superuser"
+        );
+        n.sql("CREATE ROLE plain LOGIN").unwrap();
+        let e = n
+            .sql_as(
+                "plain",
+                "postgres",
+                "SET pgedge.commit_clock_test_offset = '1h'",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
+    });
 }

@@ -4,6 +4,7 @@
 mod apt_source;
 mod bench;
 mod cache;
+mod check_kernel;
 mod cluster;
 mod configure;
 mod extensions;
@@ -44,6 +45,20 @@ enum Command {
     Bench(BenchArgs),
     /// Start a local demo cluster (node 1 replicating to the others) until Enter is pressed.
     Cluster(ClusterArgs),
+    /// Build the patched kernel with assertions and run PostgreSQL's regression suite (slow).
+    CheckKernel(CheckKernelArgs),
+}
+
+#[derive(Args)]
+struct CheckKernelArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
+    /// Do not download; use the cache or Debian's source package.
+    #[arg(long)]
+    offline: bool,
+    /// Parallel make jobs (default: number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 #[derive(Args)]
@@ -199,6 +214,12 @@ fn main() -> Result<()> {
         Command::Cluster(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;
             cluster::run(&built.pg_config, args.nodes)?;
+        }
+        Command::CheckKernel(args) => {
+            let mut opts = options(&args.kernel);
+            opts.fetch.no_download = args.offline;
+            opts.jobs = args.jobs.unwrap_or(jobs);
+            check_kernel::run(&cache, &opts)?;
         }
         Command::Bench(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;
