@@ -444,3 +444,71 @@ fn commit_clock_api_and_settings() {
         assert!(e.contains("permission denied"), "{e}");
     });
 }
+
+/// Kernel patch 0003: with `log_old_value` on a column, every UPDATE logs an old-key tuple with
+/// the key and that column (also when only another column changed); without it, none; a
+/// malformed `delta_apply_function` is refused at ALTER time.
+#[test]
+fn old_value_logging_widens_the_old_key() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+        let n = cluster.node(0);
+        n.sql(
+            "CREATE TABLE acct(id int PRIMARY KEY, balance bigint, note text); \
+               INSERT INTO acct VALUES (1, 100, 'a')",
+        )
+        .unwrap();
+        n.sql("SELECT 'slot' FROM pg_create_logical_replication_slot('td', 'test_decoding')")
+            .unwrap();
+        let changes = || {
+            n.sql("SELECT string_agg(data, E'\\n') FROM pg_logical_slot_get_changes('td', NULL, NULL) WHERE data LIKE 'table%'")
+                .unwrap()
+        };
+        n.sql("UPDATE acct SET note = 'b' WHERE id = 1").unwrap();
+        let before = changes();
+        assert!(!before.contains("old-key"), "{before}");
+
+        n.sql(
+            "ALTER TABLE acct ALTER COLUMN balance SET (log_old_value = true, \
+               delta_apply_function = spock.delta_apply)",
+        )
+        .unwrap();
+        n.sql(
+            "UPDATE acct SET note = 'c' WHERE id = 1; UPDATE acct SET balance = 150 WHERE id = 1",
+        )
+        .unwrap();
+        let after = changes();
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(lines.len(), 2, "{after}");
+        assert!(
+            lines[0].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple:"),
+            "{after}"
+        );
+        assert!(
+            lines[1].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple: id[integer]:1 balance[bigint]:150"),
+            "{after}"
+        );
+        // Replica identity NOTHING logs no old values at all.
+        n.sql("ALTER TABLE acct REPLICA IDENTITY NOTHING; UPDATE acct SET note = 'd'")
+            .unwrap();
+        assert!(!changes().contains("old-key"));
+        assert_eq!(
+            n.sql("SELECT attoptions::text FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attname = 'balance'")
+                .unwrap(),
+            "{log_old_value=true,delta_apply_function=spock.delta_apply}"
+        );
+        let e = n
+            .sql("ALTER TABLE acct ALTER COLUMN note SET (delta_apply_function = 'not a (name')")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid name syntax"), "{e}");
+        let e = n
+            .sql("ALTER TABLE acct SET (log_old_value = true)")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unrecognized parameter \"log_old_value\""),
+            "{e}"
+        );
+    });
+}

@@ -213,7 +213,7 @@ fn synchronize_data_while_writes_continue() {
     common::for_each_kernel(|kernel| {
         let cluster = two_nodes(kernel, TABLES);
         let (p, s) = (cluster.node(0), cluster.node(1));
-        p.sql("INSERT INTO pairs SELECT g, 'seed', md5(g::text) FROM generate_series(1, 200000) g")
+        p.sql("INSERT INTO pairs SELECT g, 'seed', md5(g::text) FROM generate_series(1, 500000) g")
             .unwrap();
         p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
             .unwrap();
@@ -234,7 +234,7 @@ fn synchronize_data_while_writes_continue() {
         let q = "SELECT count(*), count(DISTINCT (a, b)), sum(a), count(*) FILTER (WHERE v = 'changed') FROM pairs";
         assert_eq!(
             converge(p, s, q, Duration::from_secs(120)),
-            "202000|202000|19998099000|2000"
+            "502000|502000|124998249000|2000"
         );
         assert_eq!(
             s.sql("SELECT status FROM spock.sub_show_table('sub_n1_n2', 'pairs')")
