@@ -1054,12 +1054,41 @@ fn describe_local(
 }
 
 fn has_tombstones(relid: u32) -> bool {
+    // An empty tombstone table (never written since it was created or truncated) needs no
+    // query: insert-only workloads pay only a file-size check per transaction.
+    if tombstone_table_is_empty() {
+        return false;
+    }
     Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM spock.tombstones WHERE relid = $1)",
         &[pg_sys::Oid::from(relid).into()],
     )
     .unwrap_or_else(|e| error!("{e}"))
     .unwrap_or(false)
+}
+
+/// Whether `spock.tombstones` has no pages at all.
+fn tombstone_table_is_empty() -> bool {
+    thread_local! {
+        static OID: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
+    }
+    let oid = OID.with(|o| {
+        if o.get() == pg_sys::InvalidOid {
+            let found = Spi::get_one::<pg_sys::Oid>("SELECT 'spock.tombstones'::regclass::oid")
+                .unwrap_or_else(|e| error!("{e}"))
+                .unwrap_or(pg_sys::InvalidOid);
+            o.set(found);
+        }
+        o.get()
+    });
+    // SAFETY: opening a relation of our own extension inside a transaction, briefly.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::relation_open(oid, lock);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::relation_close(rel, lock);
+        blocks == 0
+    }
 }
 
 /// A kernel setting in milliseconds, `None` when this kernel does not have it.
