@@ -201,6 +201,61 @@ impl Node {
         Ok(())
     }
 
+    /// Replaces this node's data with a base backup of `primary` and starts it as a streaming
+    /// physical standby, keeping this node's port, sockets and log; `settings` are appended to
+    /// the copied `postgresql.conf`.
+    pub fn make_standby_of(&self, primary: &Node, settings: &[(&str, &str)]) -> Result<()> {
+        if self.is_running() {
+            self.stop(StopMode::Fast)?;
+        }
+        for entry in fs::read_dir(&self.data)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        let (data, port) = (self.data.display().to_string(), primary.port.to_string());
+        self.run_as_server(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+            ],
+        )?;
+        let sockets = self
+            .data
+            .parent()
+            .expect("a node directory")
+            .join("sockets");
+        let mut extra = format!(
+            "\n# standby of {}\nport = {}\nunix_socket_directories = '{}'\n",
+            primary.name,
+            self.port,
+            sockets.display()
+        );
+        for (k, v) in settings {
+            extra.push_str(&format!("{k} = {v}\n"));
+        }
+        let conf = self.data.join("postgresql.conf");
+        let mut body = fs::read_to_string(&conf)?;
+        body.push_str(&extra);
+        fs::write(&conf, body)?;
+        self.start()
+    }
+
     pub fn restart(&self) -> Result<()> {
         self.stop(StopMode::Fast)?;
         self.start()

@@ -662,6 +662,11 @@ fn merged_deltas_keep_the_winning_version() {
     common::for_each_kernel(|kernel| {
         let cluster = delta_mesh(kernel);
         let (n1, n2) = (cluster.node(0), cluster.node(1));
+        // A physical standby of n1 replays the override from n1's WAL.
+        let standby = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
+        let sb = standby.node(0);
+        sb.make_standby_of(n1, &[("shared_preload_libraries", "''")])
+            .unwrap();
         set_subscriptions(&cluster, false);
         n2.sql("UPDATE counters SET n = n + 3, note = 'early' WHERE id = 1")
             .unwrap();
@@ -686,6 +691,16 @@ fn merged_deltas_keep_the_winning_version() {
             n1.sql(version).unwrap(),
             winning,
             "the merge made the row look older"
+        );
+        wait_for(
+            sb,
+            "SELECT n || ' ' || note FROM counters WHERE id = 1",
+            "8 late",
+        );
+        assert_eq!(
+            sb.sql(version).unwrap(),
+            winning,
+            "the standby replayed another version"
         );
         // The override is in the commit record: crash recovery replays it.
         n1.sql("SELECT 1").unwrap();
