@@ -300,3 +300,48 @@ fn types_partitions_and_volume() {
         );
     });
 }
+
+/// `synchronize_structure`: a subscriber without the tables gets the provider's schema (types,
+/// tables, indexes, constraints) and data, then replication goes on.
+#[test]
+fn synchronize_structure_copies_the_schema() {
+    common::for_each_kernel(|kernel| {
+        let cluster = two_nodes(kernel, "SELECT 1");
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "CREATE TYPE color AS ENUM ('red', 'blue'); \
+             CREATE TABLE shapes(id int PRIMARY KEY, c color NOT NULL, area numeric CHECK (area > 0)); \
+             CREATE INDEX shapes_by_color ON shapes(c); \
+             INSERT INTO shapes SELECT g, 'red', g FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
+        p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}', synchronize_structure := true, synchronize_data := true)",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        s.sql("SET statement_timeout = '120s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+            .unwrap();
+        let indexes = "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'shapes'";
+        assert_eq!(s.sql(indexes).unwrap(), p.sql(indexes).unwrap());
+        assert_eq!(
+            s.sql("SELECT count(*), sum(area) FROM shapes").unwrap(),
+            "1000|500500"
+        );
+        let e = s
+            .sql("INSERT INTO shapes VALUES (0, 'blue', -1)")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shapes_area_check"), "{e}");
+        p.sql("INSERT INTO shapes VALUES (1001, 'blue', 5)")
+            .unwrap();
+        converge(
+            p,
+            s,
+            "SELECT count(*), string_agg(DISTINCT c::text, ',') FROM shapes",
+            Duration::from_secs(30),
+        );
+    });
+}

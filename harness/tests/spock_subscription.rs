@@ -53,9 +53,12 @@ fn sub_create_records_the_provider_and_the_subscription() {
         ));
         assert!(e.contains("could not fetch remote node info"), "{e}");
         let e = bad(&format!(
-            "SELECT spock.sub_create('sub1', '{pdsn}', synchronize_structure := true)"
+            "SELECT spock.sub_create('sub1', '{pdsn}', synchronize_structure := true, enabled := false)"
         ));
-        assert!(e.contains("not supported by this build"), "{e}");
+        assert!(
+            e.contains("a disabled subscription cannot synchronize"),
+            "{e}"
+        );
         for table in ["subscription", "local_sync_status", "progress"] {
             assert_eq!(count(s, table), "0", "{table} after failed sub_create");
         }

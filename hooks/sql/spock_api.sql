@@ -499,12 +499,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_name = sub_create.subscription_name) THEN
         RAISE EXCEPTION 'subscription "%" already exists', sub_create.subscription_name USING ERRCODE = 'duplicate_object';
     END IF;
-    IF sub_create.synchronize_structure THEN
-        RAISE EXCEPTION 'synchronize_structure is not supported by this build of spock yet'
-            USING ERRCODE = 'feature_not_supported', HINT = 'Create the tables on the subscriber first.';
-    END IF;
-    IF sub_create.synchronize_data AND NOT sub_create.enabled THEN
-        RAISE EXCEPTION 'a disabled subscription cannot synchronize data' USING ERRCODE = 'invalid_parameter_value';
+    IF (sub_create.synchronize_data OR sub_create.synchronize_structure) AND NOT sub_create.enabled THEN
+        RAISE EXCEPTION 'a disabled subscription cannot synchronize data or structure' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF sub_create.forward_origins NOT IN ('{}', '{all}') THEN
         RAISE EXCEPTION 'forward_origins may only be empty or {all}' USING ERRCODE = 'invalid_parameter_value';

@@ -7,6 +7,7 @@ mod conflict;
 mod exceptions;
 mod progress;
 mod sql;
+mod structure;
 mod sync;
 mod versions;
 
@@ -36,6 +37,8 @@ struct Subscription {
     skip_lsn: u64,
     /// The subscription-level sync row asks for a data copy that has not happened yet.
     needs_data_sync: bool,
+    /// … and for the provider's schema first (`synchronize_structure`).
+    needs_structure_sync: bool,
 }
 
 fn load(sub_id: u32) -> Subscription {
@@ -54,7 +57,9 @@ fn load(sub_id: u32) -> Subscription {
                      coalesce('all' = ANY (s.sub_forward_origins), false), \
                      EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
                              AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r'), \
-                     s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text \
+                     s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text, \
+                     EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
+                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r') \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -79,6 +84,7 @@ fn load(sub_id: u32) -> Subscription {
                 needs_data_sync: row.get::<bool>(6).ok().flatten().unwrap_or(false),
                 provider: row.get::<i64>(7).ok().flatten().unwrap_or(0) as u32,
                 skip_lsn: text(8).parse().unwrap_or(0),
+                needs_structure_sync: row.get::<bool>(9).ok().flatten().unwrap_or(false),
             }
         })
     })
@@ -89,7 +95,7 @@ fn quote_literal(s: &str) -> String {
 }
 
 /// The replication origin named after the slot, created on first use; marks the subscription
-/// synchronised (initial sync is not part of this worker yet).
+/// synchronised (any initial sync has finished by then).
 fn origin(sub_id: u32, slot: &str) -> pg_sys::RepOriginId {
     let name = CString::new(slot).expect("slot names have no NUL");
     BackgroundWorker::transaction(|| {
@@ -140,10 +146,16 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
             sub.name
         )
     });
-    if sub.needs_data_sync {
-        sync::copy_tables(&remote, &sub, sub_id);
+    if sub.needs_structure_sync {
+        structure::restore(&sub, structure::Section::PreData);
+    }
+    if sub.needs_data_sync || sub.needs_structure_sync {
+        sync::copy_tables(&remote, &sub, sub_id, sub.needs_data_sync);
     } else {
         ensure_slot(&remote, &sub);
+    }
+    if sub.needs_structure_sync {
+        structure::restore(&sub, structure::Section::PostData);
     }
 
     let origin = origin(sub_id, &sub.slot);

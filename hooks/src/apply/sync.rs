@@ -14,7 +14,9 @@ fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32) {
+/// Creates the subscription's slot with its snapshot and, when `copy_data`, copies the
+/// subscribed tables under it.
+pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: bool) {
     let fail =
         |e: String| -> ! { error!("subscription \"{}\": initial sync failed: {e}", sub.name) };
     // SAFETY: the local transaction that receives the copy (and converts remote results).
@@ -64,7 +66,7 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32) {
             2,
         )
         .unwrap_or_else(|e| fail(e));
-    for t in &tables {
+    for t in tables.iter().filter(|_| copy_data) {
         let (nsp, rel) = (
             t[0].clone().unwrap_or_default(),
             t[1].clone().unwrap_or_default(),
@@ -84,11 +86,15 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32) {
         );
     }
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
-    Spi::run_with_args(
-        "UPDATE spock.local_sync_status SET sync_status = 'r' WHERE sync_subid = $1 AND sync_nspname IS NULL",
-        &[pg_sys::Oid::from(sub_id).into()],
-    )
-    .unwrap_or_else(|e| fail(e.to_string()));
+    // With a structure sync, the subscription is ready once indexes and constraints are
+    // restored too (the caller marks it then).
+    if !sub.needs_structure_sync {
+        Spi::run_with_args(
+            "UPDATE spock.local_sync_status SET sync_status = 'r' WHERE sync_subid = $1 AND sync_nspname IS NULL",
+            &[pg_sys::Oid::from(sub_id).into()],
+        )
+        .unwrap_or_else(|e| fail(e.to_string()));
+    }
     // SAFETY: ending the transaction started above.
     unsafe {
         pg_sys::PopActiveSnapshot();
