@@ -81,6 +81,46 @@ pub fn pgbench_tps(
         .with_context(|| format!("no tps in pgbench output:\n{text}"))
 }
 
+/// Runs a pgbench script at a fixed rate (transactions per second, 2 clients) for `seconds`.
+pub fn pgbench_rate(
+    node: &Node,
+    dir: &Path,
+    name: &str,
+    script: &str,
+    rate: u32,
+    seconds: u32,
+) -> Result<()> {
+    let file = dir.join(format!("{name}.sql"));
+    std::fs::write(&file, script)?;
+    let (port, rate, t) = (node.port.to_string(), rate.to_string(), seconds.to_string());
+    let out = Command::new(node.kernel().bin("pgbench"))
+        .args(["-n", "-f"])
+        .arg(&file)
+        .args([
+            "-c",
+            "2",
+            "-j",
+            "2",
+            "-R",
+            &rate,
+            "-T",
+            &t,
+            "-h",
+            "127.0.0.1",
+        ])
+        .args(["-p", &port, "-U", "postgres", "postgres"])
+        .envs(node.kernel().env())
+        .output()
+        .context("cannot run pgbench")?;
+    if !out.status.success() {
+        bail!(
+            "pgbench {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Prints one result line: ours, the baseline and their ratio.
 pub fn report(what: &str, unit: &str, ours: f64, baseline: f64, goal: f64) {
     let ratio = ours / baseline;

@@ -2,12 +2,14 @@
 //! same two servers, one workload at a time: rows per second from the start of the workload
 //! until the subscriber holds the result.
 
-use super::{pgbench_tps, report};
+use super::{pgbench_rate, pgbench_tps, report};
 use anyhow::{Result, bail};
 use harness::{Cluster, ClusterOptions, Node};
 use std::time::{Duration, Instant};
 
 const GOAL: f64 = 1.0;
+/// Rows per second for the lag measurement: well below what either side can apply.
+const LAG_RATE: u32 = 1000;
 
 /// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
 fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
@@ -116,6 +118,59 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     };
     let (ours, native) = (update("spock_t")?, update("native_t")?);
     rate("(c) one 100k-row update", ours, native);
+
+    // (d) lag at a fixed write rate: the subscriber stamps each row as it arrives.
+    for t in ["lag_spock", "lag_native"] {
+        p.sql(&format!(
+            "CREATE TABLE {t}(id bigint PRIMARY KEY, sent timestamptz)"
+        ))?;
+        s.sql(&format!(
+            "CREATE TABLE {t}(id bigint PRIMARY KEY, sent timestamptz, \
+             arrived timestamptz DEFAULT clock_timestamp())"
+        ))?;
+        p.sql(&format!("CREATE SEQUENCE {t}_seq"))?;
+    }
+    p.sql("SELECT spock.repset_add_table('default', 'lag_spock')")?;
+    p.sql("ALTER PUBLICATION native_pub ADD TABLE lag_native")?;
+    s.sql("ALTER SUBSCRIPTION native_sub REFRESH PUBLICATION WITH (copy_data = false)")?;
+    // spock reads set membership at decoding time; native needs its refresh to settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let lag = |t: &str| -> Result<(f64, f64)> {
+        pgbench_rate(
+            p,
+            cluster.dir(),
+            t,
+            &format!("INSERT INTO {t} VALUES (nextval('{t}_seq'), clock_timestamp());\n"),
+            LAG_RATE,
+            10,
+        )?;
+        let total = p.sql(&format!("SELECT count(*) FROM {t}"))?;
+        until(
+            s,
+            &format!("SELECT count(*) FROM {t}"),
+            &total,
+            Instant::now(),
+        )?;
+        let stats = s.sql(&format!(
+            "SELECT avg(ms)::numeric(10,2), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric(10,2) \
+             FROM (SELECT extract(epoch FROM arrived - sent) * 1000 AS ms FROM {t}) x"
+        ))?;
+        let (avg, p99) = stats.split_once('|').unwrap_or(("0", "0"));
+        Ok((avg.parse()?, p99.parse()?))
+    };
+    let ((ours_avg, ours_p99), (native_avg, native_p99)) = (lag("lag_spock")?, lag("lag_native")?);
+    println!(
+        "(d) lag at {LAG_RATE} rows/s: spock avg {ours_avg:.2} ms, p99 {ours_p99:.2} ms; \
+         native avg {native_avg:.2} ms, p99 {native_p99:.2} ms"
+    );
+    // Lower is better: report native/ours, so above 1 means less lag than native.
+    report(
+        "(d) lag, native avg / spock avg",
+        "x",
+        native_avg / ours_avg.max(0.001),
+        1.0,
+        GOAL,
+    );
 
     s.sql("DROP SUBSCRIPTION native_sub")?;
     cluster.stop()?;
