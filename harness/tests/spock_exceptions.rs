@@ -5,23 +5,10 @@
 mod common;
 
 use harness::{Cluster, ClusterOptions, Node};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn wait_for(node: &Node, query: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        let got = node.sql(query).unwrap();
-        if got == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}: {query} gave {got}, not {want}:\n{}",
-            node.name,
-            node.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for(node, "postgres", query, want, 30);
 }
 
 fn setup(kernel: &harness::Kernel) -> Cluster {

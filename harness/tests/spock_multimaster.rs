@@ -57,20 +57,7 @@ fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
 }
 
 fn wait_for(node: &Node, query: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        let got = node.sql(query).unwrap();
-        if got == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{}: {query} gave {got}, not {want}:\n{}",
-            node.name,
-            node.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for(node, "postgres", query, want, 60);
 }
 
 /// Writes a marker row on every node and waits until every node has all of them: each
@@ -279,6 +266,38 @@ fn conflicts_resolve_by_last_update_wins_on_every_node() {
     });
 }
 
+/// Runs the pgbench `script` with 2 clients and `limit` (e.g. `-T 60`, `-t 5000`) on every node
+/// at once and fails if any client failed.
+fn pgbench_everywhere(cluster: &Cluster, script: &str, limit: [&str; 2]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    std::fs::set_permissions(
+        file.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let clients: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.client("pgbench", "postgres")
+                .args(["-n", "-c", "2", limit[0], limit[1], "--max-tries=20", "-f"])
+                .arg(file.path())
+                .arg("postgres")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+    }
+}
+
 /// Clients on every node write conflicting INSERT/UPDATE/DELETE and DELETE + re-INSERT on the
 /// same 50 keys, unthrottled; once quiet, every node holds the same rows, in every run, and no
 /// apply worker restarted.
@@ -292,10 +311,7 @@ fn conflicting_storm_converges() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
-        "\\set k random(1, 50)\n\
+    let script = "\\set k random(1, 50)\n\
          \\set op random(1, 4)\n\
          \\if :op = 1\n\
          INSERT INTO kv VALUES (:k, 'i' || :client_id, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v || 'u', who = EXCLUDED.who;\n\
@@ -308,14 +324,7 @@ fn conflicting_storm_converges() {
          DELETE FROM kv WHERE id = :k;\n\
          INSERT INTO kv VALUES (:k, 'r' || :client_id, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, who = EXCLUDED.who;\n\
          END;\n\
-         \\endif\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        script.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+         \\endif\n";
     common::for_each_kernel(|kernel| {
         for run in 0..runs {
             let cluster = mesh(kernel, 3, SCHEMA);
@@ -336,34 +345,7 @@ fn conflicting_storm_converges() {
                     .unwrap()
             };
             let before: Vec<String> = cluster.nodes.iter().map(workers).collect();
-            let clients: Vec<_> = cluster
-                .nodes
-                .iter()
-                .map(|n| {
-                    n.client("pgbench", "postgres")
-                        .args([
-                            "-n",
-                            "-c",
-                            "2",
-                            "-T",
-                            &secs.to_string(),
-                            "--max-tries=20",
-                            "-f",
-                        ])
-                        .arg(script.path())
-                        .arg("postgres")
-                        .stdout(std::process::Stdio::piped())
-                        .stderr(std::process::Stdio::piped())
-                        .spawn()
-                        .unwrap()
-                })
-                .collect();
-            for c in clients {
-                let out = c.wait_with_output().unwrap();
-                let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr);
-                assert!(out.status.success(), "pgbench failed:\n{text}");
-            }
+            pgbench_everywhere(&cluster, script, ["-T", &secs.to_string()]);
             quiesce(&cluster, 1);
             let all = assert_same(&cluster, &format!("run {run}"));
             let after: Vec<String> = cluster.nodes.iter().map(workers).collect();
@@ -605,39 +587,11 @@ fn delta_mesh(kernel: &harness::Kernel) -> Cluster {
 fn concurrent_increments_all_count() {
     common::for_each_kernel(|kernel| {
         let cluster = delta_mesh(kernel);
-        let script = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            script.path(),
+        pgbench_everywhere(
+            &cluster,
             "\\set k random(1, 5)\nUPDATE counters SET n = n + 1 WHERE id = :k;\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            script.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-        let clients: Vec<_> = cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                n.client("pgbench", "postgres")
-                    .args(["-n", "-c", "2", "-t", "5000", "--max-tries=20", "-f"])
-                    .arg(script.path())
-                    .arg("postgres")
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for c in clients {
-            let out = c.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+            ["-t", "5000"],
+        );
         quiesce(&cluster, 2);
         let per_node: Vec<String> = cluster
             .nodes

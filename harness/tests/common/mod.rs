@@ -105,9 +105,10 @@ pub fn wait_for(node: &harness::Node, db: &str, sql: &str, want: &str, secs: u64
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{}: `{sql}` returned {got:?}, wanted {want:?}",
-            node.name
+            "{}: `{sql}` returned {got:?}, wanted {want:?}; log:\n{}",
+            node.name,
+            node.log_tail(40)
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -8,6 +8,7 @@ mod snowflake;
 
 use anyhow::{Context, Result, bail};
 use harness::Node;
+use std::time::{Duration, Instant};
 use std::{path::Path, process::Command};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -119,6 +120,19 @@ pub fn pgbench_rate(
         );
     }
     Ok(())
+}
+
+/// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
+pub fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
+    loop {
+        if node.sql(query)? == want {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > Duration::from_secs(600) {
+            bail!("{} never reached {want} for {query}", node.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Prints one result line: ours, the baseline and their ratio.

@@ -4,9 +4,9 @@
 //! committed writes per second while every node writes, and the time until all nodes hold
 //! every row once the writes stop.
 
-use super::{pgbench_tps, report};
-use anyhow::{Result, bail};
-use harness::{Cluster, ClusterOptions, Node};
+use super::{pgbench_tps, report, until};
+use anyhow::Result;
+use harness::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
@@ -146,16 +146,4 @@ fn load(cluster: &Cluster, table: &str) -> Result<(f64, Duration)> {
         )?);
     }
     Ok((tps.iter().sum(), converged))
-}
-
-fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
-    loop {
-        if node.sql(query)? == want {
-            return Ok(since.elapsed());
-        }
-        if since.elapsed() > Duration::from_secs(600) {
-            bail!("{} never reached {want} for {query}", node.name);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

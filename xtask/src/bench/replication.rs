@@ -2,27 +2,14 @@
 //! same two servers, one workload at a time: rows per second from the start of the workload
 //! until the subscriber holds the result.
 
-use super::{pgbench_rate, pgbench_tps, report};
-use anyhow::{Result, bail};
-use harness::{Cluster, ClusterOptions, Node};
+use super::{pgbench_rate, pgbench_tps, report, until};
+use anyhow::Result;
+use harness::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
 const GOAL: f64 = 1.0;
 /// Rows per second for the lag measurement: well below what either side can apply.
 const LAG_RATE: u32 = 1000;
-
-/// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
-fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
-    loop {
-        if node.sql(query)? == want {
-            return Ok(since.elapsed());
-        }
-        if since.elapsed() > Duration::from_secs(600) {
-            bail!("{} never reached {want} for {query}", node.name);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 pub fn run(kernel: &harness::Kernel) -> Result<()> {
     let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2))?;
