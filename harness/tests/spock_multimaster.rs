@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 const SCHEMA: &str = "CREATE TABLE kv(id int PRIMARY KEY, v text, who text); \
                       CREATE TABLE marks(node text, n int, PRIMARY KEY (node, n));";
 
-/// A full mesh of `n` spock nodes: n<i> subscribes to every other node, with the default
-/// `forward_origins = '{}'`, so each node sends only the changes made on it.
-fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
+/// `n` spock nodes n1…n<n>, each with `schema` and its public tables in the `default` set.
+fn spock_nodes(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
     let cluster = Cluster::start(
         kernel,
         &ClusterOptions::default()
@@ -32,6 +31,13 @@ fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
         node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
             .unwrap();
     }
+    cluster
+}
+
+/// A full mesh of `n` spock nodes: n<i> subscribes to every other node, with the default
+/// `forward_origins = '{}'`, so each node sends only the changes made on it.
+fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
+    let cluster = spock_nodes(kernel, n, schema);
     for (i, s) in cluster.nodes.iter().enumerate() {
         for (j, p) in cluster.nodes.iter().enumerate() {
             if i != j {
@@ -494,19 +500,7 @@ fn clock_skew_does_not_break_causality() {
 #[test]
 fn cascade_forwards_only_when_asked() {
     common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            node.sql("CREATE EXTENSION spock").unwrap();
-            node.sql(&format!(
-                "SELECT spock.node_create('n{}', '{}')",
-                i + 1,
-                node.dsn("postgres")
-            ))
-            .unwrap();
-            node.sql(SCHEMA).unwrap();
-            node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
-                .unwrap();
-        }
+        let cluster = spock_nodes(kernel, 3, SCHEMA);
         let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
         n2.sql(&format!(
             "SELECT spock.sub_create('sub_n1_n2', '{}')",
