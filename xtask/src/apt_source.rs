@@ -2,6 +2,8 @@
 //! byte for byte as its `.orig.tar.bz2`. We fetch it with a private apt configuration (own lists,
 //! cache and state) whose `deb-src` entries are derived from the system's configured Debian
 //! archive, so the system's apt setup is never touched and no host name lives in this repository.
+//! When the suite has moved on to a newer upload, the pinned tarball is taken from the same
+//! archive's pool.
 
 use crate::{cache::Cache, sources::Release};
 use anyhow::{Context, Result, bail};
@@ -78,30 +80,57 @@ pub fn orig_tarball(cache: &Cache, release: &Release) -> Result<PathBuf> {
         .run()
         .context("apt-get update failed")?;
     let package = format!("postgresql-{}", release.major());
-    let showsrc = cmd!(sh, "apt-cache showsrc {package}")
-        .quiet()
-        .read()
-        .unwrap_or_default();
-    let version = debian_version(&showsrc, &release.version).with_context(|| {
-        format!(
-            "Debian {suite} has no {package} source for {}",
-            release.version
-        )
-    })?;
-
     let download = dir.join("download");
-    sh.change_dir(&download);
-    let spec = format!("{package}={version}");
-    cmd!(sh, "apt-get -q source --download-only {spec}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("apt-get source failed")?;
     let orig = download.join(format!("{package}_{}.orig.tar.bz2", release.version));
-    if !orig.is_file() {
-        bail!("apt-get source did not produce {}", orig.display());
+    let from_index = (|| {
+        let showsrc = cmd!(sh, "apt-cache showsrc {package}")
+            .quiet()
+            .read()
+            .unwrap_or_default();
+        let version = debian_version(&showsrc, &release.version).with_context(|| {
+            format!(
+                "Debian {suite} has no {package} source for {}",
+                release.version
+            )
+        })?;
+        sh.change_dir(&download);
+        let spec = format!("{package}={version}");
+        cmd!(sh, "apt-get -q source --download-only {spec}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("apt-get source failed")?;
+        if !orig.is_file() {
+            bail!("apt-get source did not produce {}", orig.display());
+        }
+        Ok(())
+    })();
+    let Err(index_error) = from_index else {
+        return Ok(orig);
+    };
+    // A suite's index names only its newest upload, but the archive's pool usually still holds
+    // the pinned one (the caller checks its SHA-256 against the pinned table either way).
+    let mut tried = vec![format!("{index_error:#}")];
+    for a in &archives {
+        let url = pool_url(&a.uri, &package, &release.version);
+        match crate::fetch::download(&url, &orig) {
+            Ok(()) => return Ok(orig),
+            Err(e) => {
+                let _ = fs::remove_file(&orig);
+                tried.push(format!("{url}: {e:#}"));
+            }
+        }
     }
-    Ok(orig)
+    bail!("{}", tried.join("; "))
+}
+
+/// Where a Debian archive keeps a source package's orig tarball (`pool/<component>/<p>/<pkg>/`).
+fn pool_url(archive: &str, package: &str, upstream: &str) -> String {
+    let letter = &package[..1];
+    format!(
+        "{}/pool/main/{letter}/{package}/{package}_{upstream}.orig.tar.bz2",
+        archive.trim_end_matches('/')
+    )
 }
 
 /// The newest Debian version in `apt-cache showsrc` output whose upstream part is `upstream`.
@@ -240,6 +269,14 @@ fn parse_one_line(text: &str) -> Vec<(Vec<String>, Archive)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_urls_follow_the_debian_layout() {
+        assert_eq!(
+            pool_url("http://mirror.example/debian/", "postgresql-17", "17.11"),
+            "http://mirror.example/debian/pool/main/p/postgresql-17/postgresql-17_17.11.orig.tar.bz2"
+        );
+    }
 
     #[test]
     fn picks_the_matching_upstream_version() {

@@ -109,7 +109,7 @@ fn adopt(from: &Path, cached: &Path, ours: bool) -> Result<PathBuf> {
     Ok(cached.to_path_buf())
 }
 
-fn download(url: &str, to: &Path) -> Result<()> {
+pub fn download(url: &str, to: &Path) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_resolve(Some(Duration::from_secs(10)))
         .timeout_connect(Some(Duration::from_secs(10)))
