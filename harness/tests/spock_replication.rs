@@ -245,6 +245,14 @@ fn synchronize_data_while_writes_continue() {
             s.sql("SELECT sync_kind, sync_status FROM spock.local_sync_status WHERE sync_nspname IS NULL").unwrap(),
             "d|r"
         );
+        // Copied rows are the provider's (its origin, the snapshot's time), not local writes:
+        // this node's own subscribers would not receive them again.
+        assert_eq!(
+            s.sql("SELECT count(*) FILTER (WHERE o.roname IS NULL), count(*) FILTER (WHERE o.roname = 'spk_postgres_n1_sub_n1_n2') \
+                   FROM pairs LEFT JOIN pg_replication_origin o ON o.roident = (pg_xact_commit_timestamp_origin(pairs.xmin)).roident")
+                .unwrap(),
+            "0|502000"
+        );
     });
 }
 

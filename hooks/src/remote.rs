@@ -127,6 +127,14 @@ impl Remote {
         Ok(())
     }
 
+    /// Runs a `COPY … TO STDOUT`; its rows then come from `receive` until it reports the end.
+    pub fn start_copy_out(&self, command: &str) -> Result<(), String> {
+        let res = self.exec(command, &[], pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_OUT)?;
+        // SAFETY: the result returned by `exec`.
+        unsafe { pg_sys::walrcv_clear_result(res) };
+        Ok(())
+    }
+
     /// The next CopyData payload, if one is buffered. ERRORs when the connection breaks.
     pub fn receive(&self) -> Received<'_> {
         let receive = functions().walrcv_receive.expect("walreceiver loaded");

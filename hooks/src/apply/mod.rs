@@ -94,27 +94,31 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The replication origin named after the slot, created on first use; marks the subscription
-/// synchronised (any initial sync has finished by then).
-fn origin(sub_id: u32, slot: &str) -> pg_sys::RepOriginId {
+/// The replication origin named after the slot, created on first use.
+fn origin(slot: &str) -> pg_sys::RepOriginId {
     let name = CString::new(slot).expect("slot names have no NUL");
     BackgroundWorker::transaction(|| {
         // SAFETY: catalog functions inside a transaction.
-        let id = unsafe {
+        unsafe {
             let id = pg_sys::replorigin_by_name(name.as_ptr(), true);
             if id == 0 {
                 pg_sys::replorigin_create(name.as_ptr())
             } else {
                 id
             }
-        };
+        }
+    })
+}
+
+/// Marks the subscription synchronised (any initial sync has finished by then).
+fn mark_synced(sub_id: u32) {
+    BackgroundWorker::transaction(|| {
         Spi::run_with_args(
             "UPDATE spock.local_sync_status SET sync_status = 'r' \
              WHERE sync_subid = $1 AND sync_nspname IS NULL AND sync_status <> 'r'",
             &[pg_sys::Oid::from(sub_id).into()],
         )
         .unwrap_or_else(|e| error!("cannot update the sync status: {e}"));
-        id
     })
 }
 
@@ -146,21 +150,22 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
             sub.name
         )
     });
+    let origin = origin(&sub.slot);
+    compat::replorigin_session_setup(origin);
     if sub.needs_structure_sync {
         structure::restore(&sub, structure::Section::PreData);
     }
     if sub.needs_data_sync || sub.needs_structure_sync {
-        sync::copy_tables(&remote, &sub, sub_id, sub.needs_data_sync);
+        sync::copy_tables(&remote, &sub, sub_id, origin, sub.needs_data_sync);
     } else {
         ensure_slot(&remote, &sub);
     }
     if sub.needs_structure_sync {
         structure::restore(&sub, structure::Section::PostData);
     }
+    mark_synced(sub_id);
 
-    let origin = origin(sub_id, &sub.slot);
     BackgroundWorker::transaction(versions::load_nodes);
-    compat::replorigin_session_setup(origin);
     // SAFETY: our commits from now on carry this origin.
     unsafe { pg_sys::replorigin_session_origin = origin };
     // SAFETY: reading our session origin's progress.

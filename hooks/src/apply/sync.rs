@@ -1,22 +1,38 @@
 //! Initial data synchronisation: the subscribed tables' rows are copied under the snapshot of
 //! the new slot (created with `SNAPSHOT 'use'` inside a repeatable-read transaction on the
 //! provider), then streaming starts at the slot's consistent point — so no row is lost or seen
-//! twice. The local copy and the "ready" mark commit together: a crash midway copies again.
+//! twice. Each table streams from the provider's `COPY … TO STDOUT` straight into a local
+//! `COPY FROM`, so constraints, indexes and replica triggers are maintained as for any insert and
+//! no table is held in memory. The local copy, the "ready" marks and the origin's start position
+//! commit together: a crash midway copies again.
+//!
+//! The copy commits with the subscription's replication origin and the snapshot's time as its
+//! commit timestamp: its rows are the provider's (not forwarded to this node's own subscribers)
+//! and as old as the snapshot, so last-update-wins compares later writes with that time rather
+//! than with the moment of the copy.
 
-use super::{Subscription, quote_literal};
-use crate::remote::Remote;
+use super::{Subscription, quote_literal, wait_for_socket};
+use crate::remote::{Received, Remote};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use spock_proto::Column;
-use std::ffi::CString;
+use std::cell::RefCell;
+use std::ffi::{CString, c_int, c_void};
 
 fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Creates the subscription's slot with its snapshot and, when `copy_data`, copies the
-/// subscribed tables under it.
-pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: bool) {
+/// subscribed tables under it. `origin` is the subscription's replication origin, already set
+/// up for this session.
+pub fn copy_tables(
+    remote: &Remote,
+    sub: &Subscription,
+    sub_id: u32,
+    origin: pg_sys::RepOriginId,
+    copy_data: bool,
+) {
     let fail =
         |e: String| -> ! { error!("subscription \"{}\": initial sync failed: {e}", sub.name) };
     // SAFETY: the local transaction that receives the copy (and converts remote results).
@@ -37,7 +53,7 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: 
     remote
         .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .unwrap_or_else(|e| fail(e));
-    remote
+    let slot = remote
         .query(
             &format!(
                 "CREATE_REPLICATION_SLOT {} LOGICAL spock_output (SNAPSHOT 'use')",
@@ -46,7 +62,18 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: 
             4,
         )
         .unwrap_or_else(|e| fail(e));
+    let consistent_point = slot
+        .first()
+        .and_then(|row| row.get(1).cloned().flatten())
+        .and_then(|lsn| parse_lsn(&lsn))
+        .unwrap_or_else(|| fail("the provider returned no consistent point".into()));
+    let snapshot_time = snapshot_time(remote).unwrap_or_else(|e| fail(e));
     let sets: Vec<String> = sub.sets.iter().map(|s| quote_literal(s)).collect();
+    let sets = if sets.is_empty() {
+        "NULL".to_string()
+    } else {
+        sets.join(", ")
+    };
     let tables = remote
         .query(
             &format!(
@@ -56,12 +83,7 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: 
                  JOIN spock.local_node l ON l.node_id = s.set_nodeid \
                  JOIN pg_class c ON c.oid = t.set_reloid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE s.set_name = ANY (ARRAY[{}]::text[]) AND c.relkind = 'r' ORDER BY 1, 2",
-                if sets.is_empty() {
-                    "NULL".to_string()
-                } else {
-                    sets.join(", ")
-                }
+                 WHERE s.set_name = ANY (ARRAY[{sets}]::text[]) AND c.relkind = 'r' ORDER BY 1, 2"
             ),
             2,
         )
@@ -71,13 +93,18 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: 
             t[0].clone().unwrap_or_default(),
             t[1].clone().unwrap_or_default(),
         );
-        let copied =
-            copy_table(remote, &nsp, &rel).unwrap_or_else(|e| fail(format!("{nsp}.{rel}: {e}")));
+        let copied = copy_table(remote, &nsp, &rel, &sets)
+            .unwrap_or_else(|e| fail(format!("{nsp}.{rel}: {e}")));
         Spi::run_with_args(
             "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
-             VALUES ('d', $1, $2, $3, 'r', '0/0') \
-             ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'r'",
-            &[pg_sys::Oid::from(sub_id).into(), nsp.as_str().into(), rel.as_str().into()],
+             VALUES ('d', $1, $2, $3, 'r', $4::pg_lsn) \
+             ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'r', sync_statuslsn = EXCLUDED.sync_statuslsn",
+            &[
+                pg_sys::Oid::from(sub_id).into(),
+                nsp.as_str().into(),
+                rel.as_str().into(),
+                format_lsn(consistent_point).as_str().into(),
+            ],
         )
         .unwrap_or_else(|e| fail(e.to_string()));
         log!(
@@ -95,21 +122,60 @@ pub fn copy_tables(remote: &Remote, sub: &Subscription, sub_id: u32, copy_data: 
         )
         .unwrap_or_else(|e| fail(e.to_string()));
     }
-    // SAFETY: ending the transaction started above.
+    // SAFETY: ending the transaction started above, as a change of the provider's made at the
+    // snapshot's time, and starting the stream where the snapshot ends.
     unsafe {
+        pg_sys::replorigin_session_origin = origin;
+        pg_sys::replorigin_session_origin_lsn = consistent_point;
+        pg_sys::replorigin_session_origin_timestamp = snapshot_time;
         pg_sys::PopActiveSnapshot();
         pg_sys::CommitTransactionCommand();
+        pg_sys::replorigin_session_origin = 0;
+        pg_sys::replorigin_session_origin_lsn = 0;
+        pg_sys::replorigin_session_origin_timestamp = 0;
     }
 }
 
-/// Copies one table's rows (columns matched by name) and returns how many.
-fn copy_table(remote: &Remote, nsp: &str, rel: &str) -> Result<u64, String> {
+/// The provider's commit time as of the snapshot: no row in it was committed later. Its last
+/// commit's timestamp can be ahead of the wall clock (the pgEdge commit clock), hence both.
+fn snapshot_time(remote: &Remote) -> Result<i64, String> {
+    let rows = remote.query(
+        "SELECT ((extract(epoch FROM CASE WHEN current_setting('track_commit_timestamp')::bool \
+                  THEN greatest(now(), (pg_last_committed_xact()).timestamp) ELSE now() END) \
+                  - 946684800) * 1000000)::bigint::text",
+        1,
+    )?;
+    rows.first()
+        .and_then(|r| r[0].as_deref())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| "the provider returned no snapshot time".to_string())
+}
+
+fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Copies one table's replicated columns (those of the subscribed sets' column lists, or all)
+/// and returns how many rows.
+fn copy_table(remote: &Remote, nsp: &str, rel: &str, sets: &str) -> Result<u64, String> {
     let table = format!("{}.{}", ident(nsp), ident(rel));
     let names: Vec<String> = remote
         .query(
             &format!(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = {}::regclass \
-                 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = {}::regclass \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 AND EXISTS (SELECT 1 FROM spock.replication_set_table t \
+                             JOIN spock.replication_set s ON s.set_id = t.set_id \
+                             JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+                             WHERE t.set_reloid = a.attrelid \
+                               AND s.set_name = ANY (ARRAY[{sets}]::text[]) \
+                               AND (t.set_att_list IS NULL OR a.attname::text = ANY (t.set_att_list))) \
+                 ORDER BY a.attnum",
                 quote_literal(&table)
             ),
             1,
@@ -126,65 +192,122 @@ fn copy_table(remote: &Remote, nsp: &str, rel: &str) -> Result<u64, String> {
             typmod: -1,
         })
         .collect();
-    let types = super::describe_local(nsp, rel, &columns)?.types;
-    let select: Vec<String> = names
-        .iter()
-        .map(|n| format!("{}::text", ident(n)))
-        .collect();
-    let rows = remote.query(
-        &format!("SELECT {} FROM {table}", select.join(", ")),
-        names.len(),
-    )?;
-
+    // Every copied column must exist here.
+    super::describe_local(nsp, rel, &columns)?;
     let cols: Vec<String> = names.iter().map(|n| ident(n)).collect();
-    let params: Vec<String> = types
+    remote.start_copy_out(&format!("COPY {table} ({}) TO STDOUT", cols.join(", ")))?;
+
+    let nsp_c = CString::new(nsp).map_err(|_| "bad schema name".to_string())?;
+    let rel_c = CString::new(rel).map_err(|_| "bad table name".to_string())?;
+    let names_c = names
         .iter()
-        .enumerate()
-        .map(|(i, t)| format!("${}::{t}", i + 1))
-        .collect();
-    let sql = CString::new(format!(
-        "INSERT INTO {table} ({}) VALUES ({})",
-        cols.join(", "),
-        params.join(", ")
-    ))
-    .map_err(|_| "bad column name".to_string())?;
-    let argtypes = vec![pg_sys::TEXTOID; names.len()];
-    // SAFETY: SPI inside the sync transaction; every array has one entry per column.
-    unsafe {
-        pg_sys::SPI_connect();
-        let plan = pg_sys::SPI_prepare(
-            sql.as_ptr(),
-            names.len() as i32,
-            argtypes.as_ptr().cast_mut(),
+        .map(|n| CString::new(n.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "bad column name".to_string())?;
+    SOURCE.with(|s| {
+        *s.borrow_mut() = Some(Source {
+            remote: remote as *const Remote,
+            pending: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    });
+    // SAFETY: a COPY FROM into the table inside the sync transaction, fed by `read_copy_data`;
+    // the names are copied into palloc'd memory before use.
+    let copied = unsafe {
+        let rv = pg_sys::makeRangeVar(
+            pg_sys::pstrdup(nsp_c.as_ptr()),
+            pg_sys::pstrdup(rel_c.as_ptr()),
+            -1,
         );
-        if plan.is_null() {
-            pg_sys::SPI_finish();
-            return Err(format!("cannot prepare the insert into {table}"));
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let relation = pg_sys::table_openrv(rv, lock);
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            relation,
+            lock,
+            std::ptr::null_mut(),
+            false,
+            false,
+        );
+        let mut attnames: *mut pg_sys::List = std::ptr::null_mut();
+        for n in &names_c {
+            attnames = pg_sys::lappend(
+                attnames,
+                pg_sys::makeString(pg_sys::pstrdup(n.as_ptr())).cast(),
+            );
         }
-        for row in &rows {
-            let mut values = Vec::with_capacity(row.len());
-            let mut nulls = Vec::with_capacity(row.len());
-            for v in row {
-                match v {
-                    Some(text) => {
-                        let c = CString::new(text.as_str())
-                            .map_err(|_| "value contains a NUL byte".to_string())?;
-                        values.push(pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())));
-                        nulls.push(b' ' as std::ffi::c_char);
-                    }
-                    None => {
-                        values.push(pg_sys::Datum::from(0));
-                        nulls.push(b'n' as std::ffi::c_char);
-                    }
-                }
-            }
-            let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
-            if rc < 0 {
-                pg_sys::SPI_finish();
-                return Err(format!("insert into {table} failed ({rc})"));
-            }
-        }
-        pg_sys::SPI_finish();
+        let cstate = pg_sys::BeginCopyFrom(
+            pstate,
+            relation,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            false,
+            Some(read_copy_data),
+            attnames,
+            std::ptr::null_mut(),
+        );
+        let copied = pg_sys::CopyFrom(cstate);
+        pg_sys::EndCopyFrom(cstate);
+        pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+        copied
+    };
+    let done = SOURCE.with(|s| s.borrow_mut().take().is_some_and(|s| s.done));
+    if !done {
+        return Err("the local COPY ended before the provider's".into());
     }
-    Ok(rows.len() as u64)
+    Ok(copied)
+}
+
+/// The provider's COPY stream the local COPY FROM reads (it takes a plain callback).
+struct Source {
+    remote: *const Remote,
+    pending: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+thread_local! {
+    static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
+}
+
+/// COPY FROM's data source: at least `minread` and at most `maxread` bytes of the provider's
+/// COPY data, fewer only at its end (0 then).
+#[pg_guard]
+unsafe extern "C-unwind" fn read_copy_data(
+    outbuf: *mut c_void,
+    minread: c_int,
+    maxread: c_int,
+) -> c_int {
+    SOURCE.with(|s| {
+        let mut s = s.borrow_mut();
+        let src = s.as_mut().expect("a table copy is running");
+        // SAFETY: COPY hands us a buffer of `maxread` bytes.
+        let out = unsafe { std::slice::from_raw_parts_mut(outbuf.cast::<u8>(), maxread as usize) };
+        let mut filled = 0;
+        while filled < minread.max(1) as usize && !src.done {
+            if src.pos < src.pending.len() {
+                let n = (out.len() - filled).min(src.pending.len() - src.pos);
+                out[filled..filled + n].copy_from_slice(&src.pending[src.pos..src.pos + n]);
+                filled += n;
+                src.pos += n;
+                continue;
+            }
+            // SAFETY: the connection outlives the copy (`copy_table` holds it).
+            match unsafe { &*src.remote }.receive() {
+                Received::Data(d) => {
+                    src.pending.clear();
+                    src.pending.extend_from_slice(d);
+                    src.pos = 0;
+                }
+                Received::WouldBlock(fd) => {
+                    wait_for_socket(fd);
+                    check_for_interrupts!();
+                }
+                Received::End => src.done = true,
+            }
+        }
+        filled as c_int
+    })
 }
