@@ -55,6 +55,11 @@ fn two_nodes(kernel: &harness::Kernel, schema: &str) -> Cluster {
 fn subscribe(p: &Node, s: &Node) {
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
+    subscribe_to_sets(p, s);
+}
+
+/// Subscribes n2 to n1's default sets as they are and waits until the apply worker streams.
+fn subscribe_to_sets(p: &Node, s: &Node) {
     s.sql(&format!(
         "SELECT spock.sub_create('sub_n1_n2', '{}')",
         p.dsn("postgres")
@@ -351,5 +356,109 @@ fn synchronize_structure_copies_the_schema() {
             "SELECT count(*), string_agg(DISTINCT c::text, ',') FROM shapes",
             Duration::from_secs(30),
         );
+    });
+}
+
+/// A table that drifted on the subscriber is copied again while the provider keeps writing;
+/// a table added to the set later is copied by `sub_alter_sync`; repair mode keeps a
+/// transaction's changes on the provider; a sync event is waited for on the subscriber.
+#[test]
+fn tables_resync_while_streaming() {
+    common::for_each_kernel(|kernel| {
+        let schema = format!("{TABLES} CREATE TABLE later(id int PRIMARY KEY, v text);");
+        let cluster = two_nodes(kernel, &schema);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO later SELECT g, 'before' FROM generate_series(1, 500) g")
+            .unwrap();
+        p.sql("SELECT spock.repset_add_table('default', 'pairs')")
+            .unwrap();
+        subscribe_to_sets(p, s);
+        p.sql("INSERT INTO pairs SELECT g, 'k', 'v' || g FROM generate_series(1, 20000) g")
+            .unwrap();
+        let q = "SELECT count(*), sum(a), string_agg(v, ',' ORDER BY a, b) FILTER (WHERE a % 997 = 0) FROM pairs";
+        converge(p, s, q, Duration::from_secs(60));
+
+        // Drift on the subscriber (one-way replication: nothing corrects it by itself).
+        s.sql("DELETE FROM pairs WHERE a <= 100; UPDATE pairs SET v = 'drift' WHERE a % 997 = 0")
+            .unwrap();
+        // Only a superuser may resync.
+        s.sql("CREATE ROLE app LOGIN").unwrap();
+        let e = s
+            .sql("SET ROLE app; SELECT spock.sub_resync_table('sub_n1_n2', 'pairs')")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("permission denied for function sub_resync_table"),
+            "{e}"
+        );
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                p.sql("DO $$ BEGIN FOR i IN 1..300 LOOP UPDATE pairs SET v = 'w' || i WHERE a = i * 50; \
+                       INSERT INTO pairs VALUES (-i, 'k', 'new'); COMMIT; END LOOP; END $$")
+            });
+            assert_eq!(
+                s.sql("SELECT spock.sub_resync_table('sub_n1_n2', 'pairs')")
+                    .unwrap(),
+                "t"
+            );
+            s.sql("SET statement_timeout = '120s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+                .unwrap();
+            writer.join().unwrap().unwrap();
+        });
+        let q =
+            "SELECT count(*), sum(a), md5(string_agg(a || b || v, ',' ORDER BY a, b)) FROM pairs";
+        let got = converge(p, s, q, Duration::from_secs(60));
+        assert!(got.starts_with("20300|"), "{got}");
+        assert_eq!(
+            s.sql("SELECT status FROM spock.sub_show_table('sub_n1_n2', 'pairs')")
+                .unwrap(),
+            "replicating"
+        );
+
+        // A table joins the set after the subscription: its existing rows come with sub_alter_sync.
+        p.sql("SELECT spock.repset_add_table('default', 'later')")
+            .unwrap();
+        p.sql("INSERT INTO later VALUES (501, 'after')").unwrap();
+        assert_eq!(
+            s.sql("SELECT spock.sub_alter_sync('sub_n1_n2')").unwrap(),
+            "t"
+        );
+        s.sql("SET statement_timeout = '60s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+            .unwrap();
+        let q = "SELECT count(*), sum(id), count(*) FILTER (WHERE v = 'after') FROM later";
+        assert_eq!(converge(p, s, q, Duration::from_secs(60)), "501|125751|1");
+        assert_eq!(
+            s.sql(
+                "SELECT sync_status, sync_statuslsn > '0/0' FROM spock.local_sync_status \
+                   WHERE sync_relname = 'later'"
+            )
+            .unwrap(),
+            "r|t"
+        );
+
+        // Repair mode: the changes in between stay on the provider.
+        p.sql(
+            "BEGIN; SELECT spock.repair_mode(true); INSERT INTO later VALUES (1000, 'repair'); \
+               SELECT spock.repair_mode(false); INSERT INTO later VALUES (1001, 'normal'); COMMIT",
+        )
+        .unwrap();
+        let lsn = p.sql("SELECT spock.sync_event()").unwrap();
+        assert_eq!(
+            s.sql(&format!(
+                "CALL spock.wait_for_sync_event(NULL, 'n1', '{lsn}', 30)"
+            ))
+            .unwrap(),
+            "t"
+        );
+        assert_eq!(
+            s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM later WHERE id >= 1000")
+                .unwrap(),
+            "1001"
+        );
+        let e = s
+            .sql("CALL spock.wait_for_sync_event(NULL, 'nowhere', '0/0')")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Origin node 'nowhere' not found"), "{e}");
     });
 }

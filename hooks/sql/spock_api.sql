@@ -871,3 +871,143 @@ CREATE FUNCTION spock.delta_apply(old_value money, new_value money, local_value 
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS 'SELECT CASE WHEN old_value IS NULL OR local_value IS NULL THEN new_value
                     ELSE local_value + (new_value - old_value) END';
+
+-- Per-table synchronisation while a subscription streams. The apply worker copies every table
+-- whose status is not 'r' under a fresh snapshot (keeping rows already here) within a second.
+
+CREATE FUNCTION spock.spock_remote_tables(dsn text, sets text[], appname text)
+RETURNS TABLE (nspname text, relname text)
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_remote_tables_wrapper';
+CREATE FUNCTION spock.spock_message(mtype integer, node_id oid) RETURNS bytea
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_message_wrapper';
+
+-- While on, the transaction's DML and TRUNCATE stay on this node (the output plugin drops them).
+CREATE FUNCTION spock.repair_mode(enabled boolean) RETURNS pg_lsn
+LANGUAGE sql STRICT VOLATILE SET search_path = pg_catalog AS $$
+    SELECT pg_logical_emit_message(true, 'Spock',
+        spock.spock_message(CASE WHEN enabled THEN 1 ELSE 2 END, 0))
+$$;
+
+-- Empties a table on this node only (repair mode), before it is copied again.
+CREATE FUNCTION spock.truncate_locally(relation regclass) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM spock.repair_mode(true);
+    EXECUTE format('TRUNCATE %s', relation);
+    PERFORM spock.repair_mode(false);
+END $$;
+
+CREATE FUNCTION spock.sub_alter_sync(subscription_name name, truncate boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(sub_alter_sync.subscription_name);
+    v_dsn text;
+    v_nsps text[] := '{}';
+    v_rels text[] := '{}';
+    v_rel regclass;
+    r record;
+BEGIN
+    SELECT if_dsn INTO v_dsn FROM spock.node_interface WHERE if_id = v_sub.sub_origin_if;
+    FOR r IN SELECT * FROM spock.spock_remote_tables(v_dsn, coalesce(v_sub.sub_replication_sets, '{}'),
+                                                     v_sub.sub_name || '_sync') LOOP
+        v_nsps := v_nsps || r.nspname;
+        v_rels := v_rels || r.relname;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM spock.local_sync_status
+                               WHERE sync_subid = v_sub.sub_id AND sync_nspname = r.nspname
+                                 AND sync_relname = r.relname);
+        v_rel := to_regclass(format('%I.%I', r.nspname, r.relname));
+        IF v_rel IS NULL THEN
+            RAISE WARNING 'table %.% of subscription "%" does not exist here; it is not synchronised',
+                r.nspname, r.relname, v_sub.sub_name;
+            CONTINUE;
+        END IF;
+        IF sub_alter_sync.truncate THEN
+            PERFORM spock.truncate_locally(v_rel);
+        END IF;
+        INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn)
+            VALUES ('d', v_sub.sub_id, r.nspname, r.relname, 'i', '0/0');
+    END LOOP;
+    DELETE FROM spock.local_sync_status s
+     WHERE s.sync_subid = v_sub.sub_id AND s.sync_nspname IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_nsps, v_rels) o(n, t)
+                        WHERE o.n = s.sync_nspname AND o.t = s.sync_relname);
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sub_resync_table(subscription_name name, relation regclass, truncate boolean DEFAULT true)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub spock.subscription := spock.subscription_named(sub_resync_table.subscription_name);
+    v_nsp name;
+    v_rel name;
+BEGIN
+    SELECT n.nspname, c.relname INTO v_nsp, v_rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = sub_resync_table.relation;
+    IF sub_resync_table.truncate THEN
+        PERFORM spock.truncate_locally(sub_resync_table.relation);
+    END IF;
+    INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn)
+        VALUES ('d', v_sub.sub_id, v_nsp, v_rel, 'i', '0/0')
+        ON CONFLICT (sync_subid, sync_nspname, sync_relname)
+        DO UPDATE SET sync_status = 'i', sync_statuslsn = '0/0';
+    RETURN true;
+END $$;
+
+-- Sync events: a marker in the provider's stream, and a wait on a subscriber until it is applied.
+CREATE FUNCTION spock.sync_event() RETURNS pg_lsn
+LANGUAGE sql VOLATILE SET search_path = pg_catalog AS $$
+    SELECT pg_logical_emit_message(true, 'Spock', spock.spock_message(3, spock.local_node_id()))
+$$;
+
+CREATE PROCEDURE spock.wait_for_sync_event(OUT result bool, origin_id oid, lsn pg_lsn, timeout int DEFAULT 0)
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_applied pg_lsn;
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target
+                        WHERE s.sub_origin = wait_for_sync_event.origin_id AND s.sub_enabled) THEN
+            RAISE EXCEPTION 'no enabled subscription from node % to the local node', origin_id
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        SELECT p.remote_lsn INTO v_applied FROM spock.progress p JOIN spock.local_node l ON l.node_id = p.node_id
+         WHERE p.remote_node_id = wait_for_sync_event.origin_id;
+        IF v_applied >= wait_for_sync_event.lsn THEN
+            result := true;
+            RETURN;
+        END IF;
+        IF timeout > 0 AND clock_timestamp() >= v_start + timeout * interval '1 second' THEN
+            result := false;
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+END $$;
+
+CREATE PROCEDURE spock.wait_for_sync_event(OUT result bool, origin name, lsn pg_lsn, timeout int DEFAULT 0)
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    v_origin oid;
+BEGIN
+    SELECT node_id INTO v_origin FROM spock.node WHERE node_name = wait_for_sync_event.origin;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Origin node ''%'' not found', origin USING ERRCODE = 'undefined_object';
+    END IF;
+    CALL spock.wait_for_sync_event(result, v_origin, lsn, timeout);
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.spock_remote_tables(text, text[], text),
+    spock.repair_mode(boolean),
+    spock.truncate_locally(regclass),
+    spock.sub_alter_sync(name, boolean),
+    spock.sub_resync_table(name, regclass, boolean),
+    spock.sync_event()
+FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE
+    spock.wait_for_sync_event(OUT bool, oid, pg_lsn, integer),
+    spock.wait_for_sync_event(OUT bool, name, pg_lsn, integer)
+FROM PUBLIC;

@@ -114,6 +114,42 @@ fn spock_remote_node_info(dsn: &str, appname: &str) -> Vec<Option<String>> {
     }
 }
 
+/// The provider's tables in the given replication sets (for `sub_alter_sync`).
+#[pg_extern(sql = false)]
+fn spock_remote_tables(
+    dsn: &str,
+    sets: Vec<String>,
+    appname: &str,
+) -> TableIterator<'static, (name!(nspname, String), name!(relname, String))> {
+    let remote = connect(dsn, appname);
+    let sql = apply::sync::provider_tables_sql(&apply::sync::set_literals(&sets));
+    let rows = remote.query(&sql, 2).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("could not list the provider's tables: {e}"),
+        )
+    });
+    TableIterator::new(rows.into_iter().map(|r| {
+        let mut r = r.into_iter();
+        (
+            r.next().flatten().unwrap_or_default(),
+            r.next().flatten().unwrap_or_default(),
+        )
+    }))
+}
+
+/// The payload of a `Spock` logical message: its type as a native-order int32, then for a
+/// sync event the node id and an empty name.
+#[pg_extern(sql = false)]
+fn spock_message(mtype: i32, node_id: pg_sys::Oid) -> Vec<u8> {
+    let mut payload = mtype.to_ne_bytes().to_vec();
+    if mtype == output::SYNC_EVENT {
+        payload.extend_from_slice(&node_id.to_u32().to_ne_bytes());
+        payload.push(0);
+    }
+    payload
+}
+
 /// Checks that a DSN can be connected to (in replication mode).
 #[pg_extern(sql = false)]
 fn spock_check_connection(dsn: &str, appname: &str) {

@@ -8,7 +8,7 @@ mod exceptions;
 mod progress;
 mod sql;
 mod structure;
-mod sync;
+pub(crate) mod sync;
 mod versions;
 
 use crate::settings;
@@ -21,6 +21,9 @@ use spock_proto::{Message, Value, stream::FromSender};
 use sql::{RemoteRel, Statement};
 use std::collections::{HashMap, HashSet};
 use std::{ffi::CString, rc::Rc, time::Duration};
+
+/// How often the worker looks for tables waiting for a copy.
+const TABLE_SYNC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the worker reports its position (also on the provider's request).
 const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
@@ -228,6 +231,8 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     Applier {
         remote,
         sub,
+        sub_id,
+        last_sync_check: std::time::Instant::now(),
         relations: HashMap::new(),
         received: start,
         in_xact: false,
@@ -272,6 +277,9 @@ fn ensure_slot(remote: &Remote, sub: &Subscription) {
 struct Applier {
     remote: Remote,
     sub: Subscription,
+    sub_id: u32,
+    /// When the worker last looked for tables waiting for a copy (`sub_resync_table`, …).
+    last_sync_check: std::time::Instant,
     relations: HashMap<u32, Rc<RemoteRel>>,
     received: u64,
     in_xact: bool,
@@ -330,9 +338,40 @@ impl Applier {
                 last_feedback = std::time::Instant::now();
                 self.progress.save(self.sub.provider, self.received);
             }
+            if !self.in_xact && self.last_sync_check.elapsed() >= TABLE_SYNC_CHECK_INTERVAL {
+                self.sync_waiting_tables();
+                self.last_sync_check = std::time::Instant::now();
+            }
             if let Some(fd) = idle {
                 wait_for_socket(fd);
             }
+        }
+    }
+
+    /// Copies the tables `sub_resync_table` / `sub_alter_sync` marked, between transactions.
+    fn sync_waiting_tables(&mut self) {
+        let waiting: Vec<(String, String)> = BackgroundWorker::transaction(|| {
+            Spi::connect(|c| {
+                c.select(
+                    "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
+                     WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
+                     ORDER BY 1, 2",
+                    None,
+                    &[pg_sys::Oid::from(self.sub_id).into()],
+                )
+                .map(|rows| {
+                    rows.filter_map(|r| {
+                        Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))
+                    })
+                    .collect()
+                })
+            })
+            .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
+        });
+        for (nsp, rel) in waiting {
+            sync::resync_table(&self.sub, self.sub_id, &nsp, &rel);
+            // The copy may take a while: tell the provider we are alive.
+            self.feedback(false);
         }
     }
 

@@ -26,7 +26,7 @@ fn ident(s: &str) -> String {
 /// Creates the subscription's slot with its snapshot and, when `copy_data`, copies the
 /// subscribed tables under it. `origin` is the subscription's replication origin, already set
 /// up for this session.
-pub fn copy_tables(
+pub(super) fn copy_tables(
     remote: &Remote,
     sub: &Subscription,
     sub_id: u32,
@@ -68,32 +68,16 @@ pub fn copy_tables(
         .and_then(|lsn| parse_lsn(&lsn))
         .unwrap_or_else(|| fail("the provider returned no consistent point".into()));
     let snapshot_time = snapshot_time(remote).unwrap_or_else(|e| fail(e));
-    let sets: Vec<String> = sub.sets.iter().map(|s| quote_literal(s)).collect();
-    let sets = if sets.is_empty() {
-        "NULL".to_string()
-    } else {
-        sets.join(", ")
-    };
+    let sets = set_literals(&sub.sets);
     let tables = remote
-        .query(
-            &format!(
-                "SELECT DISTINCT n.nspname::text, c.relname::text \
-                 FROM spock.replication_set_table t \
-                 JOIN spock.replication_set s ON s.set_id = t.set_id \
-                 JOIN spock.local_node l ON l.node_id = s.set_nodeid \
-                 JOIN pg_class c ON c.oid = t.set_reloid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE s.set_name = ANY (ARRAY[{sets}]::text[]) AND c.relkind = 'r' ORDER BY 1, 2"
-            ),
-            2,
-        )
+        .query(&provider_tables_sql(&sets), 2)
         .unwrap_or_else(|e| fail(e));
     for t in tables.iter().filter(|_| copy_data) {
         let (nsp, rel) = (
             t[0].clone().unwrap_or_default(),
             t[1].clone().unwrap_or_default(),
         );
-        let copied = copy_table(remote, &nsp, &rel, &sets)
+        let copied = copy_table(remote, &nsp, &rel, &sets, false)
             .unwrap_or_else(|e| fail(format!("{nsp}.{rel}: {e}")));
         Spi::run_with_args(
             "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
@@ -103,7 +87,7 @@ pub fn copy_tables(
                 pg_sys::Oid::from(sub_id).into(),
                 nsp.as_str().into(),
                 rel.as_str().into(),
-                format_lsn(consistent_point).as_str().into(),
+                super::exceptions::format_lsn(consistent_point).as_str().into(),
             ],
         )
         .unwrap_or_else(|e| fail(e.to_string()));
@@ -136,6 +120,91 @@ pub fn copy_tables(
     }
 }
 
+/// The provider's query for the tables of the subscribed sets (`sets`: a list of SQL literals),
+/// as (schema, table) rows.
+pub fn provider_tables_sql(sets: &str) -> String {
+    format!(
+        "SELECT DISTINCT n.nspname::text, c.relname::text \
+         FROM spock.replication_set_table t \
+         JOIN spock.replication_set s ON s.set_id = t.set_id \
+         JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+         JOIN pg_class c ON c.oid = t.set_reloid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE s.set_name = ANY (ARRAY[{sets}]::text[]) AND c.relkind = 'r' ORDER BY 1, 2"
+    )
+}
+
+/// The subscribed sets as a list of SQL literals (`NULL` when there are none).
+pub fn set_literals(sets: &[String]) -> String {
+    if sets.is_empty() {
+        "NULL".to_string()
+    } else {
+        sets.iter()
+            .map(|s| quote_literal(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Copies one table again while the subscription streams (`sub_resync_table`,
+/// `sub_alter_sync`; they truncate first when asked): under a fresh snapshot on its own
+/// connection, keeping rows already here, committed with the subscription's origin and the
+/// snapshot's time. The stream then replays the provider's
+/// changes between its position and the snapshot over the copy; they are the provider's own
+/// earlier writes, so each row ends where the provider's is.
+pub(super) fn resync_table(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
+    let fail = |e: String| -> ! {
+        error!(
+            "subscription \"{}\": synchronising {nsp}.{rel} failed: {e}",
+            sub.name
+        )
+    };
+    let remote =
+        Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| fail(e));
+    // SAFETY: the local transaction that receives the copy.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    remote
+        .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
+        .unwrap_or_else(|e| fail(e));
+    let lsn = remote
+        .query("SELECT pg_current_wal_lsn()::text", 1)
+        .unwrap_or_else(|e| fail(e))
+        .first()
+        .and_then(|r| r[0].clone())
+        .unwrap_or_else(|| fail("the provider returned no WAL position".into()));
+    let snapshot_time = snapshot_time(&remote).unwrap_or_else(|e| fail(e));
+    let copied =
+        copy_table(&remote, nsp, rel, &set_literals(&sub.sets), true).unwrap_or_else(|e| fail(e));
+    remote.command("COMMIT").unwrap_or_else(|e| fail(e));
+    Spi::run_with_args(
+        "UPDATE spock.local_sync_status SET sync_status = 'r', sync_statuslsn = $4::pg_lsn \
+         WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
+        &[
+            pg_sys::Oid::from(sub_id).into(),
+            nsp.into(),
+            rel.into(),
+            lsn.as_str().into(),
+        ],
+    )
+    .unwrap_or_else(|e| fail(e.to_string()));
+    // SAFETY: committing as the provider's change made at the snapshot's time; the origin's
+    // position stays where the stream is.
+    unsafe {
+        pg_sys::replorigin_session_origin_lsn = 0;
+        pg_sys::replorigin_session_origin_timestamp = snapshot_time;
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommitTransactionCommand();
+        pg_sys::replorigin_session_origin_timestamp = 0;
+    }
+    log!(
+        "subscription \"{}\": copied {copied} rows of {nsp}.{rel}",
+        sub.name
+    );
+}
+
 /// The provider's commit time as of the snapshot: no row in it was committed later. Its last
 /// commit's timestamp can be ahead of the wall clock (the pgEdge commit clock), hence both.
 fn snapshot_time(remote: &Remote) -> Result<i64, String> {
@@ -156,13 +225,16 @@ fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
-
 /// Copies one table's replicated columns (those of the subscribed sets' column lists, or all)
-/// and returns how many rows.
-fn copy_table(remote: &Remote, nsp: &str, rel: &str, sets: &str) -> Result<u64, String> {
+/// and returns how many rows. With `merge`, rows whose key already exists here are left alone
+/// (the copy goes through a temporary table and `INSERT … ON CONFLICT DO NOTHING`).
+fn copy_table(
+    remote: &Remote,
+    nsp: &str,
+    rel: &str,
+    sets: &str,
+    merge: bool,
+) -> Result<u64, String> {
     let table = format!("{}.{}", ident(nsp), ident(rel));
     let names: Vec<String> = remote
         .query(
@@ -194,11 +266,24 @@ fn copy_table(remote: &Remote, nsp: &str, rel: &str, sets: &str) -> Result<u64, 
         .collect();
     // Every copied column must exist here.
     super::describe_local(nsp, rel, &columns)?;
-    let cols: Vec<String> = names.iter().map(|n| ident(n)).collect();
-    remote.start_copy_out(&format!("COPY {table} ({}) TO STDOUT", cols.join(", ")))?;
+    let cols = names
+        .iter()
+        .map(|n| ident(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (into_nsp, into_rel) = if merge {
+        Spi::run(&format!(
+            "CREATE TEMP TABLE spock_sync_stage ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
+        ))
+        .map_err(|e| e.to_string())?;
+        ("pg_temp", "spock_sync_stage")
+    } else {
+        (nsp, rel)
+    };
+    remote.start_copy_out(&format!("COPY {table} ({cols}) TO STDOUT"))?;
 
-    let nsp_c = CString::new(nsp).map_err(|_| "bad schema name".to_string())?;
-    let rel_c = CString::new(rel).map_err(|_| "bad table name".to_string())?;
+    let nsp_c = CString::new(into_nsp).map_err(|_| "bad schema name".to_string())?;
+    let rel_c = CString::new(into_rel).map_err(|_| "bad table name".to_string())?;
     let names_c = names
         .iter()
         .map(|n| CString::new(n.as_str()))
@@ -257,7 +342,22 @@ fn copy_table(remote: &Remote, nsp: &str, rel: &str, sets: &str) -> Result<u64, 
     if !done {
         return Err("the local COPY ended before the provider's".into());
     }
-    Ok(copied)
+    if !merge {
+        return Ok(copied);
+    }
+    let inserted = Spi::connect_mut(|c| {
+        c.update(
+            &format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
+            ),
+            None,
+            &[],
+        )
+        .map(|t| t.len() as u64)
+    })
+    .map_err(|e| e.to_string())?;
+    Spi::run("DROP TABLE pg_temp.spock_sync_stage").map_err(|e| e.to_string())?;
+    Ok(inserted)
 }
 
 /// The provider's COPY stream the local COPY FROM reads (it takes a plain callback).

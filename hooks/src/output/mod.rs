@@ -23,6 +23,9 @@ struct Stream {
     sets: Vec<SetFlags>,
     members: Members,
     sent_startup: bool,
+    /// Between `spock.repair_mode(true)` and `(false)` in the transaction being decoded: its
+    /// DML and TRUNCATE stay on this node.
+    repair: bool,
     buf: Vec<u8>,
 }
 
@@ -119,6 +122,7 @@ unsafe extern "C-unwind" fn startup(
         sets,
         members,
         sent_startup: false,
+        repair: false,
         buf: Vec::new(),
     });
     // SAFETY: the context outlives the stream; `shutdown` frees it.
@@ -157,6 +161,7 @@ unsafe extern "C-unwind" fn begin(
     // SAFETY: startup has run; txn is valid during the callback.
     unsafe {
         let s = stream(ctx);
+        s.repair = false;
         if !s.sent_startup {
             let startup = Message::Startup(startup_params(s));
             s.buf.clear();
@@ -256,6 +261,9 @@ unsafe extern "C-unwind" fn change(
     unsafe {
         let s = stream(ctx);
         let relid = (*relation).rd_id;
+        if s.repair {
+            return;
+        }
         if s.members.is_membership_table(relid) {
             // Set membership changed at this point of the stream: look it up again.
             s.members.forget_all();
@@ -322,6 +330,9 @@ unsafe extern "C-unwind" fn truncate(
     // SAFETY: startup has run; the relation array has `nrelations` entries.
     unsafe {
         let s = stream(ctx);
+        if s.repair {
+            return;
+        }
         let mut relids = Vec::new();
         for &relation in std::slice::from_raw_parts(relations, nrelations as usize) {
             let relid = (*relation).rd_id;
@@ -354,7 +365,8 @@ unsafe extern "C-unwind" fn truncate(
     }
 }
 
-/// Sync events (logical messages with prefix `Spock`, type 3) travel to the subscriber.
+/// Logical messages with prefix `Spock`: repair mode on (type 1) and off (type 2) hide the
+/// transaction's changes in between; sync events (type 3) travel to the subscriber.
 #[pg_guard]
 unsafe extern "C-unwind" fn message(
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -372,7 +384,11 @@ unsafe extern "C-unwind" fn message(
         }
         let payload = std::slice::from_raw_parts(data.cast::<u8>(), size);
         let mtype = i32::from_ne_bytes(payload[..4].try_into().expect("4 bytes"));
-        if mtype != 3 {
+        if transactional && (mtype == REPAIR_ON || mtype == REPAIR_OFF) {
+            stream(ctx).repair = mtype == REPAIR_ON;
+            return;
+        }
+        if mtype != SYNC_EVENT {
             return;
         }
         let xid = if txn.is_null() { 0 } else { (*txn).xid.into() };
@@ -389,6 +405,11 @@ unsafe extern "C-unwind" fn message(
         send(ctx, &s.buf, true);
     }
 }
+
+/// Types of the `Spock` logical messages (a native-order int32 first in the payload).
+pub const REPAIR_ON: i32 = 1;
+pub const REPAIR_OFF: i32 = 2;
+pub const SYNC_EVENT: i32 = 3;
 
 #[pg_guard]
 unsafe extern "C-unwind" fn commit(
