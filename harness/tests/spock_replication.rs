@@ -462,3 +462,95 @@ fn tables_resync_while_streaming() {
         assert!(e.contains("Origin node 'nowhere' not found"), "{e}");
     });
 }
+
+/// A row filter and a column list limit what the initial copy and the stream carry; bad
+/// filters are refused with the parser's error.
+#[test]
+fn row_filters_and_column_lists() {
+    common::for_each_kernel(|kernel| {
+        let cluster = two_nodes(
+            kernel,
+            "CREATE TABLE orders(id int PRIMARY KEY, region text, amount int, note text);",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        for (filter, error) in [
+            ("(SELECT true)", "cannot use subquery in check constraint"),
+            (
+                "true) FROM pg_class WHERE (true",
+                "row_filter must be a single expression",
+            ),
+            ("nosuchcol > 1", "column \"nosuchcol\" does not exist"),
+            (
+                "count(*) > 0",
+                "aggregate functions are not allowed in check constraints",
+            ),
+            (
+                "amount",
+                "argument of row_filter must be type boolean, not type integer",
+            ),
+        ] {
+            let e = p
+                .sql(&format!(
+                    "SELECT spock.repset_add_table('default', 'orders', row_filter := '{}')",
+                    filter.replace('\'', "''")
+                ))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(error), "{filter}: {e}");
+        }
+        p.sql("INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g % 50, 'n' || g \
+               FROM generate_series(1, 1000) g")
+            .unwrap();
+        p.sql("SELECT spock.repset_add_table('default', 'orders', columns := ARRAY['id', 'region', 'amount'], \
+               row_filter := 'region = ''eu'' AND amount > 10')")
+            .unwrap();
+        assert_eq!(
+            p.sql("SELECT att_list, has_row_filter FROM spock.repset_show_table('orders', ARRAY['default'])")
+                .unwrap(),
+            "{id,region,amount}|t"
+        );
+        assert_eq!(
+            p.sql("SELECT count(*) FROM spock.table_data_filtered(NULL::orders, 'orders', ARRAY['default'])")
+                .unwrap(),
+            "380"
+        );
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}', synchronize_data := true)",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        s.sql("SET statement_timeout = '60s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+            .unwrap();
+        let expected =
+            "SELECT count(*), sum(id), sum(amount) FROM orders WHERE region = 'eu' AND amount > 10";
+        let got = "SELECT count(*), sum(id), sum(amount) FROM orders";
+        assert_eq!(s.sql(got).unwrap(), p.sql(expected).unwrap());
+        assert_eq!(
+            s.sql("SELECT count(*) FILTER (WHERE note IS NOT NULL) FROM orders")
+                .unwrap(),
+            "0"
+        );
+
+        // Streamed changes: new rows on both sides of the filter, a row moving into it, deletes.
+        p.sql("INSERT INTO orders VALUES (2000, 'eu', 20, 'x'), (2001, 'us', 20, 'x'), (2002, 'eu', 5, 'x'); \
+               UPDATE orders SET region = 'eu' WHERE id = 11; \
+               DELETE FROM orders WHERE id IN (12, 13)")
+            .unwrap();
+        let started = Instant::now();
+        while s.sql(got).unwrap() != p.sql(expected).unwrap() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "subscriber {} vs provider {}\n{}",
+                s.sql(got).unwrap(),
+                p.sql(expected).unwrap(),
+                s.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM orders WHERE id IN (11, 12, 2000, 2001, 2002)")
+                .unwrap(),
+            "11,2000"
+        );
+    });
+}

@@ -326,6 +326,10 @@ BEGIN
     RETURN true;
 END $$;
 
+CREATE FUNCTION spock.spock_parse_row_filter(relation regclass, row_filter text) RETURNS pg_node_tree
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_parse_row_filter_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_parse_row_filter(regclass, text) FROM PUBLIC;
+
 CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
                                        columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
                                        include_partitions boolean DEFAULT true)
@@ -342,10 +346,6 @@ BEGIN
     END IF;
     IF repset_add_table.synchronize_data IS NULL THEN
         RAISE EXCEPTION 'synchronize_data cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF repset_add_table.row_filter IS NOT NULL THEN
-        RAISE EXCEPTION 'row filters are not supported by this build of spock yet'
-            USING ERRCODE = 'feature_not_supported';
     END IF;
     IF repset_add_table.columns IS NOT NULL THEN
         FOREACH v_col IN ARRAY repset_add_table.columns LOOP
@@ -382,8 +382,12 @@ BEGIN
                       DETAIL = 'table does not have PRIMARY KEY and given replication set is configured to replicate UPDATEs and/or DELETEs',
                       HINT = 'Add a PRIMARY KEY to the table';
         END IF;
+        -- The filter is parsed against each member: a partition's columns may be numbered
+        -- differently from its parent's.
         INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
-            VALUES (v_set.set_id, v_rel, repset_add_table.columns, NULL);
+            VALUES (v_set.set_id, v_rel, repset_add_table.columns,
+                    CASE WHEN repset_add_table.row_filter IS NOT NULL
+                         THEN spock.spock_parse_row_filter(v_rel, repset_add_table.row_filter) END);
         IF v_set.replicate_delete THEN
             PERFORM spock.track_deletes(v_rel);
         END IF;
@@ -1010,4 +1014,47 @@ FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE
     spock.wait_for_sync_event(OUT bool, oid, pg_lsn, integer),
     spock.wait_for_sync_event(OUT bool, name, pg_lsn, integer)
+FROM PUBLIC;
+
+-- Provider-side description of a table for a subscriber's copy: its replicated columns (the
+-- union of the sets' column lists, or all) and whether a row filter applies.
+CREATE FUNCTION spock.repset_show_table(relation regclass, repsets text[], OUT relid oid, OUT nspname text,
+    OUT relname text, OUT att_list text[], OUT has_row_filter boolean, OUT relkind "char",
+    OUT relispartition boolean)
+RETURNS record LANGUAGE sql STRICT STABLE SET search_path = pg_catalog AS $$
+    WITH m AS (
+        SELECT t.set_att_list, t.set_row_filter FROM spock.replication_set_table t
+          JOIN spock.replication_set s ON s.set_id = t.set_id
+          JOIN spock.local_node l ON l.node_id = s.set_nodeid
+         WHERE t.set_reloid = relation AND s.set_name = ANY (repsets))
+    SELECT c.oid, n.nspname::text, c.relname::text,
+           ARRAY(SELECT a.attname::text FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                    AND (EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NULL)
+                         OR EXISTS (SELECT 1 FROM m WHERE a.attname::text = ANY (m.set_att_list)))
+                  ORDER BY a.attnum),
+           EXISTS (SELECT 1 FROM m WHERE m.set_row_filter IS NOT NULL), c.relkind, c.relispartition
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = relation
+$$;
+
+-- The table's rows that pass the row filters of the given sets (any of them, as upstream).
+CREATE FUNCTION spock.table_data_filtered(reltyp anyelement, relation regclass, repsets text[])
+RETURNS SETOF anyelement LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    v_filter text;
+BEGIN
+    SELECT CASE WHEN bool_or(t.set_row_filter IS NULL) THEN 'true'
+                ELSE string_agg('(' || pg_get_expr(t.set_row_filter, t.set_reloid) || ')', ' OR ') END
+      INTO v_filter
+      FROM spock.replication_set_table t
+      JOIN spock.replication_set s ON s.set_id = t.set_id
+      JOIN spock.local_node l ON l.node_id = s.set_nodeid
+     WHERE t.set_reloid = relation AND s.set_name = ANY (repsets);
+    RETURN QUERY EXECUTE format('SELECT * FROM %s WHERE %s', relation, coalesce(v_filter, 'false'));
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.repset_show_table(regclass, text[]),
+    spock.table_data_filtered(anyelement, regclass, text[])
 FROM PUBLIC;

@@ -280,7 +280,27 @@ fn copy_table(
     } else {
         (nsp, rel)
     };
-    remote.start_copy_out(&format!("COPY {table} ({cols}) TO STDOUT"))?;
+    // Rows must pass the row filter of every subscribed set that has one, as in the stream.
+    let filter = remote
+        .query(
+            &format!(
+                "SELECT string_agg('(' || pg_get_expr(t.set_row_filter, t.set_reloid) || ')', ' AND ') \
+                 FROM spock.replication_set_table t \
+                 JOIN spock.replication_set s ON s.set_id = t.set_id \
+                 JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+                 WHERE t.set_reloid = {}::regclass AND s.set_name = ANY (ARRAY[{sets}]::text[]) \
+                   AND t.set_row_filter IS NOT NULL",
+                quote_literal(&table)
+            ),
+            1,
+        )?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten());
+    remote.start_copy_out(&match filter {
+        Some(f) => format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {f}) TO STDOUT"),
+        None => format!("COPY {table} ({cols}) TO STDOUT"),
+    })?;
 
     let nsp_c = CString::new(into_nsp).map_err(|_| "bad schema name".to_string())?;
     let rel_c = CString::new(into_rel).map_err(|_| "bad table name".to_string())?;

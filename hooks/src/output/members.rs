@@ -3,10 +3,11 @@
 //! (the spock catalog tables are user catalog tables), so it matches the WAL position, and is
 //! forgotten when the relation changes or the stream passes a membership change.
 
+use super::filter::RowFilter;
 use super::params::Params;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::{cell::RefCell, collections::HashMap, ffi::CStr};
+use std::{cell::RefCell, collections::HashMap, ffi::CStr, rc::Rc};
 
 /// A subscribed set and its actions.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct Member {
     pub flags: Actions,
     /// The column list; `None` publishes every column.
     pub columns: Option<Vec<String>>,
+    /// The row filters of its memberships (all must pass); `None` publishes every row.
+    pub filter: Option<Rc<RowFilter>>,
     /// RELATION metadata already sent on this stream.
     pub relation_sent: bool,
 }
@@ -225,6 +228,7 @@ impl Members {
             let mut columns: Option<Vec<String>> = None;
             let mut all_columns = false;
             let mut found = false;
+            let mut filters: Vec<String> = Vec::new();
 
             let table =
                 pg_sys::table_open(self.membership_tables[0], pg_sys::AccessShareLock as i32);
@@ -262,6 +266,10 @@ impl Members {
                 flags.update |= set.update;
                 flags.delete |= set.delete;
                 flags.truncate |= set.truncate;
+                let tree = pg_sys::heap_getattr(tup, 4, desc, &mut isnull);
+                if let Some(tree) = String::from_datum(tree, isnull) {
+                    filters.push(tree);
+                }
                 let att_list = pg_sys::heap_getattr(tup, 3, desc, &mut isnull);
                 match Vec::<String>::from_datum(att_list, isnull) {
                     None => all_columns = true,
@@ -294,12 +302,14 @@ impl Members {
                         truncate: true,
                     },
                     columns: if all_columns { None } else { columns },
+                    filter: None,
                     relation_sent: false,
                 });
             }
-            found.then_some(Member {
+            found.then(|| Member {
                 flags,
                 columns: if all_columns { None } else { columns },
+                filter: (!filters.is_empty()).then(|| Rc::new(RowFilter::new(relation, &filters))),
                 relation_sent: false,
             })
         }

@@ -4,6 +4,7 @@
 //! Large transactions are left to PostgreSQL's reorder buffer (which spills to disk); we never
 //! hold a transaction in our own memory.
 
+mod filter;
 mod members;
 mod params;
 mod tuples;
@@ -285,6 +286,18 @@ unsafe extern "C-unwind" fn change(
         let (old, new) = compat::change_tuples(change);
         if action == Kind::REORDER_BUFFER_CHANGE_DELETE && old.is_null() {
             return;
+        }
+        // Inserts and updates are filtered on the new row, deletes on the old one (which may
+        // hold only the key, so there NULL lets the delete through).
+        if let Some(filter) = &member.filter {
+            let passes = if action == Kind::REORDER_BUFFER_CHANGE_DELETE {
+                filter.passes(old, true)
+            } else {
+                filter.passes(new, false)
+            };
+            if !passes {
+                return;
+            }
         }
         let relid_u32 = relid.to_u32();
         if !member.relation_sent {

@@ -1,0 +1,180 @@
+//! Row filters of replication-set memberships: parsed once when a table joins a set (like a
+//! CHECK expression on that table, stored as a node tree), and evaluated by the output plugin
+//! on every tuple it would publish. A table in several subscribed sets must pass all of their
+//! filters.
+
+use pgrx::PgList;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CString;
+
+fn invalid(message: String) -> ! {
+    crate::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message)
+}
+
+/// Parses `filter` as a boolean expression over the columns of `relation` and returns its node
+/// tree (`pg_node_tree`). Subqueries, aggregates, window functions and other tables are
+/// refused, as in a CHECK constraint.
+#[pg_extern(sql = false)]
+fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
+    let sql = CString::new(format!("SELECT ({filter})"))
+        .unwrap_or_else(|_| invalid("row_filter contains a NUL byte".into()));
+    // SAFETY: parser and analyser calls inside the caller's transaction; every pointer comes
+    // from them and is checked before use.
+    unsafe {
+        let stmts = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::raw_parser(
+            sql.as_ptr(),
+            pg_sys::RawParseMode::RAW_PARSE_DEFAULT,
+        ));
+        let select = stmts
+            .get_ptr(0)
+            .filter(|_| stmts.len() == 1)
+            .map(|raw| (*raw).stmt)
+            .filter(|&stmt| (*stmt).type_ == pg_sys::NodeTag::T_SelectStmt)
+            .map(|stmt| stmt.cast::<pg_sys::SelectStmt>());
+        let single = |s: *mut pg_sys::SelectStmt| {
+            let s = &*s;
+            s.op == pg_sys::SetOperation::SETOP_NONE
+                && PgList::<pg_sys::ResTarget>::from_pg(s.targetList).len() == 1
+                && s.distinctClause.is_null()
+                && s.intoClause.is_null()
+                && s.fromClause.is_null()
+                && s.whereClause.is_null()
+                && s.groupClause.is_null()
+                && s.havingClause.is_null()
+                && s.windowClause.is_null()
+                && s.valuesLists.is_null()
+                && s.sortClause.is_null()
+                && s.limitOffset.is_null()
+                && s.limitCount.is_null()
+                && s.lockingClause.is_null()
+                && s.withClause.is_null()
+        };
+        let Some(select) = select.filter(|&s| single(s)) else {
+            invalid(format!(
+                "row_filter must be a single expression, not \"{filter}\""
+            ));
+        };
+        let target = PgList::<pg_sys::ResTarget>::from_pg((*select).targetList)
+            .get_ptr(0)
+            .expect("one target");
+        let rel = pg_sys::relation_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        (*pstate).p_sourcetext = sql.as_ptr();
+        let item = pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            rel,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            std::ptr::null_mut(),
+            false,
+            true,
+        );
+        pg_sys::addNSItemToQuery(pstate, item, true, true, true);
+        let expr = pg_sys::transformExpr(
+            pstate,
+            (*target).val,
+            pg_sys::ParseExprKind::EXPR_KIND_CHECK_CONSTRAINT,
+        );
+        let expr = pg_sys::coerce_to_boolean(pstate, expr, c"row_filter".as_ptr());
+        pg_sys::assign_expr_collations(pstate, expr);
+        let tree = std::ffi::CStr::from_ptr(pg_sys::nodeToString(expr.cast()))
+            .to_string_lossy()
+            .into_owned();
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        tree
+    }
+}
+
+/// The prepared filters of one published relation.
+pub struct RowFilter {
+    context: pg_sys::MemoryContext,
+    estate: *mut pg_sys::EState,
+    econtext: *mut pg_sys::ExprContext,
+    state: *mut pg_sys::ExprState,
+    slot: *mut pg_sys::TupleTableSlot,
+}
+
+impl std::fmt::Debug for RowFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowFilter")
+    }
+}
+
+impl RowFilter {
+    /// Prepares the AND of the node trees `trees` for tuples of `relation`.
+    ///
+    /// # Safety
+    /// Inside a transaction; `relation` is open.
+    pub unsafe fn new(relation: pg_sys::Relation, trees: &[String]) -> RowFilter {
+        // SAFETY: everything is allocated in a context of its own, deleted on drop.
+        unsafe {
+            let context = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::TopMemoryContext,
+                c"spock row filter".as_ptr(),
+                0,
+                8 * 1024,
+                8 * 1024 * 1024,
+            );
+            let old = pg_sys::MemoryContextSwitchTo(context);
+            let mut parts: *mut pg_sys::List = std::ptr::null_mut();
+            for tree in trees {
+                let tree = CString::new(tree.as_str()).expect("node trees have no NUL");
+                parts = pg_sys::lappend(parts, pg_sys::stringToNode(tree.as_ptr()));
+            }
+            let expr = if trees.len() == 1 {
+                PgList::<pg_sys::Expr>::from_pg(parts)
+                    .get_ptr(0)
+                    .expect("one tree")
+            } else {
+                pg_sys::make_andclause(parts)
+            };
+            let estate = pg_sys::CreateExecutorState();
+            let state = pg_sys::ExecPrepareExpr(expr, estate);
+            let econtext = pg_sys::CreateExprContext(estate);
+            let slot =
+                pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &pg_sys::TTSOpsHeapTuple);
+            pg_sys::MemoryContextSwitchTo(old);
+            RowFilter {
+                context,
+                estate,
+                econtext,
+                state,
+                slot,
+            }
+        }
+    }
+
+    /// Whether `tuple` is published. A NULL result publishes it only when `null_passes`
+    /// (deletes: their old tuple may hold the key columns alone).
+    ///
+    /// # Safety
+    /// `tuple` is a tuple of the relation the filter was prepared for.
+    pub unsafe fn passes(&self, tuple: pg_sys::HeapTuple, null_passes: bool) -> bool {
+        // SAFETY: evaluation in the filter's own per-tuple memory, reset afterwards.
+        unsafe {
+            pg_sys::ExecStoreHeapTuple(tuple, self.slot, false);
+            (*self.econtext).ecxt_scantuple = self.slot;
+            let mut isnull = false;
+            let result = pg_sys::ExecEvalExprSwitchContext(self.state, self.econtext, &mut isnull);
+            let passes = if isnull {
+                null_passes
+            } else {
+                result.value() != 0
+            };
+            pg_sys::MemoryContextReset((*self.econtext).ecxt_per_tuple_memory);
+            pg_sys::ExecClearTuple(self.slot);
+            passes
+        }
+    }
+}
+
+impl Drop for RowFilter {
+    fn drop(&mut self) {
+        // SAFETY: these were created in `new` and are not used after this.
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::FreeExecutorState(self.estate);
+            pg_sys::MemoryContextDelete(self.context);
+        }
+    }
+}
