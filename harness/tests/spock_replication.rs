@@ -554,3 +554,66 @@ fn row_filters_and_column_lists() {
         );
     });
 }
+
+/// replicate_ddl runs DDL here and at the same point of the stream on the subscriber, as the
+/// given role; only DDL is accepted. A table added with synchronize_data is copied through the
+/// queue.
+#[test]
+fn ddl_and_table_sync_travel_through_the_queue() {
+    common::for_each_kernel(|kernel| {
+        let cluster = two_nodes(
+            kernel,
+            "CREATE ROLE owner_role; GRANT CREATE ON SCHEMA public TO owner_role;",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe_to_sets(p, s);
+        let e = p
+            .sql("SELECT spock.replicate_ddl('CREATE TABLE t0(); INSERT INTO t0 DEFAULT VALUES')")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("spock.replicate_ddl() cannot execute INSERT statement"),
+            "{e}"
+        );
+        let e = p
+            .sql("SELECT spock.replicate_ddl('CREATE TABLE t0()', ARRAY['nosuchset'])")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replication set \"nosuchset\" not found"), "{e}");
+        for n in [p, s] {
+            n.sql("CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO owner_role")
+                .unwrap();
+        }
+        p.sql("SET search_path = app, public; \
+               SELECT spock.replicate_ddl('CREATE TABLE late(id int PRIMARY KEY, v text); \
+                                           ALTER TABLE late ADD COLUMN w int DEFAULT 7', role := 'owner_role')")
+            .unwrap();
+        let q = "SELECT c.relnamespace::regnamespace || '.' || c.relname || ':' || c.relowner::regrole || ':' || \
+                 (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0) \
+                 FROM pg_class c WHERE c.relname = 'late'";
+        assert_eq!(
+            converge(p, s, q, Duration::from_secs(30)),
+            "app.late:owner_role:id,v,w"
+        );
+        // The worker's own role and path are back: replication goes on.
+        p.sql("INSERT INTO app.late SELECT g, 'v' || g FROM generate_series(1, 300) g")
+            .unwrap();
+        assert_eq!(s.sql("SELECT count(*) FROM app.late").unwrap(), "0");
+        p.sql("SELECT spock.repset_add_table('default', 'app.late', synchronize_data := true)")
+            .unwrap();
+        p.sql("INSERT INTO app.late VALUES (301, 'streamed')")
+            .unwrap();
+        let q = "SELECT count(*), sum(id), sum(w) FROM app.late";
+        assert_eq!(converge(p, s, q, Duration::from_secs(30)), "301|45451|2107");
+        assert_eq!(
+            s.sql("SELECT status FROM spock.sub_show_table('sub_n1_n2', 'app.late')")
+                .unwrap(),
+            "replicating"
+        );
+        assert_eq!(
+            s.sql("SELECT count(*) FROM spock.queue WHERE message_type IN ('Q', 'A')")
+                .unwrap(),
+            "2"
+        );
+    });
+}

@@ -1058,3 +1058,53 @@ REVOKE EXECUTE ON FUNCTION
     spock.repset_show_table(regclass, text[]),
     spock.table_data_filtered(anyelement, regclass, text[])
 FROM PUBLIC;
+
+-- DDL replication: the command runs here as `role` with `search_path`, and is queued for the
+-- given sets; subscribers run it at the same place in the stream.
+CREATE FUNCTION spock.spock_check_ddl(command text) RETURNS void
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_check_ddl_wrapper';
+
+CREATE FUNCTION spock.replicate_ddl(command text, replication_sets text[] DEFAULT '{ddl_sql}',
+    search_path text DEFAULT current_setting('search_path'), role text DEFAULT CURRENT_USER)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_node oid := spock.local_node_id();
+    v_set text;
+    v_path text;
+    v_role text := pg_catalog.current_setting('role');
+    v_old_path text := pg_catalog.current_setting('search_path');
+BEGIN
+    IF command IS NULL OR replication_sets IS NULL OR search_path IS NULL OR role IS NULL THEN
+        RAISE EXCEPTION 'spock.replicate_ddl() arguments cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOREACH v_set IN ARRAY replication_sets LOOP
+        IF NOT EXISTS (SELECT 1 FROM spock.replication_set s
+                        WHERE s.set_nodeid = v_node AND s.set_name = v_set) THEN
+            RAISE EXCEPTION 'replication set "%" not found', v_set USING ERRCODE = 'undefined_object';
+        END IF;
+    END LOOP;
+    PERFORM spock.spock_check_ddl(command);
+    -- Validates the path the way SET does, and quotes it for the queued copy.
+    PERFORM pg_catalog.set_config('search_path', search_path, true);
+    v_path := CASE WHEN search_path = '' THEN '''''' ELSE search_path END;
+    INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
+        VALUES (pg_catalog.now(), role, replication_sets, 'Q',
+                pg_catalog.to_json('SET search_path TO ' || v_path || '; ' || command));
+    PERFORM pg_catalog.set_config('role', role, true);
+    EXECUTE command;
+    PERFORM pg_catalog.set_config('role', v_role, true);
+    PERFORM pg_catalog.set_config('search_path', v_old_path, true);
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.replicate_ddl(command text[], replication_sets text[] DEFAULT '{ddl_sql}',
+    search_path text DEFAULT current_setting('search_path'), role text DEFAULT CURRENT_USER)
+RETURNS SETOF boolean LANGUAGE sql AS $$
+    SELECT spock.replicate_ddl(c, replication_sets, search_path, role) FROM unnest(command) c
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.spock_check_ddl(text),
+    spock.replicate_ddl(text, text[], text, text),
+    spock.replicate_ddl(text[], text[], text, text)
+FROM PUBLIC;

@@ -14,6 +14,7 @@ use compat16 as compat;
 use compat17 as compat;
 
 mod apply;
+mod ddl;
 mod kernel;
 mod naming;
 mod output;

@@ -6,6 +6,7 @@
 mod conflict;
 mod exceptions;
 mod progress;
+mod queue;
 mod sql;
 mod structure;
 pub(crate) mod sync;
@@ -534,7 +535,11 @@ impl Applier {
             }
             Message::Insert { relid, new } => {
                 let rel = self.rel(relid);
-                self.insert(&rel, &new);
+                if rel.nspname == "spock" && rel.relname == "queue" {
+                    self.queued(&rel, &new);
+                } else {
+                    self.insert(&rel, &new);
+                }
             }
             Message::Update { relid, old, new } => {
                 let rel = self.rel(relid);
@@ -650,6 +655,20 @@ impl Applier {
         let had = !self.clean.contains(&rel.local_relid) && has_tombstones(rel.local_relid);
         self.xact.had_tombstones.insert(rel.local_relid, had);
         had
+    }
+
+    /// A row of the provider's queue: kept here too, then carried out.
+    fn queued(&mut self, rel: &RemoteRel, new: &[Value]) {
+        self.exec(rel.insert(new));
+        match queue::decode(&rel.columns, new, queue::json_field)
+            .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name))
+        {
+            queue::Queued::Sql { role, sql } => queue::run_sql(&role, &sql),
+            queue::Queued::TableSync { schema, table } => {
+                queue::request_sync(self.sub_id, &schema, &table)
+            }
+            queue::Queued::Other => {}
+        }
     }
 
     /// Remote INSERT: a new row, unless the key exists (then last-update-wins decides) or a

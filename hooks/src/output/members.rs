@@ -43,6 +43,8 @@ pub struct Members {
     by_rel: HashMap<pg_sys::Oid, Option<Member>>,
     /// spock.replication_set_table and spock.replication_set.
     membership_tables: [pg_sys::Oid; 2],
+    /// spock.queue: its inserts are published by their own set list, not by membership.
+    queue: pg_sys::Oid,
 }
 
 thread_local! {
@@ -109,16 +111,18 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         }
         let tables = client
             .select(
-                "SELECT 'spock.replication_set_table'::regclass::oid, 'spock.replication_set'::regclass::oid",
+                "SELECT 'spock.replication_set_table'::regclass::oid, 'spock.replication_set'::regclass::oid, \
+                 'spock.queue'::regclass::oid",
                 None,
                 &[],
             )?
             .first()
-            .get_two::<pg_sys::Oid, pg_sys::Oid>()?;
+            .get_three::<pg_sys::Oid, pg_sys::Oid, pg_sys::Oid>()?;
         Ok(Some(Ok((
             node,
             sets,
             [tables.0.expect("exists"), tables.1.expect("exists")],
+            tables.2.expect("exists"),
         ))))
     });
     if own_snapshot {
@@ -129,7 +133,7 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         // SAFETY: the transaction we started above.
         unsafe { pg_sys::CommitTransactionCommand() };
     }
-    let (node, sets, membership_tables) = match loaded {
+    let (node, sets, membership_tables, queue) = match loaded {
         Ok(Some(Ok(found))) => found,
         Ok(Some(Err(set))) => crate::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -161,6 +165,7 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         Members {
             by_rel: HashMap::new(),
             membership_tables,
+            queue,
         },
     )
 }
@@ -168,6 +173,31 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
 impl Members {
     pub fn is_membership_table(&self, relid: pg_sys::Oid) -> bool {
         self.membership_tables.contains(&relid)
+    }
+
+    /// Whether a row inserted into spock.queue goes to this stream: its replication_sets is
+    /// NULL or names one of the subscribed sets.
+    ///
+    /// # Safety
+    /// `relation` is spock.queue and `tuple` one of its rows.
+    pub unsafe fn queued_for(
+        relation: pg_sys::Relation,
+        tuple: pg_sys::HeapTuple,
+        params: &Params,
+    ) -> bool {
+        let mut isnull = false;
+        // SAFETY: forwarded from the caller; column 3 is replication_sets text[].
+        let sets = unsafe {
+            Vec::<String>::from_datum(
+                pg_sys::heap_getattr(tuple, 3, (*relation).rd_att, &mut isnull),
+                isnull,
+            )
+        };
+        sets.is_none_or(|sets| sets.iter().any(|s| params.replication_sets.contains(s)))
+    }
+
+    pub fn is_queue(&self, relid: pg_sys::Oid) -> bool {
+        relid == self.queue
     }
 
     pub fn forget_all(&mut self) {
@@ -208,7 +238,19 @@ impl Members {
         let relid = unsafe { (*relation).rd_id };
         if !self.by_rel.contains_key(&relid) {
             // SAFETY: forwarded from the caller.
-            let member = unsafe { self.read(relation, params, sets) };
+            let member = if relid == self.queue {
+                Some(Member {
+                    flags: Actions {
+                        insert: true,
+                        ..Actions::default()
+                    },
+                    columns: None,
+                    filter: None,
+                    relation_sent: false,
+                })
+            } else {
+                unsafe { self.read(relation, params, sets) }
+            };
             self.by_rel.insert(relid, member);
         }
         self.get(relid)

@@ -270,6 +270,7 @@ unsafe extern "C-unwind" fn change(
             s.members.forget_all();
             return;
         }
+        let is_queue = s.members.is_queue(relid);
         let Some(member) = s.members.lookup(relation, &s.params, &s.sets) else {
             return;
         };
@@ -285,6 +286,9 @@ unsafe extern "C-unwind" fn change(
         }
         let (old, new) = compat::change_tuples(change);
         if action == Kind::REORDER_BUFFER_CHANGE_DELETE && old.is_null() {
+            return;
+        }
+        if is_queue && !Members::queued_for(relation, new, &s.params) {
             return;
         }
         // Inserts and updates are filtered on the new row, deletes on the old one (which may

@@ -1,0 +1,190 @@
+//! Rows of the provider's `spock.queue` (replicate_ddl's SQL, table sync requests): each is
+//! kept in the local queue too and carried out inside the transaction that brought it, at its
+//! place in the stream.
+
+use pgrx::prelude::*;
+use spock_proto::{Column, Value};
+
+/// What a queue row asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// SQL to run as `role` (`'Q'` from replicate_ddl, `'D'` automatic DDL).
+    Sql { role: String, sql: String },
+    /// Copy a table again (`'A'`, from repset_add_table's synchronize_data).
+    TableSync { schema: String, table: String },
+    /// Anything else is only kept.
+    Other,
+}
+
+fn text<'a>(columns: &[Column], row: &'a [Value], name: &str) -> Option<&'a str> {
+    let i = columns.iter().position(|c| c.name == name)?;
+    match row.get(i)? {
+        Value::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    }
+}
+
+/// Reads a queue row; `json` extracts a JSON document's string or object fields (the server
+/// does it, so escapes are decoded as PostgreSQL does).
+pub fn decode(
+    columns: &[Column],
+    row: &[Value],
+    json: impl Fn(&str, &str) -> Result<Option<String>, String>,
+) -> Result<Queued, String> {
+    let message = text(columns, row, "message").unwrap_or("null");
+    match text(columns, row, "message_type") {
+        Some("Q") | Some("D") => {
+            let sql = json(message, "")?.ok_or("queued SQL must be a JSON string")?;
+            let role = text(columns, row, "role")
+                .ok_or("queued SQL has no role")?
+                .to_string();
+            Ok(Queued::Sql { role, sql })
+        }
+        Some("A") => {
+            let field = |f: &str| -> Result<String, String> {
+                json(message, f)?.ok_or_else(|| format!("table sync request without {f}"))
+            };
+            Ok(Queued::TableSync {
+                schema: field("schema_name")?,
+                table: field("table_name")?,
+            })
+        }
+        _ => Ok(Queued::Other),
+    }
+}
+
+/// `field` of a JSON object, or with an empty name the document itself if it is a string.
+pub fn json_field(doc: &str, field: &str) -> Result<Option<String>, String> {
+    let sql = if field.is_empty() {
+        "SELECT CASE WHEN json_typeof($1::json) = 'string' THEN $1::json #>> '{}' END"
+    } else {
+        "SELECT $1::json ->> $2"
+    };
+    Spi::get_one_with_args::<String>(sql, &[doc.into(), field.into()]).map_err(|e| e.to_string())
+}
+
+/// Runs queued SQL as its role, then returns to the worker's own.
+pub fn run_sql(role: &str, sql: &str) {
+    let previous = Spi::get_one::<String>("SELECT current_setting('role')")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "none".into());
+    Spi::run_with_args("SELECT set_config('role', $1, true)", &[role.into()])
+        .unwrap_or_else(|e| error!("cannot run queued SQL as role \"{role}\": {e}"));
+    Spi::run(sql)
+        .unwrap_or_else(|e| error!("{e}\nduring execution of queued SQL statement: {sql}"));
+    Spi::run_with_args(
+        "SELECT set_config('role', $1, true)",
+        &[previous.as_str().into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+}
+
+/// Marks a table for a copy (done by the worker between transactions) unless it is waiting
+/// already.
+pub fn request_sync(sub_id: u32, schema: &str, table: &str) {
+    let added = Spi::get_one_with_args::<bool>(
+        "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
+         VALUES ('d', $1, $2, $3, 'i', '0/0') \
+         ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'i' \
+           WHERE spock.local_sync_status.sync_status = 'r' \
+         RETURNING true",
+        &[
+            pgrx::pg_sys::Oid::from(sub_id).into(),
+            schema.into(),
+            table.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("cannot request the sync of {schema}.{table}: {e}"));
+    if added.is_none() {
+        info!(
+            "table sync came from queue for {schema}.{table}, but it is already being synchronized, skipping"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str) -> Column {
+        Column {
+            key: false,
+            name: name.into(),
+            type_oid: 0,
+            typmod: -1,
+        }
+    }
+
+    fn row(kind: &str, message: &str) -> (Vec<Column>, Vec<Value>) {
+        (
+            [
+                "queued_at",
+                "role",
+                "replication_sets",
+                "message_type",
+                "message",
+            ]
+            .map(col)
+            .to_vec(),
+            vec![
+                Value::Text(b"2026-01-01".to_vec()),
+                Value::Text(b"alice".to_vec()),
+                Value::Null,
+                Value::Text(kind.as_bytes().to_vec()),
+                Value::Text(message.as_bytes().to_vec()),
+            ],
+        )
+    }
+
+    /// A stand-in for the server's JSON functions, for the documents used here.
+    fn fake_json(doc: &str, field: &str) -> Result<Option<String>, String> {
+        Ok(match field {
+            "" => doc
+                .strip_prefix('"')
+                .and_then(|d| d.strip_suffix('"'))
+                .map(String::from),
+            "schema_name" => Some("public".into()),
+            "table_name" => doc.contains("t1").then(|| "t1".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn sql_table_sync_and_other_rows() {
+        let (c, r) = row("Q", "\"CREATE TABLE x()\"");
+        assert_eq!(
+            decode(&c, &r, fake_json).unwrap(),
+            Queued::Sql {
+                role: "alice".into(),
+                sql: "CREATE TABLE x()".into()
+            }
+        );
+        let (c, r) = row("A", "{\"table_name\": \"t1\"}");
+        assert_eq!(
+            decode(&c, &r, fake_json).unwrap(),
+            Queued::TableSync {
+                schema: "public".into(),
+                table: "t1".into()
+            }
+        );
+        let (c, r) = row("S", "{}");
+        assert_eq!(decode(&c, &r, fake_json).unwrap(), Queued::Other);
+    }
+
+    #[test]
+    fn malformed_rows_are_errors() {
+        let (c, r) = row("Q", "{\"not\": \"a string\"}");
+        assert!(
+            decode(&c, &r, fake_json)
+                .unwrap_err()
+                .contains("JSON string")
+        );
+        let (c, r) = row("A", "{}");
+        assert!(
+            decode(&c, &r, fake_json)
+                .unwrap_err()
+                .contains("without table_name")
+        );
+    }
+}
