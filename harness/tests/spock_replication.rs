@@ -31,6 +31,18 @@ fn converge(a: &Node, b: &Node, query: &str, timeout: Duration) -> String {
     }
 }
 
+/// Polls `query` on `node` until it returns `want` (or 30 s pass); returns the last answer.
+fn converge_to(node: &Node, query: &str, want: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let got = node.sql(query).unwrap();
+        if got == want || started.elapsed() > Duration::from_secs(30) {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 const TABLES: &str = "CREATE TABLE items(id int PRIMARY KEY, name text, qty numeric, tags text[], doc jsonb, \
                       at timestamptz, payload bytea); \
                       CREATE TABLE pairs(a int, b text, v text, PRIMARY KEY (a, b));";
@@ -615,5 +627,30 @@ fn ddl_and_table_sync_travel_through_the_queue() {
                 .unwrap(),
             "2"
         );
+
+        // Sequences move when the provider pushes them, ahead by the cache size.
+        for n in [p, s] {
+            n.sql("CREATE SEQUENCE app.ids").unwrap();
+        }
+        p.sql("SELECT nextval('app.ids') FROM generate_series(1, 42)")
+            .unwrap();
+        p.sql("SELECT spock.repset_add_seq('default', 'app.ids', synchronize_data := true)")
+            .unwrap();
+        assert_eq!(
+            converge_to(s, "SELECT last_value FROM app.ids", "1042"),
+            "1042"
+        );
+        p.sql("SELECT nextval('app.ids') FROM generate_series(1, 100)")
+            .unwrap();
+        p.sql("SELECT spock.sync_seq('app.ids')").unwrap();
+        assert_eq!(
+            converge_to(s, "SELECT last_value FROM app.ids", "1142"),
+            "1142"
+        );
+        let e = p
+            .sql("CREATE SEQUENCE app.other; SELECT spock.sync_seq('app.other')")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("app.other is not a replicated sequence"), "{e}");
     });
 }

@@ -1108,3 +1108,114 @@ REVOKE EXECUTE ON FUNCTION
     spock.replicate_ddl(text, text[], text, text),
     spock.replicate_ddl(text[], text[], text, text)
 FROM PUBLIC;
+
+-- Sequences: a subscriber's copy of a sequence moves only when the provider pushes a value
+-- through the queue ('S'), with sync_seq or when the sequence joins a set with
+-- synchronize_data. The pushed value runs ahead of the provider's by the cache size, so ids
+-- the provider hands out meanwhile are not handed out again after a switch-over.
+
+-- The value a subscriber should set: the provider's current value plus the cache size.
+CREATE FUNCTION spock.sequence_push_value(p_seq regclass) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    v_current bigint;
+    v_state spock.sequence_state;
+BEGIN
+    EXECUTE format('SELECT last_value FROM %s', p_seq) INTO v_current;
+    -- (a user catalog table: no ON CONFLICT)
+    IF NOT EXISTS (SELECT 1 FROM spock.sequence_state WHERE seqoid = p_seq) THEN
+        INSERT INTO spock.sequence_state (seqoid, cache_size, last_value) VALUES (p_seq, 1000, v_current);
+    END IF;
+    UPDATE spock.sequence_state SET last_value = v_current + cache_size
+     WHERE seqoid = p_seq RETURNING * INTO v_state;
+    RETURN v_state.last_value;
+END $$;
+
+-- Queues the sequence's value for the given sets.
+CREATE FUNCTION spock.queue_sequence(p_seq regclass, p_sets text[]) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
+    SELECT now(), current_user, p_sets, 'S',
+           json_build_object('schema_name', n.nspname, 'sequence_name', c.relname,
+                             'last_value', spock.sequence_push_value(p_seq))
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_seq
+$$;
+
+CREATE FUNCTION spock.repset_add_seq(set_name name, relation regclass, synchronize_data boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_add_seq.set_name);
+    v_current bigint;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_seq.relation) <> 'S' THEN
+        RAISE EXCEPTION '% is not a sequence', repset_add_seq.relation USING ERRCODE = 'wrong_object_type';
+    END IF;
+    INSERT INTO spock.replication_set_seq (set_id, set_seqoid) VALUES (v_set.set_id, repset_add_seq.relation);
+    EXECUTE format('SELECT last_value FROM %s', repset_add_seq.relation) INTO v_current;
+    IF NOT EXISTS (SELECT 1 FROM spock.sequence_state WHERE seqoid = repset_add_seq.relation) THEN
+        INSERT INTO spock.sequence_state (seqoid, cache_size, last_value)
+            VALUES (repset_add_seq.relation, 1000, v_current);
+    END IF;
+    IF repset_add_seq.synchronize_data THEN
+        PERFORM spock.queue_sequence(repset_add_seq.relation, ARRAY[v_set.set_name::text]);
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.repset_add_all_seqs(set_name name, schema_names text[], synchronize_data boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_add_all_seqs.set_name);
+    v_seq regclass;
+BEGIN
+    FOR v_seq IN SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind = 'S' AND n.nspname = ANY (repset_add_all_seqs.schema_names)
+                    AND NOT EXISTS (SELECT 1 FROM spock.replication_set_seq s
+                                     WHERE s.set_id = v_set.set_id AND s.set_seqoid = c.oid)
+                  ORDER BY c.oid LOOP
+        PERFORM spock.repset_add_seq(v_set.set_name, v_seq, repset_add_all_seqs.synchronize_data);
+    END LOOP;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.repset_remove_seq(set_name name, relation regclass)
+RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_set spock.replication_set := spock.local_repset(repset_remove_seq.set_name);
+BEGIN
+    DELETE FROM spock.replication_set_seq WHERE set_id = v_set.set_id AND set_seqoid = repset_remove_seq.relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Sequence % not found in replication set %', repset_remove_seq.relation, v_set.set_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION spock.sync_seq(relation regclass) RETURNS boolean
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_sets text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = sync_seq.relation AND relkind = 'S')
+       OR NOT EXISTS (SELECT 1 FROM spock.sequence_state WHERE seqoid = sync_seq.relation) THEN
+        RAISE EXCEPTION '% is not a replicated sequence', sync_seq.relation USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT array_agg(s.set_name::text ORDER BY s.set_name) INTO v_sets
+      FROM spock.replication_set_seq q JOIN spock.replication_set s ON s.set_id = q.set_id
+     WHERE q.set_seqoid = sync_seq.relation AND s.set_nodeid = spock.local_node_id();
+    PERFORM spock.queue_sequence(sync_seq.relation, coalesce(v_sets, '{}'));
+    RETURN true;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.sequence_push_value(regclass),
+    spock.queue_sequence(regclass, text[]),
+    spock.repset_add_seq(name, regclass, boolean),
+    spock.repset_add_all_seqs(name, text[], boolean),
+    spock.repset_remove_seq(name, regclass),
+    spock.sync_seq(regclass)
+FROM PUBLIC;

@@ -667,6 +667,11 @@ impl Applier {
             queue::Queued::TableSync { schema, table } => {
                 queue::request_sync(self.sub_id, &schema, &table)
             }
+            queue::Queued::Sequence {
+                schema,
+                name,
+                value,
+            } => queue::set_sequence(&schema, &name, value),
             queue::Queued::Other => {}
         }
     }

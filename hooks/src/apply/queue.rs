@@ -12,6 +12,12 @@ pub enum Queued {
     Sql { role: String, sql: String },
     /// Copy a table again (`'A'`, from repset_add_table's synchronize_data).
     TableSync { schema: String, table: String },
+    /// Set a sequence (`'S'`, from sync_seq or repset_add_seq's synchronize_data).
+    Sequence {
+        schema: String,
+        name: String,
+        value: i64,
+    },
     /// Anything else is only kept.
     Other,
 }
@@ -49,6 +55,19 @@ pub fn decode(
                 table: field("table_name")?,
             })
         }
+        Some("S") => {
+            let field = |f: &str| -> Result<String, String> {
+                json(message, f)?.ok_or_else(|| format!("sequence message without {f}"))
+            };
+            let value = field("last_value")?;
+            Ok(Queued::Sequence {
+                schema: field("schema_name")?,
+                name: field("sequence_name")?,
+                value: value
+                    .parse()
+                    .map_err(|_| format!("sequence message with a bad last_value: {value}"))?,
+            })
+        }
         _ => Ok(Queued::Other),
     }
 }
@@ -78,6 +97,15 @@ pub fn run_sql(role: &str, sql: &str) {
         &[previous.as_str().into()],
     )
     .unwrap_or_else(|e| error!("{e}"));
+}
+
+/// Moves a sequence to the provider's pushed value.
+pub fn set_sequence(schema: &str, name: &str, value: i64) {
+    Spi::run_with_args(
+        "SELECT setval(format('%I.%I', $1, $2)::regclass, $3)",
+        &[schema.into(), name.into(), value.into()],
+    )
+    .unwrap_or_else(|e| error!("cannot set sequence {schema}.{name}: {e}"));
 }
 
 /// Marks a table for a copy (done by the worker between transactions) unless it is waiting
@@ -146,6 +174,8 @@ mod tests {
                 .map(String::from),
             "schema_name" => Some("public".into()),
             "table_name" => doc.contains("t1").then(|| "t1".into()),
+            "sequence_name" => Some("s1".into()),
+            "last_value" => doc.contains("1042").then(|| "1042".into()),
             _ => None,
         })
     }
@@ -168,7 +198,16 @@ mod tests {
                 table: "t1".into()
             }
         );
-        let (c, r) = row("S", "{}");
+        let (c, r) = row("S", "{\"last_value\": 1042}");
+        assert_eq!(
+            decode(&c, &r, fake_json).unwrap(),
+            Queued::Sequence {
+                schema: "public".into(),
+                name: "s1".into(),
+                value: 1042
+            }
+        );
+        let (c, r) = row("X", "{}");
         assert_eq!(decode(&c, &r, fake_json).unwrap(), Queued::Other);
     }
 
