@@ -654,3 +654,76 @@ fn ddl_and_table_sync_travel_through_the_queue() {
         assert!(e.contains("app.other is not a replicated sequence"), "{e}");
     });
 }
+
+/// The smaller 5.0.5 functions: md5_agg compares tables across nodes, commit origins are named
+/// by node id, waits on slots and workers, partitions joining sets.
+#[test]
+fn helper_functions() {
+    common::for_each_kernel(|kernel| {
+        let schema = "CREATE TABLE kv(k int PRIMARY KEY, v text); \
+                      CREATE TABLE parted(id int PRIMARY KEY, v text) PARTITION BY RANGE (id); \
+                      CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM (0) TO (100); \
+                      CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM (100) TO (200);";
+        let cluster = two_nodes(kernel, schema);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("SELECT spock.repset_add_table('default', 'kv')")
+            .unwrap();
+        p.sql(
+            "SELECT spock.repset_add_table('default', 'parted', include_partitions := false, \
+               row_filter := 'id % 2 = 0')",
+        )
+        .unwrap();
+        assert_eq!(
+            p.sql("SELECT spock.repset_add_partition('parted')")
+                .unwrap(),
+            "2"
+        );
+        assert_eq!(
+            p.sql("SELECT spock.repset_add_partition('kv')").unwrap(),
+            "0"
+        );
+        subscribe_to_sets(p, s);
+        p.sql(
+            "INSERT INTO kv SELECT g, md5(g::text) FROM generate_series(1, 1000) g; \
+               INSERT INTO parted SELECT g, 'p' FROM generate_series(0, 199) g",
+        )
+        .unwrap();
+        // Every slot has confirmed what was written when the wait began.
+        p.sql("SELECT spock.wait_slot_confirm_lsn(NULL, NULL)")
+            .unwrap();
+        let md5 = "SELECT spock.md5_agg() WITHIN GROUP (ORDER BY kv) FROM kv";
+        assert_eq!(s.sql(md5).unwrap(), p.sql(md5).unwrap());
+        assert_eq!(s.sql("SELECT count(*) FROM parted").unwrap(), "100");
+        let provider_id = p.sql("SELECT node_id FROM spock.node_info()").unwrap();
+        assert_eq!(
+            s.sql("SELECT (spock.xact_commit_timestamp_origin(xmin)).roident FROM kv WHERE k = 1")
+                .unwrap(),
+            provider_id
+        );
+        assert_eq!(
+            p.sql("SELECT (spock.xact_commit_timestamp_origin(xmin)).roident FROM kv WHERE k = 1")
+                .unwrap(),
+            provider_id
+        );
+        let sub_id = s
+            .sql("SELECT sub_id FROM spock.subscription WHERE sub_name = 'sub_n1_n2'")
+            .unwrap();
+        assert_eq!(
+            s.sql(&format!(
+                "SELECT spock.wait_for_apply_worker({sub_id}, 300)"
+            ))
+            .unwrap(),
+            "t"
+        );
+        assert_eq!(
+            s.sql("SELECT spock.wait_for_apply_worker(1, 300)").unwrap(),
+            "f"
+        );
+        assert_eq!(
+            p.sql("SELECT spock.repset_remove_partition('parted', 'parted_b')")
+                .unwrap(),
+            "1"
+        );
+        assert_eq!(s.sql("SELECT spock.get_country() IS NULL").unwrap(), "t");
+    });
+}

@@ -821,8 +821,8 @@ REVOKE EXECUTE ON FUNCTION spock.sub_alter_interface(name, name) FROM PUBLIC;
 CREATE FUNCTION spock.get_apply_worker_status(OUT worker_pid bigint, OUT worker_dboid int,
     OUT worker_subid bigint, OUT worker_status text)
 RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
-    SELECT a.pid::bigint, a.datid::int, s.sub_id::bigint,
-           CASE WHEN a.state = 'active' THEN 'running' ELSE 'idle' END
+    -- A live worker is running whether or not it is applying something right now.
+    SELECT a.pid::bigint, a.datid::int, s.sub_id::bigint, 'running'::text
       FROM pg_stat_activity a JOIN spock.subscription s ON s.sub_slot_name = a.application_name
      WHERE a.backend_type = 'spock apply' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
 $$;
@@ -1218,4 +1218,147 @@ REVOKE EXECUTE ON FUNCTION
     spock.repset_add_all_seqs(name, text[], boolean),
     spock.repset_remove_seq(name, regclass),
     spock.sync_seq(regclass)
+FROM PUBLIC;
+
+-- Smaller parts of the 5.0.5 API.
+
+CREATE FUNCTION spock.get_country() RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT current_setting('spock.country', true) $$;
+
+-- Chained md5 over ordered rows, for comparing tables between nodes:
+-- SELECT spock.md5_agg() WITHIN GROUP (ORDER BY t) FROM t.
+CREATE FUNCTION spock.md5_agg_sfunc(text, anyelement) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT md5($1 || $2::text) $$;
+CREATE AGGREGATE spock.md5_agg(ORDER BY anyelement) (STYPE = text, SFUNC = spock.md5_agg_sfunc, INITCOND = '');
+
+-- Like pg_xact_commit_timestamp_origin, with the origin given as a spock node id.
+CREATE FUNCTION spock.xact_commit_timestamp_origin("xid" xid, OUT "timestamp" timestamptz, OUT "roident" oid)
+RETURNS record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT t.timestamp,
+           CASE WHEN t.roident = 0 THEN (SELECT node_id FROM spock.local_node)
+                ELSE coalesce((SELECT s.sub_origin FROM pg_replication_origin o
+                                 JOIN spock.subscription s ON s.sub_slot_name = o.roname
+                                WHERE o.roident = t.roident), t.roident) END
+      FROM pg_xact_commit_timestamp_origin($1) t
+$$;
+
+-- On a provider: waits until the named slot (or every slot) has confirmed `target` (by default
+-- the current WAL insert position).
+CREATE FUNCTION spock.wait_slot_confirm_lsn(slotname name, target pg_lsn) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    v_target pg_lsn := coalesce(target, pg_current_wal_insert_lsn());
+BEGIN
+    WHILE EXISTS (SELECT 1 FROM pg_replication_slots
+                   WHERE (slotname IS NULL OR slot_name = slotname)
+                     AND slot_type = 'logical' AND confirmed_flush_lsn < v_target) LOOP
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+END $$;
+
+-- false as soon as the subscription's apply worker is not running; true once `timeout` ms have
+-- passed with it running (0: wait as long as it runs).
+CREATE FUNCTION spock.wait_for_apply_worker(p_subbid bigint, timeout int DEFAULT 0) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM spock.get_apply_worker_status() w
+                        WHERE w.worker_subid = p_subbid AND w.worker_status = 'running') THEN
+            RETURN false;
+        END IF;
+        IF timeout > 0 AND clock_timestamp() >= v_start + timeout * interval '1 millisecond' THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+
+-- Cancels every other client backend that is inside a transaction (for read-only switch-overs).
+CREATE FUNCTION spock.terminate_active_transactions() RETURNS boolean
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    SELECT count(pg_cancel_backend(a.pid)) >= 0 FROM pg_stat_activity a
+     WHERE a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+       AND a.xact_start IS NOT NULL
+$$;
+
+-- Adds a partition (or all) of a partitioned table to every set holding the parent, with the
+-- parent's column list and row filter unless another filter is given.
+CREATE FUNCTION spock.repset_add_partition(parent regclass, partition regclass DEFAULT NULL,
+    row_filter text DEFAULT NULL)
+RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_count int := 0;
+    m record;
+    v_part regclass;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_partition.parent) <> 'p' THEN
+        RETURN 0;
+    END IF;
+    FOR m IN SELECT t.set_id, t.set_att_list, t.set_row_filter FROM spock.replication_set_table t
+              WHERE t.set_reloid = repset_add_partition.parent LOOP
+        FOR v_part IN SELECT relid FROM pg_partition_tree(repset_add_partition.parent)
+                       WHERE relid <> repset_add_partition.parent AND isleaf
+                         AND (repset_add_partition.partition IS NULL OR relid = repset_add_partition.partition)
+                       ORDER BY relid::text LOOP
+            INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
+                VALUES (m.set_id, v_part, m.set_att_list,
+                        CASE WHEN repset_add_partition.row_filter IS NOT NULL
+                             THEN spock.spock_parse_row_filter(v_part, repset_add_partition.row_filter)
+                             WHEN m.set_row_filter IS NOT NULL
+                             THEN spock.spock_parse_row_filter(v_part,
+                                      pg_get_expr(m.set_row_filter, repset_add_partition.parent)) END);
+            PERFORM spock.track_deletes(v_part);
+            v_count := v_count + 1;
+        END LOOP;
+    END LOOP;
+    RETURN v_count;
+END $$;
+
+CREATE FUNCTION spock.repset_remove_partition(parent regclass, partition regclass DEFAULT NULL)
+RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE
+    v_count int;
+BEGIN
+    DELETE FROM spock.replication_set_table t
+     WHERE t.set_id IN (SELECT set_id FROM spock.replication_set_table WHERE set_reloid = repset_remove_partition.parent)
+       AND t.set_reloid IN (SELECT relid FROM pg_partition_tree(repset_remove_partition.parent)
+                             WHERE relid <> repset_remove_partition.parent
+                               AND (repset_remove_partition.partition IS NULL OR relid = repset_remove_partition.partition));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END $$;
+
+-- spock's older copy of snowflake's conversion; this build hands it to the snowflake extension.
+CREATE FUNCTION spock.convert_sequence_to_snowflake(p_seqid regclass) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'snowflake') THEN
+        RAISE EXCEPTION 'the snowflake extension is not installed' USING ERRCODE = 'undefined_object',
+            HINT = 'CREATE EXTENSION snowflake';
+    END IF;
+    RETURN snowflake.convert_sequence_to_snowflake(p_seqid);
+END $$;
+
+CREATE FUNCTION spock.convert_column_to_int8(p_rel regclass, p_attnum smallint) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'snowflake') THEN
+        RAISE EXCEPTION 'the snowflake extension is not installed' USING ERRCODE = 'undefined_object',
+            HINT = 'CREATE EXTENSION snowflake';
+    END IF;
+    RETURN snowflake.convert_column_to_int8(p_rel, p_attnum);
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+    spock.xact_commit_timestamp_origin(xid),
+    spock.wait_slot_confirm_lsn(name, pg_lsn),
+    spock.terminate_active_transactions(),
+    spock.repset_add_partition(regclass, regclass, text),
+    spock.repset_remove_partition(regclass, regclass),
+    spock.convert_sequence_to_snowflake(regclass),
+    spock.convert_column_to_int8(regclass, smallint)
 FROM PUBLIC;
