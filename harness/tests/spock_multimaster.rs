@@ -657,3 +657,93 @@ fn merged_deltas_keep_the_winning_version() {
         assert_eq!(n1.sql(version).unwrap(), winning, "lost in crash recovery");
     });
 }
+
+/// With automatic DDL replication, a table created on one node appears on every node, joins
+/// the default set everywhere and takes writes from all of them; ALTER TABLE follows; DDL run
+/// by replicate_ddl is not queued twice; deny_all_ddl refuses DDL.
+#[test]
+fn automatic_ddl_replication_in_a_mesh() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel, 3, "SELECT 1");
+        for node in &cluster.nodes {
+            for sql in [
+                "ALTER SYSTEM SET spock.enable_ddl_replication = on",
+                "ALTER SYSTEM SET spock.include_ddl_repset = on",
+                "SELECT pg_reload_conf()",
+            ] {
+                node.sql(sql).unwrap();
+            }
+        }
+        let n1 = cluster.node(0);
+        n1.sql("CREATE TABLE auto_t(id int PRIMARY KEY, v text)")
+            .unwrap();
+        for node in &cluster.nodes {
+            wait_for(
+                node,
+                "SELECT count(*) FROM spock.replication_set_table t \
+                 JOIN spock.replication_set s ON s.set_id = t.set_id \
+                 JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+                 WHERE s.set_name = 'default' AND t.set_reloid = to_regclass('public.auto_t')",
+                "1",
+            );
+        }
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            node.sql(&format!(
+                "INSERT INTO auto_t SELECT g, 'n{}' FROM generate_series({}, {}) g",
+                i + 1,
+                i * 10 + 1,
+                i * 10 + 10
+            ))
+            .unwrap();
+        }
+        for node in &cluster.nodes {
+            wait_for(node, "SELECT count(*), sum(id) FROM auto_t", "30|465");
+        }
+        cluster
+            .node(1)
+            .sql("ALTER TABLE auto_t ADD COLUMN w int DEFAULT 5")
+            .unwrap();
+        for node in &cluster.nodes {
+            wait_for(
+                node,
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'auto_t'::regclass AND attname = 'w'",
+                "1",
+            );
+        }
+        cluster
+            .node(2)
+            .sql("INSERT INTO auto_t VALUES (31, 'n3', 9)")
+            .unwrap();
+        for node in &cluster.nodes {
+            wait_for(node, "SELECT count(*), sum(w) FROM auto_t", "31|159");
+        }
+
+        n1.sql("SELECT spock.replicate_ddl('CREATE TABLE by_hand(id int PRIMARY KEY)')")
+            .unwrap();
+        for node in &cluster.nodes[1..] {
+            wait_for(node, "SELECT to_regclass('by_hand') IS NOT NULL", "t");
+        }
+        assert_eq!(
+            n1.sql("SELECT count(*) FROM spock.queue WHERE message::text LIKE '%by_hand%'")
+                .unwrap(),
+            "1"
+        );
+        for node in &cluster.nodes {
+            assert_eq!(
+                node.sql("SELECT count(*) FROM spock.exception_log")
+                    .unwrap(),
+                "0",
+                "{}",
+                node.name
+            );
+        }
+        let e = n1
+            .sql("SET spock.deny_all_ddl = on; CREATE TABLE refused(id int)")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot execute CREATE TABLE within spock cluster"),
+            "{e}"
+        );
+    });
+}

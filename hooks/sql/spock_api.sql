@@ -1091,7 +1091,9 @@ BEGIN
         VALUES (pg_catalog.now(), role, replication_sets, 'Q',
                 pg_catalog.to_json('SET search_path TO ' || v_path || '; ' || command));
     PERFORM pg_catalog.set_config('role', role, true);
+    PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'on', true);
     EXECUTE command;
+    PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'off', true);
     PERFORM pg_catalog.set_config('role', v_role, true);
     PERFORM pg_catalog.set_config('search_path', v_old_path, true);
     RETURN true;
@@ -1362,3 +1364,35 @@ REVOKE EXECUTE ON FUNCTION
     spock.convert_sequence_to_snowflake(regclass),
     spock.convert_column_to_int8(regclass, smallint)
 FROM PUBLIC;
+
+-- spock.include_ddl_repset: a table with a replica-identity index goes to `default` (and leaves
+-- other sets), one without to `default_insert_only` (and leaves sets that replicate updates or
+-- deletes); an unlogged table leaves every set.
+CREATE FUNCTION spock.ddl_file_table(relation regclass) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
+DECLARE
+    v_node oid := spock.local_node_id();
+    v_target name;
+    v_rel pg_class;
+BEGIN
+    SELECT * INTO v_rel FROM pg_class WHERE oid = relation;
+    IF v_rel.relkind NOT IN ('r', 'p') OR v_rel.relispartition THEN
+        RETURN;
+    END IF;
+    IF v_rel.relpersistence <> 'p' THEN
+        DELETE FROM spock.replication_set_table t USING spock.replication_set s
+         WHERE s.set_id = t.set_id AND s.set_nodeid = v_node AND t.set_reloid = relation;
+        RETURN;
+    END IF;
+    v_target := CASE WHEN spock.has_replica_identity_index(relation) THEN 'default' ELSE 'default_insert_only' END;
+    DELETE FROM spock.replication_set_table t USING spock.replication_set s
+     WHERE s.set_id = t.set_id AND s.set_nodeid = v_node AND t.set_reloid = relation
+       AND s.set_name <> v_target
+       AND (v_target = 'default' OR s.replicate_update OR s.replicate_delete);
+    IF NOT EXISTS (SELECT 1 FROM spock.replication_set_table t JOIN spock.replication_set s ON s.set_id = t.set_id
+                    WHERE s.set_nodeid = v_node AND s.set_name = v_target AND t.set_reloid = relation) THEN
+        PERFORM spock.repset_add_table(v_target, relation);
+        RAISE LOG 'table ''%'' was added to ''%'' replication set.', v_rel.relname, v_target;
+    END IF;
+END $$;
+REVOKE EXECUTE ON FUNCTION spock.ddl_file_table(regclass) FROM PUBLIC;

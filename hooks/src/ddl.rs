@@ -1,8 +1,11 @@
-//! `replicate_ddl`'s check that a command string holds only DDL statements, so data changes
-//! never travel through the queue around replication.
+//! DDL replication: `replicate_ddl`'s check that a command string holds only DDL statements
+//! (so data changes never travel through the queue around replication), and the utility hook
+//! that queues DDL automatically (`spock.enable_ddl_replication`), files new tables into
+//! replication sets (`spock.include_ddl_repset`) and refuses DDL (`spock.deny_all_ddl`).
 
 use pgrx::PgList;
 use pgrx::pg_sys;
+use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
 
@@ -31,5 +34,280 @@ fn spock_check_ddl(command: &str) {
                 );
             }
         }
+    }
+}
+
+/// The utility hook that was installed before ours.
+static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+
+/// Installs the utility hook (from `_PG_init`).
+pub fn install() {
+    // SAFETY: postmaster start-up, single-threaded; the previous hook is chained.
+    unsafe {
+        PREVIOUS = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+/// How automatic DDL replication treats a statement.
+#[derive(Debug, PartialEq, Eq)]
+enum Treatment {
+    /// Not replicated (databases, the server, subscriptions, temporary or concurrent objects).
+    Skipped,
+    /// Replicated with a warning (CREATE TABLE AS: its rows depend on each node's data).
+    Unsafe,
+    /// Replicated without the search_path prefix (tablespaces, CLUSTER).
+    WithoutPath,
+    Replicated,
+}
+
+/// Classifies a DDL statement.
+///
+/// # Safety
+/// `stmt` is a parsed utility statement.
+unsafe fn treatment(stmt: *mut pg_sys::Node) -> Treatment {
+    use pg_sys::NodeTag as T;
+    // SAFETY: each cast matches the node's tag.
+    unsafe {
+        let temp = |rv: *mut pg_sys::RangeVar| {
+            !rv.is_null() && (*rv).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+        };
+        match (*stmt).type_ {
+            T::T_CreatedbStmt
+            | T::T_DropdbStmt
+            | T::T_AlterDatabaseStmt
+            | T::T_AlterDatabaseSetStmt
+            | T::T_AlterDatabaseRefreshCollStmt
+            | T::T_AlterSystemStmt
+            | T::T_CreateSubscriptionStmt
+            | T::T_AlterSubscriptionStmt
+            | T::T_DropSubscriptionStmt => Treatment::Skipped,
+            T::T_RenameStmt | T::T_AlterOwnerStmt => {
+                let kind = if (*stmt).type_ == T::T_RenameStmt {
+                    (*stmt.cast::<pg_sys::RenameStmt>()).renameType
+                } else {
+                    (*stmt.cast::<pg_sys::AlterOwnerStmt>()).objectType
+                };
+                match kind {
+                    pg_sys::ObjectType::OBJECT_DATABASE
+                    | pg_sys::ObjectType::OBJECT_SUBSCRIPTION => Treatment::Skipped,
+                    _ => Treatment::Replicated,
+                }
+            }
+            T::T_CreateStmt if temp((*stmt.cast::<pg_sys::CreateStmt>()).relation) => {
+                Treatment::Skipped
+            }
+            T::T_CreateSeqStmt if temp((*stmt.cast::<pg_sys::CreateSeqStmt>()).sequence) => {
+                Treatment::Skipped
+            }
+            T::T_ViewStmt if temp((*stmt.cast::<pg_sys::ViewStmt>()).view) => Treatment::Skipped,
+            T::T_CreateTableAsStmt => {
+                let ctas = stmt.cast::<pg_sys::CreateTableAsStmt>();
+                let into = (*ctas).into;
+                if (!into.is_null() && temp((*into).rel))
+                    || (*(*ctas).query).type_ == T::T_ExecuteStmt
+                {
+                    Treatment::Skipped
+                } else {
+                    Treatment::Unsafe
+                }
+            }
+            T::T_IndexStmt if (*stmt.cast::<pg_sys::IndexStmt>()).concurrent => Treatment::Skipped,
+            T::T_DropStmt if (*stmt.cast::<pg_sys::DropStmt>()).concurrent => Treatment::Skipped,
+            T::T_CreateTableSpaceStmt
+            | T::T_DropTableSpaceStmt
+            | T::T_AlterTableSpaceOptionsStmt
+            | T::T_ClusterStmt => Treatment::WithoutPath,
+            _ => Treatment::Replicated,
+        }
+    }
+}
+
+/// The statement's own text within a possibly multi-statement query string.
+///
+/// # Safety
+/// `pstmt` and `query` come from the same ProcessUtility call.
+unsafe fn statement_text(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+) -> String {
+    // SAFETY: forwarded from the caller.
+    let (full, location, len) = unsafe {
+        (
+            CStr::from_ptr(query).to_bytes(),
+            (*pstmt).stmt_location,
+            (*pstmt).stmt_len,
+        )
+    };
+    let start = usize::try_from(location).unwrap_or(0).min(full.len());
+    let end = if len > 0 {
+        (start + len as usize).min(full.len())
+    } else {
+        full.len()
+    };
+    String::from_utf8_lossy(&full[start..end])
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .to_string()
+}
+
+/// Whether this database is a spock node.
+fn spock_node_here() -> bool {
+    // SAFETY: a catalog lookup inside the statement's transaction.
+    let installed = unsafe {
+        pg_sys::IsTransactionState()
+            && pg_sys::get_extension_oid(c"spock".as_ptr(), true) != pg_sys::InvalidOid
+    };
+    installed
+        && Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM spock.local_node)")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the arguments are PostgreSQL's, passed on unchanged; the previous hook is called
+    // through the FFI boundary.
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        let ddl = pg_sys::GetCommandLogLevel(stmt) == pg_sys::LogStmtLevel::LOGSTMT_DDL;
+        if ddl && crate::settings::DENY_ALL_DDL.get() {
+            let tag = CStr::from_ptr(pg_sys::CreateCommandName(stmt)).to_string_lossy();
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("cannot execute {tag} within spock cluster"),
+            );
+        }
+        match PREVIOUS {
+            Some(previous) => pg_guard_ffi_boundary(|| {
+                previous(pstmt, query, read_only_tree, context, params, env, dest, qc)
+            }),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query,
+                read_only_tree,
+                context,
+                params,
+                env,
+                dest,
+                qc,
+            ),
+        }
+        if ddl {
+            after_ddl(pstmt, query, context);
+        }
+    }
+}
+
+/// Queues a DDL statement that just ran for the other nodes, and files the table it created or
+/// altered into a replication set, as the settings ask.
+///
+/// # Safety
+/// The arguments of the ProcessUtility call that ran the statement.
+unsafe fn after_ddl(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    context: pg_sys::ProcessUtilityContext::Type,
+) {
+    use crate::settings as s;
+    let replicate = s::ENABLE_DDL_REPLICATION.get();
+    let file_tables = s::INCLUDE_DDL_REPSET.get();
+    // SAFETY: plain flags and the statement from the caller.
+    let (applying, skip_context, stmt) = unsafe {
+        (
+            pg_sys::replorigin_session_origin != 0,
+            pg_sys::creating_extension
+                || context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_SUBCOMMAND,
+            (*pstmt).utilityStmt,
+        )
+    };
+    if (!replicate && !file_tables) || skip_context || !spock_node_here() {
+        return;
+    }
+    // Statements run by the apply worker or by replicate_ddl were queued where they came from.
+    let ours = !applying
+        && !s::IN_REPLICATE_DDL.get()
+        && (context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
+            || s::ALLOW_DDL_FROM_FUNCTIONS.get());
+    if replicate && ours {
+        // SAFETY: forwarded from the caller.
+        let treatment = unsafe { treatment(stmt) };
+        if treatment == Treatment::Skipped {
+            warning!("This DDL statement will not be replicated.");
+        } else {
+            // SAFETY: forwarded from the caller.
+            let text = unsafe { statement_text(pstmt, query) };
+            Spi::run_with_args(
+                "INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message) \
+                 VALUES (now(), current_user, ARRAY['default_insert_only'], 'D', \
+                         to_json(CASE WHEN $2 THEN 'SET search_path TO ' || \
+                                      CASE WHEN current_setting('search_path') = '' THEN '''''' \
+                                           ELSE current_setting('search_path') END || '; ' \
+                                      ELSE '' END || $1))",
+                &[
+                    text.as_str().into(),
+                    (treatment != Treatment::WithoutPath).into(),
+                ],
+            )
+            .unwrap_or_else(|e| error!("cannot queue the DDL statement: {e}"));
+            if treatment == Treatment::Unsafe {
+                warning!("DDL statement replicated, but could be unsafe.");
+            } else {
+                info!("DDL statement replicated.");
+            }
+        }
+    }
+    if file_tables && (ours || applying) {
+        // SAFETY: forwarded from the caller.
+        if let Some(relid) = unsafe { created_or_altered_table(stmt) } {
+            Spi::run_with_args("SELECT spock.ddl_file_table($1)", &[relid.into()])
+                .unwrap_or_else(|e| error!("cannot add the table to a replication set: {e}"));
+        }
+    }
+}
+
+/// The table a CREATE TABLE, CREATE TABLE AS or ALTER TABLE statement made or changed.
+///
+/// # Safety
+/// `stmt` is a parsed utility statement that has run.
+unsafe fn created_or_altered_table(stmt: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    use pg_sys::NodeTag as T;
+    // SAFETY: each cast matches the node's tag; the lookup does not lock.
+    unsafe {
+        let rv = match (*stmt).type_ {
+            T::T_CreateStmt => (*stmt.cast::<pg_sys::CreateStmt>()).relation,
+            T::T_CreateTableAsStmt => {
+                let into = (*stmt.cast::<pg_sys::CreateTableAsStmt>()).into;
+                if into.is_null() {
+                    return None;
+                }
+                (*into).rel
+            }
+            T::T_AlterTableStmt => (*stmt.cast::<pg_sys::AlterTableStmt>()).relation,
+            _ => return None,
+        };
+        if rv.is_null() {
+            return None;
+        }
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        (relid != pg_sys::InvalidOid).then_some(relid)
     }
 }

@@ -45,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     settings::define();
+    ddl::install();
     // SAFETY: read-only flag.
     if unsafe { !pg_sys::IsBinaryUpgrade } {
         workers::register();
@@ -140,13 +141,13 @@ fn spock_remote_tables(
 }
 
 /// The payload of a `Spock` logical message: its type as a native-order int32, then for a
-/// sync event the node id and an empty name.
+/// sync event the node id and an empty 64-byte name, as upstream lays it out.
 #[pg_extern(sql = false)]
 fn spock_message(mtype: i32, node_id: pg_sys::Oid) -> Vec<u8> {
     let mut payload = mtype.to_ne_bytes().to_vec();
     if mtype == output::SYNC_EVENT {
         payload.extend_from_slice(&node_id.to_u32().to_ne_bytes());
-        payload.push(0);
+        payload.extend_from_slice(&[0; pg_sys::NAMEDATALEN as usize]);
     }
     payload
 }

@@ -79,7 +79,64 @@ pub static EXCEPTION_LOGGING: GucSetting<ExceptionLogging> =
 
 pub static EXCEPTION_REPLAY_QUEUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4_194_304);
 
+pub static ENABLE_DDL_REPLICATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static INCLUDE_DDL_REPSET: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ALLOW_DDL_FROM_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static DENY_ALL_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Set by replicate_ddl around the command it runs (already queued, so not queued again).
+pub static IN_REPLICATE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static COUNTRY: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"??"));
+
 pub fn define() {
+    GucRegistry::define_bool_guc(
+        c"spock.enable_ddl_replication",
+        c"Replicate DDL statements to the other nodes automatically.",
+        c"Statements are queued for the default_insert_only set and run by subscribers.",
+        &ENABLE_DDL_REPLICATION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.include_ddl_repset",
+        c"Add created or altered tables to the default (or default_insert_only) set.",
+        c"",
+        &INCLUDE_DDL_REPSET,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.allow_ddl_from_functions",
+        c"Also replicate DDL run inside functions.",
+        c"",
+        &ALLOW_DDL_FROM_FUNCTIONS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.deny_all_ddl",
+        c"Refuse every DDL statement.",
+        c"",
+        &DENY_ALL_DDL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.in_replicate_ddl",
+        c"Set by spock.replicate_ddl while it runs the command it has queued.",
+        c"",
+        &IN_REPLICATE_DDL,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"spock.country",
+        c"The country this node is in (spock.get_country()).",
+        c"",
+        &COUNTRY,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"spock.exception_replay_queue_size",
         c"Sets how much of a remote transaction (bytes) is kept for a replay after an error.",
