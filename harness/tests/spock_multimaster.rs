@@ -718,6 +718,35 @@ fn automatic_ddl_replication_in_a_mesh() {
             wait_for(node, "SELECT count(*), sum(w) FROM auto_t", "31|159");
         }
 
+        // Any role's DDL is replicated (as that role); temporary objects stay here. Roles and
+        // grants are DDL too.
+        n1.sql("CREATE ROLE app").unwrap();
+        n1.sql("GRANT CREATE ON SCHEMA public TO app").unwrap();
+        for node in &cluster.nodes {
+            wait_for(
+                node,
+                "SELECT has_schema_privilege('app', 'public', 'CREATE')",
+                "t",
+            );
+        }
+        let queued = "SELECT count(*) FROM spock.queue";
+        let before = n1.sql(queued).unwrap();
+        n1.sql(
+            "SET ROLE app; CREATE TEMP TABLE scratch(x int); CREATE INDEX ON scratch(x); \
+                DROP TABLE scratch",
+        )
+        .unwrap();
+        assert_eq!(n1.sql(queued).unwrap(), before);
+        n1.sql("SET ROLE app; CREATE TABLE app_t(id int PRIMARY KEY)")
+            .unwrap();
+        for node in &cluster.nodes {
+            wait_for(
+                node,
+                "SELECT relowner::regrole::text FROM pg_class WHERE relname = 'app_t'",
+                "app",
+            );
+        }
+
         n1.sql("SELECT spock.replicate_ddl('CREATE TABLE by_hand(id int PRIMARY KEY)')")
             .unwrap();
         for node in &cluster.nodes[1..] {

@@ -454,6 +454,12 @@ fn tables_resync_while_streaming() {
                SELECT spock.repair_mode(false); INSERT INTO later VALUES (1001, 'normal'); COMMIT",
         )
         .unwrap();
+        // A bare repair-mode message (anyone may write one) does not hide anything.
+        p.sql(
+            "BEGIN; SELECT pg_logical_emit_message(true, 'Spock', spock.spock_message(1, 0)); \
+               INSERT INTO later VALUES (1002, 'message only'); COMMIT",
+        )
+        .unwrap();
         let lsn = p.sql("SELECT spock.sync_event()").unwrap();
         assert_eq!(
             s.sql(&format!(
@@ -465,7 +471,7 @@ fn tables_resync_while_streaming() {
         assert_eq!(
             s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM later WHERE id >= 1000")
                 .unwrap(),
-            "1001"
+            "1001,1002"
         );
         let e = s
             .sql("CALL spock.wait_for_sync_event(NULL, 'nowhere', '0/0')")
@@ -499,6 +505,10 @@ fn row_filters_and_column_lists() {
             (
                 "amount",
                 "argument of row_filter must be type boolean, not type integer",
+            ),
+            (
+                "now() > '2000-01-01'",
+                "row_filter may only use immutable functions",
             ),
         ] {
             let e = p

@@ -75,7 +75,7 @@ REVOKE EXECUTE ON FUNCTION spock.apply_remote_wins(xid), spock.apply_local_newer
 -- Adds the tombstone trigger to a replicated table (not to partitioned parents: their
 -- partitions are members of their own).
 CREATE FUNCTION spock.track_deletes(p_rel regclass) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog SET spock.enable_ddl_replication = off AS $$
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'r'
        AND spock.has_replica_identity_index(p_rel)
@@ -87,7 +87,7 @@ END $$;
 
 -- Removes it once the table is in no replication set any more.
 CREATE FUNCTION spock.untrack_deletes(p_rel regclass) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog SET spock.enable_ddl_replication = off AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM spock.replication_set_table WHERE set_reloid = p_rel)
        AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_rel AND tgname = 'spock_tombstone') THEN
@@ -886,11 +886,18 @@ CREATE FUNCTION spock.spock_message(mtype integer, node_id oid) RETURNS bytea
     LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_message_wrapper';
 
 -- While on, the transaction's DML and TRUNCATE stay on this node (the output plugin drops them).
+-- The switch is a write to a superuser-only table, which the output plugin sees in the
+-- stream (anyone may emit a logical message, so a message alone cannot be trusted); the
+-- upstream message is written too, for its LSN.
+CREATE TABLE spock.repair_mode_switch (enabled boolean NOT NULL);
+REVOKE ALL ON spock.repair_mode_switch FROM PUBLIC;
 CREATE FUNCTION spock.repair_mode(enabled boolean) RETURNS pg_lsn
-LANGUAGE sql STRICT VOLATILE SET search_path = pg_catalog AS $$
-    SELECT pg_logical_emit_message(true, 'Spock',
-        spock.spock_message(CASE WHEN enabled THEN 1 ELSE 2 END, 0))
-$$;
+LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO spock.repair_mode_switch VALUES (enabled);
+    DELETE FROM spock.repair_mode_switch;
+    RETURN pg_logical_emit_message(true, 'Spock', spock.spock_message(CASE WHEN enabled THEN 1 ELSE 2 END, 0));
+END $$;
 
 -- Empties a table on this node only (repair mode), before it is copied again.
 CREATE FUNCTION spock.truncate_locally(relation regclass) RETURNS void
@@ -1086,7 +1093,9 @@ BEGIN
     PERFORM spock.spock_check_ddl(command);
     -- Validates the path the way SET does, and quotes it for the queued copy.
     PERFORM pg_catalog.set_config('search_path', search_path, true);
-    v_path := CASE WHEN search_path = '' THEN '''''' ELSE search_path END;
+    -- The effective schemas, each quoted: the queued text cannot carry anything else.
+    SELECT coalesce(string_agg(pg_catalog.quote_ident(n), ', '), '''''') INTO v_path
+      FROM unnest(pg_catalog.current_schemas(false)) n;
     INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
         VALUES (pg_catalog.now(), role, replication_sets, 'Q',
                 pg_catalog.to_json('SET search_path TO ' || v_path || '; ' || command));

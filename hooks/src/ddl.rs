@@ -50,9 +50,10 @@ pub fn install() {
 }
 
 /// How automatic DDL replication treats a statement.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Treatment {
-    /// Not replicated (databases, the server, subscriptions, temporary or concurrent objects).
+    /// Not replicated (databases, the server, subscriptions, tablespaces, temporary or
+    /// concurrent objects).
     Skipped,
     /// Replicated with a warning (CREATE TABLE AS: its rows depend on each node's data).
     Unsafe,
@@ -104,9 +105,12 @@ unsafe fn treatment(stmt: *mut pg_sys::Node) -> Treatment {
             T::T_CreateTableAsStmt => {
                 let ctas = stmt.cast::<pg_sys::CreateTableAsStmt>();
                 let into = (*ctas).into;
-                if (!into.is_null() && temp((*into).rel))
-                    || (*(*ctas).query).type_ == T::T_ExecuteStmt
-                {
+                let query = (*ctas).query.cast::<pg_sys::Query>();
+                let execute = (*query).type_ == T::T_Query
+                    && (*query).commandType == pg_sys::CmdType::CMD_UTILITY
+                    && !(*query).utilityStmt.is_null()
+                    && (*(*query).utilityStmt).type_ == T::T_ExecuteStmt;
+                if (!into.is_null() && temp((*into).rel)) || execute {
                     Treatment::Skipped
                 } else {
                     Treatment::Unsafe
@@ -114,11 +118,61 @@ unsafe fn treatment(stmt: *mut pg_sys::Node) -> Treatment {
             }
             T::T_IndexStmt if (*stmt.cast::<pg_sys::IndexStmt>()).concurrent => Treatment::Skipped,
             T::T_DropStmt if (*stmt.cast::<pg_sys::DropStmt>()).concurrent => Treatment::Skipped,
+            // Tablespace statements cannot run inside the subscriber's transaction.
             T::T_CreateTableSpaceStmt
             | T::T_DropTableSpaceStmt
-            | T::T_AlterTableSpaceOptionsStmt
-            | T::T_ClusterStmt => Treatment::WithoutPath,
+            | T::T_AlterTableSpaceOptionsStmt => Treatment::Skipped,
+            T::T_ClusterStmt => Treatment::WithoutPath,
             _ => Treatment::Replicated,
+        }
+    }
+}
+
+/// Whether an existing relation the statement works on is temporary (it concerns this session
+/// only): the table of CREATE INDEX or ALTER TABLE, the relations of a DROP.
+///
+/// # Safety
+/// `stmt` is a parsed utility statement that has not run yet, inside a transaction.
+unsafe fn targets_temp_relation(stmt: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag as T;
+    let temp = |rv: *mut pg_sys::RangeVar| {
+        if rv.is_null() {
+            return false;
+        }
+        // SAFETY: a lookup without locking; a missing relation is not temporary.
+        unsafe {
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as pg_sys::LOCKMODE,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            relid != pg_sys::InvalidOid
+                && pg_sys::get_rel_persistence(relid)
+                    == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+        }
+    };
+    // SAFETY: each cast matches the node's tag.
+    unsafe {
+        match (*stmt).type_ {
+            T::T_IndexStmt => temp((*stmt.cast::<pg_sys::IndexStmt>()).relation),
+            T::T_AlterTableStmt => temp((*stmt.cast::<pg_sys::AlterTableStmt>()).relation),
+            T::T_DropStmt => {
+                let drop = stmt.cast::<pg_sys::DropStmt>();
+                use pg_sys::ObjectType as O;
+                matches!(
+                    (*drop).removeType,
+                    O::OBJECT_TABLE
+                        | O::OBJECT_INDEX
+                        | O::OBJECT_SEQUENCE
+                        | O::OBJECT_VIEW
+                        | O::OBJECT_MATVIEW
+                ) && PgList::<pg_sys::List>::from_pg((*drop).objects)
+                    .iter_ptr()
+                    .any(|names| temp(pg_sys::makeRangeVarFromNameList(names)))
+            }
+            _ => false,
         }
     }
 }
@@ -152,6 +206,24 @@ unsafe fn statement_text(
         .to_string()
 }
 
+/// Runs `f` as the bootstrap superuser: spock's catalog is superuser-only, and DDL by any role
+/// is queued. The caller's identity returns afterwards (and with the abort on an error).
+fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: saving and switching the current user id, as core does for internal work.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
 /// Whether this database is a spock node.
 fn spock_node_here() -> bool {
     // SAFETY: a catalog lookup inside the statement's transaction.
@@ -160,10 +232,12 @@ fn spock_node_here() -> bool {
             && pg_sys::get_extension_oid(c"spock".as_ptr(), true) != pg_sys::InvalidOid
     };
     installed
-        && Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM spock.local_node)")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        && as_superuser(|| {
+            Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM spock.local_node)")
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        })
 }
 
 #[pg_guard]
@@ -190,6 +264,11 @@ unsafe extern "C-unwind" fn process_utility(
                 format!("cannot execute {tag} within spock cluster"),
             );
         }
+        // Looked at before the statement runs: a DROP's objects are gone afterwards.
+        let touched_temp = ddl
+            && crate::settings::ENABLE_DDL_REPLICATION.get()
+            && pg_sys::IsTransactionState()
+            && targets_temp_relation(stmt);
         match PREVIOUS {
             Some(previous) => pg_guard_ffi_boundary(|| {
                 previous(pstmt, query, read_only_tree, context, params, env, dest, qc)
@@ -206,7 +285,7 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
         if ddl {
-            after_ddl(pstmt, query, context);
+            after_ddl(pstmt, query, context, touched_temp);
         }
     }
 }
@@ -220,6 +299,7 @@ unsafe fn after_ddl(
     pstmt: *mut pg_sys::PlannedStmt,
     query: *const std::ffi::c_char,
     context: pg_sys::ProcessUtilityContext::Type,
+    touched_temp: bool,
 ) {
     use crate::settings as s;
     let replicate = s::ENABLE_DDL_REPLICATION.get();
@@ -237,30 +317,46 @@ unsafe fn after_ddl(
         return;
     }
     // Statements run by the apply worker or by replicate_ddl were queued where they came from.
+    let by_replicate_ddl = s::IN_REPLICATE_DDL.get();
     let ours = !applying
-        && !s::IN_REPLICATE_DDL.get()
+        && !by_replicate_ddl
         && (context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
             || s::ALLOW_DDL_FROM_FUNCTIONS.get());
     if replicate && ours {
         // SAFETY: forwarded from the caller.
-        let treatment = unsafe { treatment(stmt) };
+        let treatment = if touched_temp {
+            Treatment::Skipped
+        } else {
+            unsafe { treatment(stmt) }
+        };
         if treatment == Treatment::Skipped {
             warning!("This DDL statement will not be replicated.");
         } else {
             // SAFETY: forwarded from the caller.
             let text = unsafe { statement_text(pstmt, query) };
-            Spi::run_with_args(
-                "INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message) \
-                 VALUES (now(), current_user, ARRAY['default_insert_only'], 'D', \
-                         to_json(CASE WHEN $2 THEN 'SET search_path TO ' || \
-                                      CASE WHEN current_setting('search_path') = '' THEN '''''' \
-                                           ELSE current_setting('search_path') END || '; ' \
-                                      ELSE '' END || $1))",
-                &[
-                    text.as_str().into(),
-                    (treatment != Treatment::WithoutPath).into(),
-                ],
-            )
+            // The role and the effective schemas (each quoted) as the caller sees them.
+            let (role, path) = Spi::connect(|c| {
+                let row = c.select(
+                    "SELECT current_user::text, coalesce(string_agg(quote_ident(n), ', '), '''''') \
+                     FROM unnest(current_schemas(false)) n",
+                    None,
+                    &[],
+                )?;
+                let row = row.first();
+                Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<String>(2)?))
+            })
+            .unwrap_or_else(|e| error!("cannot queue the DDL statement: {e}"));
+            let prefix = match (treatment, path) {
+                (Treatment::WithoutPath, _) | (_, None) => String::new(),
+                (_, Some(path)) => format!("SET search_path TO {path}; "),
+            };
+            as_superuser(|| {
+                Spi::run_with_args(
+                    "INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message) \
+                     VALUES (now(), $1, ARRAY['default_insert_only'], 'D', to_json($2))",
+                    &[role.as_deref().into(), format!("{prefix}{text}").into()],
+                )
+            })
             .unwrap_or_else(|e| error!("cannot queue the DDL statement: {e}"));
             if treatment == Treatment::Unsafe {
                 warning!("DDL statement replicated, but could be unsafe.");
@@ -269,10 +365,10 @@ unsafe fn after_ddl(
             }
         }
     }
-    if file_tables && (ours || applying) {
+    if file_tables && !touched_temp && (ours || applying || by_replicate_ddl) {
         // SAFETY: forwarded from the caller.
         if let Some(relid) = unsafe { created_or_altered_table(stmt) } {
-            Spi::run_with_args("SELECT spock.ddl_file_table($1)", &[relid.into()])
+            as_superuser(|| Spi::run_with_args("SELECT spock.ddl_file_table($1)", &[relid.into()]))
                 .unwrap_or_else(|e| error!("cannot add the table to a replication set: {e}"));
         }
     }

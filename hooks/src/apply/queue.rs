@@ -82,12 +82,17 @@ pub fn json_field(doc: &str, field: &str) -> Result<Option<String>, String> {
     Spi::get_one_with_args::<String>(sql, &[doc.into(), field.into()]).map_err(|e| e.to_string())
 }
 
-/// Runs queued SQL as its role, then returns to the worker's own.
+/// Runs queued SQL as its role, then returns to the worker's own role and search_path (the
+/// queued text sets its own path for the session).
 pub fn run_sql(role: &str, sql: &str) {
     let previous = Spi::get_one::<String>("SELECT current_setting('role')")
         .ok()
         .flatten()
         .unwrap_or_else(|| "none".into());
+    let path = Spi::get_one::<String>("SELECT current_setting('search_path')")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     Spi::run_with_args("SELECT set_config('role', $1, true)", &[role.into()])
         .unwrap_or_else(|e| error!("cannot run queued SQL as role \"{role}\": {e}"));
     Spi::run(sql)
@@ -95,6 +100,11 @@ pub fn run_sql(role: &str, sql: &str) {
     Spi::run_with_args(
         "SELECT set_config('role', $1, true)",
         &[previous.as_str().into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+    Spi::run_with_args(
+        "SELECT set_config('search_path', $1, false)",
+        &[path.as_str().into()],
     )
     .unwrap_or_else(|e| error!("{e}"));
 }
@@ -111,6 +121,19 @@ pub fn set_sequence(schema: &str, name: &str, value: i64) {
 /// Marks a table for a copy (done by the worker between transactions) unless it is waiting
 /// already.
 pub fn request_sync(sub_id: u32, schema: &str, table: &str) {
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass(format('%I.%I', $1, $2)) IS NOT NULL",
+        &[schema.into(), table.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !exists {
+        warning!(
+            "table sync came from queue for {schema}.{table}, which does not exist here; skipping"
+        );
+        return;
+    }
     let added = Spi::get_one_with_args::<bool>(
         "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
          VALUES ('d', $1, $2, $3, 'i', '0/0') \

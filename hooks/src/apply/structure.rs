@@ -85,6 +85,11 @@ pub fn restore(sub: &Subscription, section: Section) {
         );
     }
     let restored = Command::new(bin.join("pg_restore"))
+        // The provider's schema is restored here only, not replicated on from here.
+        .env(
+            "PGOPTIONS",
+            "-c spock.enable_ddl_replication=off -c spock.include_ddl_repset=off",
+        )
         .arg("--dbname")
         .arg(local_dsn())
         .arg(&dir)

@@ -264,6 +264,9 @@ fn copy_table(
             typmod: -1,
         })
         .collect();
+    if names.is_empty() {
+        return Err("no column of the table is replicated".into());
+    }
     // Every copied column must exist here.
     super::describe_local(nsp, rel, &columns)?;
     let cols = names
@@ -271,6 +274,21 @@ fn copy_table(
         .map(|n| ident(n))
         .collect::<Vec<_>>()
         .join(", ");
+    // Without a unique key, rows already here cannot be told apart from copied ones: the copy
+    // replaces them instead (in this transaction, as the provider's change).
+    let merge = merge && {
+        let keyed = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) \
+             AND indisunique AND indisvalid AND indimmediate)",
+            &[table.as_str().into()],
+        )
+        .map_err(|e| e.to_string())?
+        .unwrap_or(false);
+        if !keyed {
+            Spi::run(&format!("TRUNCATE ONLY {table}")).map_err(|e| e.to_string())?;
+        }
+        keyed
+    };
     let (into_nsp, into_rel) = if merge {
         Spi::run(&format!(
             "CREATE TEMP TABLE spock_sync_stage ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
@@ -368,7 +386,8 @@ fn copy_table(
     let inserted = Spi::connect_mut(|c| {
         c.update(
             &format!(
-                "INSERT INTO {table} ({cols}) SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
+                "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
+                 SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
             ),
             None,
             &[],

@@ -77,6 +77,11 @@ fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
         );
         let expr = pg_sys::coerce_to_boolean(pstate, expr, c"row_filter".as_ptr());
         pg_sys::assign_expr_collations(pstate, expr);
+        // The filter is evaluated while decoding, long after the row was written: its result
+        // must depend on the row alone.
+        if pg_sys::contain_mutable_functions(expr.cast()) {
+            invalid("row_filter may only use immutable functions".into());
+        }
         let tree = std::ffi::CStr::from_ptr(pg_sys::nodeToString(expr.cast()))
             .to_string_lossy()
             .into_owned();
@@ -131,8 +136,12 @@ impl RowFilter {
             let estate = pg_sys::CreateExecutorState();
             let state = pg_sys::ExecPrepareExpr(expr, estate);
             let econtext = pg_sys::CreateExprContext(estate);
-            let slot =
-                pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, &pg_sys::TTSOpsHeapTuple);
+            // A copy of the descriptor: the relation's own is pinned per transaction, and this
+            // slot outlives the transaction it is made in.
+            let slot = pg_sys::MakeSingleTupleTableSlot(
+                pg_sys::CreateTupleDescCopyConstr((*relation).rd_att),
+                &pg_sys::TTSOpsHeapTuple,
+            );
             pg_sys::MemoryContextSwitchTo(old);
             RowFilter {
                 context,
@@ -153,6 +162,12 @@ impl RowFilter {
         // SAFETY: evaluation in the filter's own per-tuple memory, reset afterwards.
         unsafe {
             pg_sys::ExecStoreHeapTuple(tuple, self.slot, false);
+            // An unchanged TOASTed value of an UPDATE is still a pointer into the table, which
+            // cannot be read while decoding: publish such a row rather than guess.
+            if has_ondisk_toast(self.slot) {
+                pg_sys::ExecClearTuple(self.slot);
+                return true;
+            }
             (*self.econtext).ecxt_scantuple = self.slot;
             let mut isnull = false;
             let result = pg_sys::ExecEvalExprSwitchContext(self.state, self.econtext, &mut isnull);
@@ -165,6 +180,35 @@ impl RowFilter {
             pg_sys::ExecClearTuple(self.slot);
             passes
         }
+    }
+}
+
+/// Whether a stored tuple holds a value that still points into its TOAST table.
+///
+/// # Safety
+/// `slot` holds a tuple.
+unsafe fn has_ondisk_toast(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    // SAFETY: the slot's descriptor and values, deformed here.
+    unsafe {
+        let desc = (*slot).tts_tupleDescriptor;
+        let natts = (*desc).natts as usize;
+        pg_sys::slot_getsomeattrs_int(slot, natts as i32);
+        let attrs = (*desc).attrs.as_slice(natts);
+        (0..natts).any(|i| {
+            let isnull = *(*slot).tts_isnull.add(i);
+            if isnull || attrs[i].attlen != -1 || attrs[i].attisdropped {
+                return false;
+            }
+            // A 1-byte external header (0x01 on little-endian builds, 0x80 on big-endian)
+            // followed by the on-disk tag.
+            let p = (*(*slot).tts_values.add(i)).cast_mut_ptr::<u8>();
+            let external = if cfg!(target_endian = "little") {
+                *p == 0x01
+            } else {
+                *p == 0x80
+            };
+            external && u32::from(*p.add(1)) == pg_sys::vartag_external::VARTAG_ONDISK
+        })
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Members {
     membership_tables: [pg_sys::Oid; 2],
     /// spock.queue: its inserts are published by their own set list, not by membership.
     queue: pg_sys::Oid,
+    /// spock.repair_mode_switch: an insert turns repair mode on or off for the transaction.
+    repair_switch: pg_sys::Oid,
 }
 
 thread_local! {
@@ -112,18 +114,15 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         let tables = client
             .select(
                 "SELECT 'spock.replication_set_table'::regclass::oid, 'spock.replication_set'::regclass::oid, \
-                 'spock.queue'::regclass::oid",
+                 'spock.queue'::regclass::oid, 'spock.repair_mode_switch'::regclass::oid",
                 None,
                 &[],
-            )?
-            .first()
-            .get_three::<pg_sys::Oid, pg_sys::Oid, pg_sys::Oid>()?;
-        Ok(Some(Ok((
-            node,
-            sets,
-            [tables.0.expect("exists"), tables.1.expect("exists")],
-            tables.2.expect("exists"),
-        ))))
+            )?;
+        let tables = tables.first();
+        let oid = |i| -> Result<pg_sys::Oid, pgrx::spi::Error> {
+            Ok(tables.get::<pg_sys::Oid>(i)?.expect("exists"))
+        };
+        Ok(Some(Ok((node, sets, [oid(1)?, oid(2)?], oid(3)?, oid(4)?))))
     });
     if own_snapshot {
         // SAFETY: the snapshot pushed above.
@@ -133,7 +132,7 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         // SAFETY: the transaction we started above.
         unsafe { pg_sys::CommitTransactionCommand() };
     }
-    let (node, sets, membership_tables, queue) = match loaded {
+    let (node, sets, membership_tables, queue, repair_switch) = match loaded {
         Ok(Some(Ok(found))) => found,
         Ok(Some(Err(set))) => crate::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -166,6 +165,7 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
             by_rel: HashMap::new(),
             membership_tables,
             queue,
+            repair_switch,
         },
     )
 }
@@ -194,6 +194,10 @@ impl Members {
             )
         };
         sets.is_none_or(|sets| sets.iter().any(|s| params.replication_sets.contains(s)))
+    }
+
+    pub fn is_repair_switch(&self, relid: pg_sys::Oid) -> bool {
+        relid == self.repair_switch
     }
 
     pub fn is_queue(&self, relid: pg_sys::Oid) -> bool {

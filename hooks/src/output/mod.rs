@@ -262,12 +262,23 @@ unsafe extern "C-unwind" fn change(
     unsafe {
         let s = stream(ctx);
         let relid = (*relation).rd_id;
-        if s.repair {
-            return;
-        }
         if s.members.is_membership_table(relid) {
             // Set membership changed at this point of the stream: look it up again.
             s.members.forget_all();
+            return;
+        }
+        if s.members.is_repair_switch(relid) {
+            let (_, new) = compat::change_tuples(change);
+            if (*change).action == pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_INSERT
+                && !new.is_null()
+            {
+                let mut isnull = false;
+                let on = pg_sys::heap_getattr(new, 1, (*relation).rd_att, &mut isnull);
+                s.repair = !isnull && on.value() != 0;
+            }
+            return;
+        }
+        if s.repair {
             return;
         }
         let is_queue = s.members.is_queue(relid);
@@ -382,8 +393,8 @@ unsafe extern "C-unwind" fn truncate(
     }
 }
 
-/// Logical messages with prefix `Spock`: repair mode on (type 1) and off (type 2) hide the
-/// transaction's changes in between; sync events (type 3) travel to the subscriber.
+/// Logical messages with prefix `Spock`: sync events (type 3) travel to the subscriber; repair
+/// mode messages (types 1 and 2) are not sent.
 #[pg_guard]
 unsafe extern "C-unwind" fn message(
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -401,10 +412,8 @@ unsafe extern "C-unwind" fn message(
         }
         let payload = std::slice::from_raw_parts(data.cast::<u8>(), size);
         let mtype = i32::from_ne_bytes(payload[..4].try_into().expect("4 bytes"));
-        if transactional && (mtype == REPAIR_ON || mtype == REPAIR_OFF) {
-            stream(ctx).repair = mtype == REPAIR_ON;
-            return;
-        }
+        // Repair mode itself is switched by spock.repair_mode_switch (see `change`): anyone
+        // may write a logical message.
         if mtype != SYNC_EVENT {
             return;
         }
@@ -423,9 +432,7 @@ unsafe extern "C-unwind" fn message(
     }
 }
 
-/// Types of the `Spock` logical messages (a native-order int32 first in the payload).
-pub const REPAIR_ON: i32 = 1;
-pub const REPAIR_OFF: i32 = 2;
+/// The type of a sync-event `Spock` logical message (a native-order int32 first in the payload).
 pub const SYNC_EVENT: i32 = 3;
 
 #[pg_guard]
