@@ -136,22 +136,10 @@ unsafe fn treatment(stmt: *mut pg_sys::Node) -> Treatment {
 unsafe fn targets_temp_relation(stmt: *mut pg_sys::Node) -> bool {
     use pg_sys::NodeTag as T;
     let temp = |rv: *mut pg_sys::RangeVar| {
-        if rv.is_null() {
-            return false;
-        }
-        // SAFETY: a lookup without locking; a missing relation is not temporary.
-        unsafe {
-            let relid = pg_sys::RangeVarGetRelidExtended(
-                rv,
-                pg_sys::NoLock as pg_sys::LOCKMODE,
-                pg_sys::RVROption::RVR_MISSING_OK,
-                None,
-                std::ptr::null_mut(),
-            );
-            relid != pg_sys::InvalidOid
-                && pg_sys::get_rel_persistence(relid)
-                    == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
-        }
+        // SAFETY: a catalog lookup of an existing relation; a missing one is not temporary.
+        unsafe { existing_relation(rv) }.is_some_and(|relid| unsafe {
+            pg_sys::get_rel_persistence(relid) == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+        })
     };
     // SAFETY: each cast matches the node's tag.
     unsafe {
@@ -394,16 +382,27 @@ unsafe fn created_or_altered_table(stmt: *mut pg_sys::Node) -> Option<pg_sys::Oi
             T::T_AlterTableStmt => (*stmt.cast::<pg_sys::AlterTableStmt>()).relation,
             _ => return None,
         };
-        if rv.is_null() {
-            return None;
-        }
-        let relid = pg_sys::RangeVarGetRelidExtended(
+        existing_relation(rv)
+    }
+}
+
+/// The relation a statement names, if it exists (looked up without locking).
+///
+/// # Safety
+/// Inside a transaction; `rv` is null or a parsed RangeVar.
+unsafe fn existing_relation(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
+    if rv.is_null() {
+        return None;
+    }
+    // SAFETY: forwarded from the caller.
+    let relid = unsafe {
+        pg_sys::RangeVarGetRelidExtended(
             rv,
             pg_sys::NoLock as pg_sys::LOCKMODE,
             pg_sys::RVROption::RVR_MISSING_OK,
             None,
             std::ptr::null_mut(),
-        );
-        (relid != pg_sys::InvalidOid).then_some(relid)
-    }
+        )
+    };
+    (relid != pg_sys::InvalidOid).then_some(relid)
 }

@@ -47,18 +47,14 @@ pub fn decode(
             Ok(Queued::Sql { role, sql })
         }
         Some("A") => {
-            let field = |f: &str| -> Result<String, String> {
-                json(message, f)?.ok_or_else(|| format!("table sync request without {f}"))
-            };
+            let field = |f| required(&json, message, "table sync request", f);
             Ok(Queued::TableSync {
                 schema: field("schema_name")?,
                 table: field("table_name")?,
             })
         }
         Some("S") => {
-            let field = |f: &str| -> Result<String, String> {
-                json(message, f)?.ok_or_else(|| format!("sequence message without {f}"))
-            };
+            let field = |f| required(&json, message, "sequence message", f);
             let value = field("last_value")?;
             Ok(Queued::Sequence {
                 schema: field("schema_name")?,
@@ -70,6 +66,16 @@ pub fn decode(
         }
         _ => Ok(Queued::Other),
     }
+}
+
+/// A field a queue message of kind `what` must have.
+fn required(
+    json: impl Fn(&str, &str) -> Result<Option<String>, String>,
+    message: &str,
+    what: &str,
+    field: &str,
+) -> Result<String, String> {
+    json(message, field)?.ok_or_else(|| format!("{what} without {field}"))
 }
 
 /// `field` of a JSON object, or with an empty name the document itself if it is a string.

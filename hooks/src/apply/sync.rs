@@ -35,11 +35,8 @@ pub(super) fn copy_tables(
 ) {
     let fail =
         |e: String| -> ! { error!("subscription \"{}\": initial sync failed: {e}", sub.name) };
-    // SAFETY: the local transaction that receives the copy (and converts remote results).
-    unsafe {
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
+    // The local transaction also converts remote results.
+    begin_local();
     // A slot left by an interrupted attempt has the wrong snapshot: start over.
     remote
         .query(
@@ -106,28 +103,48 @@ pub(super) fn copy_tables(
         )
         .unwrap_or_else(|e| fail(e.to_string()));
     }
-    // SAFETY: ending the transaction started above, as a change of the provider's made at the
-    // snapshot's time, and starting the stream where the snapshot ends.
+    // The stream starts where the snapshot ends.
+    commit_as_provider(origin, consistent_point, snapshot_time);
+}
+
+/// Starts the local transaction that receives a copy.
+fn begin_local() {
+    // SAFETY: called between transactions by the apply worker.
     unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+}
+
+/// Commits the transaction `begin_local` started as a change of the provider's made at
+/// `snapshot_time`: with the subscription's `origin`, moving its position to `origin_lsn`
+/// (0 leaves it where it is).
+fn commit_as_provider(origin: pg_sys::RepOriginId, origin_lsn: u64, snapshot_time: i64) {
+    // SAFETY: the session's origin (set up by the caller) stamps this commit only; the
+    // previous values come back afterwards.
+    unsafe {
+        let previous = pg_sys::replorigin_session_origin;
         pg_sys::replorigin_session_origin = origin;
-        pg_sys::replorigin_session_origin_lsn = consistent_point;
+        pg_sys::replorigin_session_origin_lsn = origin_lsn;
         pg_sys::replorigin_session_origin_timestamp = snapshot_time;
         pg_sys::PopActiveSnapshot();
         pg_sys::CommitTransactionCommand();
-        pg_sys::replorigin_session_origin = 0;
+        pg_sys::replorigin_session_origin = previous;
         pg_sys::replorigin_session_origin_lsn = 0;
         pg_sys::replorigin_session_origin_timestamp = 0;
     }
 }
 
+/// On the provider: its replication sets' table memberships (`t`, with the set as `s`).
+const MEMBERSHIPS: &str = "spock.replication_set_table t \
+     JOIN spock.replication_set s ON s.set_id = t.set_id \
+     JOIN spock.local_node l ON l.node_id = s.set_nodeid";
+
 /// The provider's query for the tables of the subscribed sets (`sets`: a list of SQL literals),
 /// as (schema, table) rows.
 pub fn provider_tables_sql(sets: &str) -> String {
     format!(
-        "SELECT DISTINCT n.nspname::text, c.relname::text \
-         FROM spock.replication_set_table t \
-         JOIN spock.replication_set s ON s.set_id = t.set_id \
-         JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+        "SELECT DISTINCT n.nspname::text, c.relname::text FROM {MEMBERSHIPS} \
          JOIN pg_class c ON c.oid = t.set_reloid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE s.set_name = ANY (ARRAY[{sets}]::text[]) AND c.relkind = 'r' ORDER BY 1, 2"
@@ -161,11 +178,7 @@ pub(super) fn resync_table(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str
     };
     let remote =
         Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| fail(e));
-    // SAFETY: the local transaction that receives the copy.
-    unsafe {
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
+    begin_local();
     remote
         .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .unwrap_or_else(|e| fail(e));
@@ -190,15 +203,13 @@ pub(super) fn resync_table(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str
         ],
     )
     .unwrap_or_else(|e| fail(e.to_string()));
-    // SAFETY: committing as the provider's change made at the snapshot's time; the origin's
-    // position stays where the stream is.
-    unsafe {
-        pg_sys::replorigin_session_origin_lsn = 0;
-        pg_sys::replorigin_session_origin_timestamp = snapshot_time;
-        pg_sys::PopActiveSnapshot();
-        pg_sys::CommitTransactionCommand();
-        pg_sys::replorigin_session_origin_timestamp = 0;
-    }
+    // The origin's position stays where the stream is.
+    // SAFETY: reading the worker's session origin.
+    commit_as_provider(
+        unsafe { pg_sys::replorigin_session_origin },
+        0,
+        snapshot_time,
+    );
     log!(
         "subscription \"{}\": copied {copied} rows of {nsp}.{rel}",
         sub.name
@@ -241,9 +252,7 @@ fn copy_table(
             &format!(
                 "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = {}::regclass \
                  AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-                 AND EXISTS (SELECT 1 FROM spock.replication_set_table t \
-                             JOIN spock.replication_set s ON s.set_id = t.set_id \
-                             JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+                 AND EXISTS (SELECT 1 FROM {MEMBERSHIPS} \
                              WHERE t.set_reloid = a.attrelid \
                                AND s.set_name = ANY (ARRAY[{sets}]::text[]) \
                                AND (t.set_att_list IS NULL OR a.attname::text = ANY (t.set_att_list))) \
@@ -303,9 +312,7 @@ fn copy_table(
         .query(
             &format!(
                 "SELECT string_agg('(' || pg_get_expr(t.set_row_filter, t.set_reloid) || ')', ' AND ') \
-                 FROM spock.replication_set_table t \
-                 JOIN spock.replication_set s ON s.set_id = t.set_id \
-                 JOIN spock.local_node l ON l.node_id = s.set_nodeid \
+                 FROM {MEMBERSHIPS} \
                  WHERE t.set_reloid = {}::regclass AND s.set_name = ANY (ARRAY[{sets}]::text[]) \
                    AND t.set_row_filter IS NOT NULL",
                 quote_literal(&table)

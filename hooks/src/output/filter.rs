@@ -199,15 +199,10 @@ unsafe fn has_ondisk_toast(slot: *mut pg_sys::TupleTableSlot) -> bool {
             if isnull || attrs[i].attlen != -1 || attrs[i].attisdropped {
                 return false;
             }
-            // A 1-byte external header (0x01 on little-endian builds, 0x80 on big-endian)
-            // followed by the on-disk tag.
-            let p = (*(*slot).tts_values.add(i)).cast_mut_ptr::<u8>();
-            let external = if cfg!(target_endian = "little") {
-                *p == 0x01
-            } else {
-                *p == 0x80
-            };
-            external && u32::from(*p.add(1)) == pg_sys::vartag_external::VARTAG_ONDISK
+            let value = (*(*slot).tts_values.add(i)).cast_mut_ptr::<pg_sys::varlena>();
+            pgrx::varlena::varatt_is_1b_e(value)
+                && u32::from(pgrx::varlena::vartag_1b_e(value))
+                    == pg_sys::vartag_external::VARTAG_ONDISK
         })
     }
 }
