@@ -99,3 +99,62 @@ pub fn replorigin_session_setup(origin: pg_sys::RepOriginId) {
     // SAFETY: a guarded pgrx call.
     unsafe { pg_sys::replorigin_session_setup(origin, 0) }
 }
+
+/// Gives `estate` a range table holding the one relation `rte` describes (16 added the
+/// permission-info list).
+///
+/// # Safety
+/// `estate` is a fresh executor state and `rte` a relation entry, both in the current context.
+pub unsafe fn exec_init_range_table(estate: *mut pg_sys::EState, rte: *mut pg_sys::RangeTblEntry) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut perminfos: *mut pg_sys::List = std::ptr::null_mut();
+        pg_sys::addRTEPermissionInfo(&mut perminfos, rte);
+        let rtable = pg_sys::lappend(std::ptr::null_mut(), rte.cast());
+        pg_sys::ExecInitRangeTable(estate, rtable, perminfos);
+    }
+}
+
+/// `ExecInsertIndexTuples` for a freshly inserted row (16 added `onlySummarizing`).
+///
+/// # Safety
+/// The result relation's indexes are open and `slot` holds the row just inserted.
+pub unsafe fn insert_index_tuples(
+    rri: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    estate: *mut pg_sys::EState,
+    no_dup_err: bool,
+    spec_conflict: *mut bool,
+) -> *mut pg_sys::List {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        pg_sys::ExecInsertIndexTuples(
+            rri,
+            slot,
+            estate,
+            false,
+            no_dup_err,
+            spec_conflict,
+            std::ptr::null_mut(),
+            false,
+        )
+    }
+}
+
+/// An EvalPlanQual state for the single-row updates and deletes of `estate`.
+///
+/// # Safety
+/// `epq` points to writable memory that outlives its use with `estate`.
+pub unsafe fn epq_init(epq: *mut pg_sys::EPQState, estate: *mut pg_sys::EState) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        pg_sys::EvalPlanQualInit(
+            epq,
+            estate,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            -1,
+            std::ptr::null_mut(),
+        )
+    }
+}

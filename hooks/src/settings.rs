@@ -83,6 +83,8 @@ pub static ENABLE_DDL_REPLICATION: GucSetting<bool> = GucSetting::<bool>::new(fa
 pub static INCLUDE_DDL_REPSET: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ALLOW_DDL_FROM_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DENY_ALL_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Apply every row change through SQL statements instead of the executor (a diagnostic).
+pub static USE_SPI: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Set by replicate_ddl around the command it runs (already queued, so not queued again).
 pub static IN_REPLICATE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static COUNTRY: GucSetting<Option<std::ffi::CString>> =
@@ -119,6 +121,14 @@ pub fn define() {
         c"",
         &DENY_ALL_DDL,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.use_spi",
+        c"Apply replicated row changes through SQL statements instead of the executor.",
+        c"Slower; for diagnosis. Tables without a replica identity index always use SQL.",
+        &USE_SPI,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

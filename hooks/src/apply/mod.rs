@@ -3,8 +3,10 @@
 //! applies each remote transaction in one local transaction that also advances the origin, so a
 //! crash of either side neither loses nor re-applies a transaction.
 
+mod binary;
 mod conflict;
 mod exceptions;
+mod exec;
 mod progress;
 mod queue;
 mod sql;
@@ -136,6 +138,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         .expect("database oid in bgw_extra");
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let sub = load(sub_id);
+    exec::watch_relations();
 
     // Replicated changes fire only REPLICA/ALWAYS triggers (and no FK checks), like core.
     BackgroundWorker::transaction(|| {
@@ -235,6 +238,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         sub_id,
         last_sync_check: std::time::Instant::now(),
         relations: HashMap::new(),
+        targets: HashMap::new(),
         received: start,
         in_xact: false,
         xact: Xact::default(),
@@ -282,6 +286,10 @@ struct Applier {
     /// When the worker last looked for tables waiting for a copy (`sub_resync_table`, …).
     last_sync_check: std::time::Instant,
     relations: HashMap<u32, Rc<RemoteRel>>,
+    /// Per remote relation: the executor-level mapping of its local table, or `None` when
+    /// it takes the SQL path (built at first use, dropped when either side's definition
+    /// changes).
+    targets: HashMap<u32, Option<Rc<exec::Target>>>,
     received: u64,
     in_xact: bool,
     xact: Xact,
@@ -520,6 +528,7 @@ impl Applier {
             } => {
                 let local = describe_local(&nspname, &relname, &columns)
                     .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+                self.targets.remove(&relid);
                 self.relations.insert(
                     relid,
                     Rc::new(RemoteRel {
@@ -527,6 +536,7 @@ impl Applier {
                         relname,
                         columns,
                         local_types: local.types,
+                        local_type_oids: local.type_oids,
                         local_relid: local.relid,
                         key: local.key,
                         delta: local.delta,
@@ -536,18 +546,29 @@ impl Applier {
             Message::Insert { relid, new } => {
                 let rel = self.rel(relid);
                 if rel.nspname == "spock" && rel.relname == "queue" {
-                    self.queued(&rel, &new);
+                    self.queued(&rel, &binary::as_text(&rel, &new));
+                } else if let Some(t) = self.target(relid, &rel, &new) {
+                    self.insert_exec(&rel, &t, &new);
                 } else {
-                    self.insert(&rel, &new);
+                    self.insert(&rel, &binary::as_text(&rel, &new));
                 }
             }
             Message::Update { relid, old, new } => {
                 let rel = self.rel(relid);
-                self.update(&rel, old.as_deref(), &new);
+                if let Some(t) = self.target(relid, &rel, old.as_deref().unwrap_or(&new)) {
+                    self.update_exec(&rel, &t, old.as_deref(), &new);
+                } else {
+                    let old = old.map(|o| binary::as_text(&rel, &o));
+                    self.update(&rel, old.as_deref(), &binary::as_text(&rel, &new));
+                }
             }
             Message::Delete { relid, old } => {
                 let rel = self.rel(relid);
-                self.delete(&rel, &old);
+                if let Some(t) = self.target(relid, &rel, &old) {
+                    self.delete_exec(&rel, &t, &old);
+                } else {
+                    self.delete(&rel, &binary::as_text(&rel, &old));
+                }
             }
             Message::Truncate {
                 relids, cascade, ..
@@ -597,6 +618,132 @@ impl Applier {
             | Message::Origin { .. }
             | Message::CommitOrder { .. }
             | Message::Message { .. } => {}
+        }
+    }
+
+    /// The executor-level mapping for a change of `relid` whose key is in `key_values`, or
+    /// `None` when the change takes the SQL path.
+    fn target(
+        &mut self,
+        relid: u32,
+        rel: &RemoteRel,
+        key_values: &[Value],
+    ) -> Option<Rc<exec::Target>> {
+        for changed in exec::take_invalidated() {
+            match changed {
+                None => self.targets.clear(),
+                Some(oid) => self
+                    .targets
+                    .retain(|_, t| t.as_ref().is_none_or(|t| t.relid != oid)),
+            }
+        }
+        if settings::USE_SPI.get() {
+            return None;
+        }
+        let t = self
+            .targets
+            .entry(relid)
+            .or_insert_with(|| exec::Target::new(rel).map(Rc::new))
+            .clone()?;
+        t.has_key(key_values).then_some(t)
+    }
+
+    /// Remote INSERT through the executor: a new row, unless the key exists (then
+    /// last-update-wins decides) or a newer delete of it is remembered.
+    fn insert_exec(&mut self, rel: &RemoteRel, t: &exec::Target, new: &[Value]) {
+        let mut change = exec::Change::open(t);
+        if change.insert_or_skip(new) {
+            change.finish();
+            if self.may_have_tombstones(rel) {
+                self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
+            }
+            return;
+        }
+        match change.lock_row(new) {
+            Some(xmin) => {
+                let local = versions::local_version(xmin);
+                let wins = conflict::remote_wins(self.remote_version(), local);
+                if wins {
+                    change.update_found(new);
+                }
+                change.finish();
+                self.resolved(
+                    rel,
+                    Kind::InsertExists,
+                    wins,
+                    local,
+                    &binary::as_text(rel, new),
+                );
+            }
+            None => {
+                // The conflict is on another unique index: the SQL path reports it.
+                change.finish();
+                self.insert(rel, &binary::as_text(rel, new));
+            }
+        }
+    }
+
+    /// Remote UPDATE through the executor: applied to the locked row if newer; a missing row
+    /// goes to the SQL path (tombstones decide whether it is revived).
+    fn update_exec(
+        &mut self,
+        rel: &RemoteRel,
+        t: &exec::Target,
+        old: Option<&[Value]>,
+        new: &[Value],
+    ) {
+        let remote = self.remote_version();
+        let mut change = exec::Change::open(t);
+        match change.lock_row(old.unwrap_or(new)) {
+            Some(xmin) => {
+                let local = versions::local_version(xmin);
+                let wins = conflict::remote_wins(remote, local);
+                if wins {
+                    change.update_found(new);
+                }
+                change.finish();
+                if !wins || conflict::is_conflict(remote, local) {
+                    self.resolved(
+                        rel,
+                        Kind::UpdateUpdate,
+                        wins,
+                        local,
+                        &binary::as_text(rel, new),
+                    );
+                }
+            }
+            None => {
+                change.finish();
+                let old = old.map(|o| binary::as_text(rel, o));
+                self.update(rel, old.as_deref(), &binary::as_text(rel, new));
+            }
+        }
+    }
+
+    /// Remote DELETE through the executor: applied to the locked row if newer and remembered
+    /// as a tombstone; a missing row goes to the SQL path.
+    fn delete_exec(&mut self, rel: &RemoteRel, t: &exec::Target, old: &[Value]) {
+        let remote = self.remote_version();
+        let mut change = exec::Change::open(t);
+        let found = change.lock_row(old);
+        let wins = found.map(|xmin| {
+            let local = versions::local_version(xmin);
+            (conflict::remote_wins(remote, local), local)
+        });
+        if let Some((true, _)) = wins {
+            change.delete_found();
+        }
+        change.finish();
+        let old = binary::as_text(rel, old);
+        match wins {
+            Some((true, local)) => {
+                self.exec(rel.write_tombstone(&old));
+                if conflict::is_conflict(remote, local) {
+                    self.resolved(rel, Kind::DeleteUpdate, true, local, &old);
+                }
+            }
+            Some((false, local)) => self.resolved(rel, Kind::DeleteUpdate, false, local, &old),
+            None => self.delete(rel, &old),
         }
     }
 
@@ -1027,6 +1174,8 @@ struct LocalTable {
     relid: u32,
     /// The local type (as SQL text) of each remote column, matched by name.
     types: Vec<String>,
+    /// … and its oid.
+    type_oids: Vec<u32>,
     /// Positions of the local replica-identity index columns among the remote columns.
     key: Vec<usize>,
     /// Delta-apply columns among the remote columns, with their merge function.
@@ -1043,16 +1192,22 @@ fn describe_local(
         nspname.replace('"', "\"\""),
         relname.replace('"', "\"\"")
     );
-    let found: Vec<(String, String)> = Spi::connect(|c| {
+    let found: Vec<(String, String, pg_sys::Oid)> = Spi::connect(|c| {
         c.select(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid FROM pg_attribute \
              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
             None,
             &[qualified.as_str().into()],
         )
         .map(|rows| {
-            rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
-                .collect()
+            rows.filter_map(|r| {
+                Some((
+                    r.get::<String>(1).ok()??,
+                    r.get::<String>(2).ok()??,
+                    r.get::<pg_sys::Oid>(3).ok()??,
+                ))
+            })
+            .collect()
         })
     })
     .map_err(|e| e.to_string())?;
@@ -1084,13 +1239,13 @@ fn describe_local(
     } else {
         Vec::new()
     };
-    let types = columns
+    let typed = columns
         .iter()
         .map(|c| {
             found
                 .iter()
-                .find(|(name, _)| *name == c.name)
-                .map(|(_, ty)| ty.clone())
+                .find(|(name, _, _)| *name == c.name)
+                .map(|(_, ty, oid)| (ty.clone(), oid.to_u32()))
                 .ok_or_else(|| {
                     format!(
                         "unknown column name \"{}\" in table {nspname}.{relname}",
@@ -1099,6 +1254,7 @@ fn describe_local(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let (types, type_oids) = typed.into_iter().unzip();
     // Delta functions must take (old, new, local) of the column's type and belong to a
     // superuser: the apply worker runs them with its own rights.
     let delta: Vec<(usize, String)> = Spi::connect(|c| {
@@ -1128,6 +1284,7 @@ fn describe_local(
     Ok(LocalTable {
         relid,
         types,
+        type_oids,
         key,
         delta,
     })

@@ -11,6 +11,8 @@ pub struct RemoteRel {
     pub columns: Vec<Column>,
     /// The local type of each column (same order as `columns`), as SQL text.
     pub local_types: Vec<String>,
+    /// … and their oids.
+    pub local_type_oids: Vec<u32>,
     /// The local table's oid (tombstones are kept by it).
     pub local_relid: u32,
     /// Positions in `columns` of the local replica-identity index's columns, in index order:
@@ -414,6 +416,7 @@ mod tests {
             relname: "T\"x".into(),
             columns: vec![col("id", true), col("v", false), col("big", false)],
             local_types: vec!["integer".into(), "text".into(), "bytea".into()],
+            local_type_oids: vec![23, 25, 17],
             local_relid: 16384,
             key: vec![0],
             delta: Vec::new(),

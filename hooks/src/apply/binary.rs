@@ -1,0 +1,66 @@
+//! Values the provider sent in their type's binary (send/recv) form: decoded with the receive
+//! function, and turned into text where the SQL path and conflict reports need it.
+
+use super::sql::RemoteRel;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use spock_proto::Value;
+
+/// The datum of `bytes`, read by `typid`'s receive function (in the current memory context).
+pub fn receive(typid: pg_sys::Oid, typmod: i32, bytes: &[u8]) -> pg_sys::Datum {
+    // SAFETY: a catalog lookup, then the receive function on a NUL-terminated palloc'd copy
+    // wrapped as a StringInfo it may read to its end.
+    unsafe {
+        let mut recv = pg_sys::InvalidOid;
+        let mut param = pg_sys::InvalidOid;
+        pg_sys::getTypeBinaryInputInfo(typid, &mut recv, &mut param);
+        let data = pg_sys::palloc(bytes.len() + 1).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+        *data.add(bytes.len()) = 0;
+        let mut buf = pg_sys::StringInfoData {
+            data: data.cast(),
+            len: bytes.len() as i32,
+            maxlen: bytes.len() as i32 + 1,
+            cursor: 0,
+        };
+        pg_sys::OidReceiveFunctionCall(recv, &mut buf, param, typmod)
+    }
+}
+
+/// `d`'s text form by `typid`'s output function.
+pub fn output(typid: pg_sys::Oid, d: pg_sys::Datum) -> Vec<u8> {
+    // SAFETY: a catalog lookup and the output function of the datum's own type.
+    unsafe {
+        let mut out = pg_sys::InvalidOid;
+        let mut varlena = false;
+        pg_sys::getTypeOutputInfo(typid, &mut out, &mut varlena);
+        let s = pg_sys::OidOutputFunctionCall(out, d);
+        let text = std::ffi::CStr::from_ptr(s).to_bytes().to_vec();
+        pg_sys::pfree(s.cast());
+        text
+    }
+}
+
+/// `values` with every binary value turned into text (for the SQL path). The provider's type
+/// decodes it when built in; otherwise the local column's type does.
+pub fn as_text(rel: &RemoteRel, values: &[Value]) -> Vec<Value> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Binary(b) => {
+                let c = &rel.columns[i];
+                let typid = if c.type_oid < pg_sys::FirstNormalObjectId {
+                    pg_sys::Oid::from(c.type_oid)
+                } else {
+                    pg_sys::Oid::from(rel.local_type_oids[i])
+                };
+                Value::Text(output(typid, receive(typid, c.typmod, b)))
+            }
+            Value::Internal(_) => {
+                error!("internal-format values are not accepted by this apply worker")
+            }
+            v => v.clone(),
+        })
+        .collect()
+}

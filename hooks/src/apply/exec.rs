@@ -1,0 +1,468 @@
+//! Executor-level apply: a remote row becomes a tuple slot handed to PostgreSQL's replication
+//! executor routines — a replica-identity index lookup that locks the row, an insert through
+//! speculative insertion (so a concurrent local insert of the key is a conflict, not an error),
+//! updates and deletes of the locked row — so constraints, indexes, generated columns and
+//! replica-mode triggers behave as for any write, with no SQL to parse or plan per row.
+//!
+//! Tables this path cannot serve (no replica-identity index, partitioned, local columns the
+//! provider does not send, delta-apply columns) keep the SQL path in `sql.rs`.
+
+use super::sql::RemoteRel;
+use crate::compat;
+use pgrx::pg_sys;
+use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
+use pgrx::prelude::*;
+use spock_proto::Value;
+use std::cell::RefCell;
+
+unsafe extern "C-unwind" {
+    // executor/nodeModifyTable.h, which pgrx does not bind; the same in 15 to 17.
+    fn ExecComputeStoredGenerated(
+        rri: *mut pg_sys::ResultRelInfo,
+        estate: *mut pg_sys::EState,
+        slot: *mut pg_sys::TupleTableSlot,
+        cmdtype: pg_sys::CmdType::Type,
+    );
+}
+
+/// How a local column reads the values of one remote column.
+struct Column {
+    /// Index of the local attribute in the relation's descriptor.
+    att: usize,
+    typid: pg_sys::Oid,
+    typmod: i32,
+    /// The provider's type when it is a built-in one (its oid means the same type here).
+    remote_builtin: Option<pg_sys::Oid>,
+    input: pg_sys::FmgrInfo,
+    input_param: pg_sys::Oid,
+}
+
+/// A local table the executor path serves, with the mapping of the provider's columns.
+pub struct Target {
+    pub relid: pg_sys::Oid,
+    index: pg_sys::Oid,
+    columns: Vec<Column>,
+    /// Positions (among the remote columns) of the replica-identity index's columns.
+    key: Vec<usize>,
+}
+
+thread_local! {
+    /// Relations whose definition changed since the worker last looked (`None` entry: all).
+    static INVALIDATED: RefCell<Vec<Option<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    INVALIDATED.with(|v| {
+        v.borrow_mut()
+            .push((relid != pg_sys::InvalidOid).then_some(relid))
+    });
+}
+
+/// Makes the worker hear of relation changes (called once per process).
+pub fn watch_relations() {
+    // SAFETY: registering a callback that only records the relation id.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0))
+    };
+}
+
+/// The relations changed since the last call (`None`: possibly all of them).
+pub fn take_invalidated() -> Vec<Option<pg_sys::Oid>> {
+    INVALIDATED.with(|v| std::mem::take(&mut *v.borrow_mut()))
+}
+
+impl Target {
+    /// The executor mapping of `rel`'s local table, or `None` when it needs the SQL path.
+    /// Call inside a transaction.
+    pub fn new(rel: &RemoteRel) -> Option<Target> {
+        if rel.key.is_empty() || !rel.delta.is_empty() {
+            return None;
+        }
+        let relid = pg_sys::Oid::from(rel.local_relid);
+        // SAFETY: the relation is opened and closed here (its lock is kept to the end of the
+        // transaction); descriptor reads and catalog lookups of an open relation.
+        unsafe {
+            let r = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+            let target = Self::describe(r, rel);
+            pg_sys::table_close(r, pg_sys::NoLock as i32);
+            target
+        }
+    }
+
+    unsafe fn describe(r: pg_sys::Relation, rel: &RemoteRel) -> Option<Target> {
+        // SAFETY: `r` is open.
+        unsafe {
+            if (*(*r).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char {
+                return None;
+            }
+            let index = pg_sys::RelationGetReplicaIndex(r);
+            if index == pg_sys::InvalidOid {
+                return None;
+            }
+            let desc = (*r).rd_att;
+            let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+            let mut columns = Vec::with_capacity(rel.columns.len());
+            for c in &rel.columns {
+                let att = attrs.iter().position(|a| {
+                    !a.attisdropped && pgrx::name_data_to_str(&a.attname) == c.name
+                })?;
+                let a = &attrs[att];
+                if a.attgenerated != 0 {
+                    return None;
+                }
+                let mut input_fn = pg_sys::InvalidOid;
+                let mut input_param = pg_sys::InvalidOid;
+                pg_sys::getTypeInputInfo(a.atttypid, &mut input_fn, &mut input_param);
+                let mut input = pg_sys::FmgrInfo::default();
+                pg_sys::fmgr_info_cxt(input_fn, &mut input, pg_sys::TopMemoryContext);
+                columns.push(Column {
+                    att,
+                    typid: a.atttypid,
+                    typmod: a.atttypmod,
+                    remote_builtin: (c.type_oid < pg_sys::FirstNormalObjectId)
+                        .then(|| pg_sys::Oid::from(c.type_oid)),
+                    input,
+                    input_param,
+                });
+            }
+            // Every stored local column must come from the provider: the others would need
+            // their defaults evaluated, which the SQL path does.
+            let served = attrs.iter().enumerate().all(|(i, a)| {
+                a.attisdropped || a.attgenerated != 0 || columns.iter().any(|c| c.att == i)
+            });
+            served.then(|| Target {
+                relid: (*r).rd_id,
+                index,
+                columns,
+                key: rel.key.clone(),
+            })
+        }
+    }
+
+    /// Whether `values` carries every key column (else the SQL path matches by the
+    /// provider's own key columns).
+    pub fn has_key(&self, values: &[Value]) -> bool {
+        self.key
+            .iter()
+            .all(|&i| matches!(values.get(i), Some(Value::Text(_) | Value::Binary(_))))
+    }
+}
+
+/// The executor state of one remote change on one table; `finish` ends it.
+pub struct Change<'a> {
+    target: &'a Target,
+    rel: pg_sys::Relation,
+    estate: *mut pg_sys::EState,
+    rri: *mut pg_sys::ResultRelInfo,
+    epq: *mut pg_sys::EPQState,
+    /// The locked local row `lock_row` found.
+    found: *mut pg_sys::TupleTableSlot,
+    old_context: pg_sys::MemoryContext,
+}
+
+impl<'a> Change<'a> {
+    /// Opens the table for one change (inside the apply transaction).
+    pub fn open(target: &'a Target) -> Change<'a> {
+        // SAFETY: executor setup as for a single-table modification, in memory that
+        // `finish` frees; an error aborts the transaction, which releases all of it.
+        unsafe {
+            let rel = pg_sys::table_open(target.relid, pg_sys::RowExclusiveLock as i32);
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            let estate = pg_sys::CreateExecutorState();
+            let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+            let rte = PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry)
+                .into_pg();
+            (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
+            (*rte).relid = target.relid;
+            (*rte).relkind = (*(*rel).rd_rel).relkind;
+            (*rte).rellockmode = pg_sys::AccessShareLock as i32;
+            compat::exec_init_range_table(estate, rte);
+            let rri = PgBox::<pg_sys::ResultRelInfo>::alloc_node(pg_sys::NodeTag::T_ResultRelInfo)
+                .into_pg();
+            pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+            (*estate).es_opened_result_relations =
+                pg_sys::lappend((*estate).es_opened_result_relations, rri.cast());
+            (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::AfterTriggerBeginQuery();
+            // Speculative: unique checks before the insert (see `insert_or_skip`).
+            pg_sys::ExecOpenIndices(rri, true);
+            let epq = pg_sys::palloc0(std::mem::size_of::<pg_sys::EPQState>()).cast();
+            compat::epq_init(epq, estate);
+            Change {
+                target,
+                rel,
+                estate,
+                rri,
+                epq,
+                found: std::ptr::null_mut(),
+                old_context,
+            }
+        }
+    }
+
+    /// Runs the queued AFTER triggers and frees the executor state.
+    pub fn finish(self) {
+        // SAFETY: undoes `open` in reverse; the relation lock stays to the end of the
+        // transaction.
+        unsafe {
+            pg_sys::ExecCloseIndices(self.rri);
+            pg_sys::EvalPlanQualEnd(self.epq);
+            pg_sys::AfterTriggerEndQuery(self.estate);
+            pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
+            pg_sys::MemoryContextSwitchTo(self.old_context);
+            pg_sys::FreeExecutorState(self.estate);
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+            pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
+        }
+    }
+
+    fn new_slot(&self) -> *mut pg_sys::TupleTableSlot {
+        // SAFETY: a slot of the open relation, freed with the executor state.
+        unsafe { pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable) }
+    }
+
+    /// A slot holding `values`; columns the provider left unchanged (TOAST) or did not send
+    /// keep `base`'s values.
+    fn slot_of(
+        &self,
+        values: &[Value],
+        base: Option<*mut pg_sys::TupleTableSlot>,
+    ) -> *mut pg_sys::TupleTableSlot {
+        let slot = self.new_slot();
+        // SAFETY: the slot's arrays have one entry per attribute of the relation, which every
+        // `Column::att` indexes; datums are made in the executor's memory.
+        unsafe {
+            let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+            pg_sys::ExecClearTuple(slot);
+            let out_values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+            let out_nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+            match base {
+                Some(b) => {
+                    pg_sys::slot_getallattrs(b);
+                    out_values.copy_from_slice(std::slice::from_raw_parts((*b).tts_values, natts));
+                    out_nulls.copy_from_slice(std::slice::from_raw_parts((*b).tts_isnull, natts));
+                }
+                None => out_nulls.fill(true),
+            }
+            for (c, v) in self.target.columns.iter().zip(values) {
+                match v {
+                    Value::Null => out_nulls[c.att] = true,
+                    Value::UnchangedToast if base.is_some() => {}
+                    Value::UnchangedToast => error!(
+                        "remote row for {} has an unchanged TOAST value but no local row to take it from",
+                        self.name()
+                    ),
+                    v => {
+                        out_values[c.att] = datum(c, v);
+                        out_nulls[c.att] = false;
+                    }
+                }
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+        }
+        slot
+    }
+
+    fn name(&self) -> String {
+        // SAFETY: the relation is open.
+        unsafe {
+            let form = (*self.rel).rd_rel;
+            let nsp = pg_sys::get_namespace_name((*form).relnamespace);
+            format!(
+                "{}.{}",
+                std::ffi::CStr::from_ptr(nsp).to_string_lossy(),
+                pgrx::name_data_to_str(&(*form).relname)
+            )
+        }
+    }
+
+    /// Finds the local row with `values`' key and locks it; returns its xmin.
+    pub fn lock_row(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
+        let search = self.new_slot();
+        // SAFETY: only the key columns are read by the index lookup.
+        unsafe {
+            let natts = (*(*search).tts_tupleDescriptor).natts as usize;
+            pg_sys::ExecClearTuple(search);
+            std::slice::from_raw_parts_mut((*search).tts_isnull, natts).fill(true);
+            for &i in &self.target.key {
+                let c = &self.target.columns[i];
+                *(*search).tts_values.add(c.att) = datum(c, &values[i]);
+                *(*search).tts_isnull.add(c.att) = false;
+            }
+            pg_sys::ExecStoreVirtualTuple(search);
+            let out = self.new_slot();
+            let found = pg_sys::RelationFindReplTupleByIndex(
+                self.rel,
+                self.target.index,
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                search,
+                out,
+            );
+            if !found {
+                self.found = std::ptr::null_mut();
+                return None;
+            }
+            self.found = out;
+            let mut isnull = false;
+            let xmin =
+                pg_sys::slot_getsysattr(out, pg_sys::MinTransactionIdAttributeNumber, &mut isnull);
+            Some(pg_sys::TransactionId::from(xmin.value() as u32))
+        }
+    }
+
+    /// Inserts the row unless a unique index already holds its key (then returns false and
+    /// changes nothing). A concurrent insert of the same key waits or loses, like
+    /// `INSERT … ON CONFLICT DO NOTHING`.
+    pub fn insert_or_skip(&mut self, values: &[Value]) -> bool {
+        let slot = self.slot_of(values, None);
+        // SAFETY: the executor steps of an insert, with speculative insertion for the unique
+        // indexes opened in `open`; the table AM calls go through pgrx's shims.
+        unsafe {
+            if !self.before_insert(slot) {
+                return true;
+            }
+            loop {
+                let mut conflict = pg_sys::ItemPointerData::default();
+                if !pg_sys::ExecCheckIndexConstraints(
+                    self.rri,
+                    slot,
+                    self.estate,
+                    &mut conflict,
+                    std::ptr::null_mut(),
+                ) {
+                    return false;
+                }
+                let xid = pg_sys::GetCurrentTransactionId();
+                let token = pg_sys::SpeculativeInsertionLockAcquire(xid);
+                pg_sys::table_tuple_insert_speculative(
+                    self.rel,
+                    slot,
+                    (*self.estate).es_output_cid,
+                    0,
+                    std::ptr::null_mut(),
+                    token,
+                );
+                let mut spec_conflict = false;
+                let recheck = compat::insert_index_tuples(
+                    self.rri,
+                    slot,
+                    self.estate,
+                    true,
+                    &mut spec_conflict,
+                );
+                pg_sys::table_tuple_complete_speculative(self.rel, slot, token, !spec_conflict);
+                pg_sys::SpeculativeInsertionLockRelease(xid);
+                if spec_conflict {
+                    // Someone inserted the key meanwhile: look again.
+                    pg_sys::list_free(recheck);
+                    continue;
+                }
+                pg_sys::ExecARInsertTriggers(
+                    self.estate,
+                    self.rri,
+                    slot,
+                    recheck,
+                    std::ptr::null_mut(),
+                );
+                pg_sys::list_free(recheck);
+                return true;
+            }
+        }
+    }
+
+    /// BEFORE ROW triggers, generated columns and constraints of a new row; false when a
+    /// trigger suppressed it.
+    unsafe fn before_insert(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: the caller's slot belongs to this relation.
+        unsafe {
+            let trig = (*self.rri).ri_TrigDesc;
+            if !trig.is_null()
+                && (*trig).trig_insert_before_row
+                && !pg_sys::ExecBRInsertTriggers(self.estate, self.rri, slot)
+            {
+                return false;
+            }
+            let constr = (*(*self.rel).rd_att).constr;
+            if !constr.is_null() {
+                if (*constr).has_generated_stored {
+                    pg_guard_ffi_boundary(|| {
+                        ExecComputeStoredGenerated(
+                            self.rri,
+                            self.estate,
+                            slot,
+                            pg_sys::CmdType::CMD_INSERT,
+                        )
+                    });
+                }
+                pg_sys::ExecConstraints(self.rri, slot, self.estate);
+            }
+            if (*(*self.rel).rd_rel).relispartition {
+                pg_sys::ExecPartitionCheck(self.rri, slot, self.estate, true);
+            }
+            true
+        }
+    }
+
+    /// Updates the row `lock_row` found with `values` (unchanged TOAST values kept).
+    pub fn update_found(&mut self, values: &[Value]) {
+        assert!(!self.found.is_null(), "update_found without a locked row");
+        let slot = self.slot_of(values, Some(self.found));
+        // SAFETY: `found` holds the locked row's tid; both slots belong to this relation.
+        unsafe {
+            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, self.epq, self.found, slot)
+        };
+    }
+
+    /// Deletes the row `lock_row` found.
+    pub fn delete_found(&mut self) {
+        assert!(!self.found.is_null(), "delete_found without a locked row");
+        // SAFETY: `found` holds the locked row's tid.
+        unsafe { pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, self.epq, self.found) };
+    }
+}
+
+/// The local datum of a sent value (text through the input function, binary through the
+/// receive function of the provider's built-in type, or of the local type otherwise).
+fn datum(c: &Column, v: &Value) -> pg_sys::Datum {
+    match v {
+        Value::Text(t) => {
+            // SAFETY: a NUL-terminated copy for the input function, which returns a datum
+            // in the current (executor) memory.
+            unsafe {
+                let s = pg_sys::pnstrdup(t.as_ptr().cast(), t.len());
+                pg_sys::InputFunctionCall(
+                    &c.input as *const _ as *mut _,
+                    s,
+                    c.input_param,
+                    c.typmod,
+                )
+            }
+        }
+        Value::Binary(b) => {
+            let wire_type = c.remote_builtin.unwrap_or(c.typid);
+            let d = super::binary::receive(wire_type, c.typmod, b);
+            if wire_type == c.typid {
+                d
+            } else {
+                // Same-named built-in types differ between the nodes: go through text.
+                let text = super::binary::output(wire_type, d);
+                // SAFETY: as for text values above.
+                unsafe {
+                    let s = pg_sys::pnstrdup(text.as_ptr().cast(), text.len());
+                    pg_sys::InputFunctionCall(
+                        &c.input as *const _ as *mut _,
+                        s,
+                        c.input_param,
+                        c.typmod,
+                    )
+                }
+            }
+        }
+        Value::Null | Value::UnchangedToast => unreachable!("handled by the caller"),
+        Value::Internal(_) => {
+            error!("internal-format values are not accepted by this apply worker")
+        }
+    }
+}
