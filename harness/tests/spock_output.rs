@@ -226,3 +226,67 @@ fn bad_stream_parameters_are_refused() {
         );
     });
 }
+
+/// Built-in types travel in their send/recv form when the client asks for binary values of
+/// the server's own major; user-defined types stay text, and so does everything when the
+/// client's major differs.
+#[test]
+fn binary_values_when_asked_for_the_same_major() {
+    common::for_each_kernel(|kernel| {
+        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+        let n = cluster.node(0);
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('n1', '{}')",
+            n.dsn("postgres")
+        ))
+        .unwrap();
+        n.sql(
+            "CREATE TYPE mood AS ENUM ('ok'); \
+             CREATE TABLE b(id int PRIMARY KEY, m mood, a int[], t text); \
+             SELECT spock.repset_add_table('default', 'b');",
+        )
+        .unwrap();
+        n.sql("SELECT pg_create_logical_replication_slot('s', 'spock_output')")
+            .unwrap();
+        n.sql("INSERT INTO b VALUES (1, 'ok', '{1,2}', 'x')")
+            .unwrap();
+        let major: u32 = n
+            .sql("SELECT current_setting('server_version_num')::int / 100")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let inserted = |major: u32| -> Vec<Value> {
+            let out = n
+                .sql(&format!(
+                    "SELECT encode(data, 'hex') FROM pg_logical_slot_peek_binary_changes('s', NULL, NULL, \
+                     {PARAMS}, 'binary.want_binary_basetypes', '1', \
+                     'binary.basetypes_major_version', '{major}')"
+                ))
+                .unwrap();
+            out.lines()
+                .map(|l| {
+                    let bytes: Vec<u8> = (0..l.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                        .collect();
+                    Message::decode(&bytes).unwrap()
+                })
+                .find_map(|m| match m {
+                    Message::Insert { new, .. } => Some(new),
+                    _ => None,
+                })
+                .expect("an INSERT")
+        };
+        let got = inserted(major);
+        assert_eq!(got[0], Value::Binary(vec![0, 0, 0, 1]));
+        assert_eq!(text(&got[1]), "ok");
+        assert!(matches!(got[2], Value::Binary(_)), "{:?}", got[2]);
+        assert_eq!(got[3], Value::Binary(b"x".to_vec()));
+        let got = inserted(major + 1);
+        assert_eq!(
+            got.iter().map(text).collect::<Vec<_>>(),
+            ["1", "ok", "{1,2}", "x"]
+        );
+    });
+}

@@ -737,3 +737,87 @@ fn helper_functions() {
         assert_eq!(s.sql("SELECT spock.get_country()").unwrap(), "??");
     });
 }
+
+/// The apply worker writes through the executor and keeps the subscriber's own rules:
+/// ordinary triggers stay quiet while REPLICA ones fire, a generated column only the
+/// subscriber has is computed there, an unchanged TOASTed value keeps the local copy, and a
+/// row breaking a subscriber-only CHECK constraint is an error the exception log reports
+/// (`transdiscard`) while later transactions go on. Values travel in binary here, and as text
+/// for a subscription with `force_text_transfer`; both give the same rows.
+#[test]
+fn executor_apply_keeps_the_subscribers_rules() {
+    common::for_each_kernel(|kernel| {
+        let schema = "CREATE TABLE acct(id int PRIMARY KEY, owner text UNIQUE, amount numeric, \
+                      at timestamptz, tags text[], note text);";
+        let cluster = two_nodes(kernel, schema);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        s.sql(
+            "ALTER TABLE acct ADD COLUMN doubled numeric GENERATED ALWAYS AS (amount * 2) STORED; \
+             ALTER TABLE acct ADD CONSTRAINT small CHECK (amount < 1000); \
+             CREATE TABLE audit(what text); \
+             CREATE FUNCTION log_it() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN INSERT INTO audit VALUES (TG_NAME || ':' || TG_OP || ':' || NEW.id); RETURN NEW; END $$; \
+             CREATE TRIGGER ordinary BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION log_it(); \
+             CREATE TRIGGER replica BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION log_it(); \
+             ALTER TABLE acct ENABLE REPLICA TRIGGER replica;",
+        )
+        .unwrap();
+        s.configure("spock.exception_behaviour", "transdiscard")
+            .unwrap();
+        subscribe(p, s);
+        // One transaction per statement.
+        for sql in [
+            "INSERT INTO acct VALUES (1, 'ann', 10.5, '2024-02-29 12:00:00.123456+00', '{a,\"b c\"}', \
+               (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)), \
+               (2, 'bob', 20, NULL, NULL, 'short')",
+            "UPDATE acct SET amount = 11 WHERE id = 1",
+            "DELETE FROM acct WHERE id = 2",
+            "INSERT INTO acct VALUES (3, 'cy', 5000, NULL, NULL, 'too much')",
+            "INSERT INTO acct VALUES (4, 'dee', 4, NULL, '{}', NULL)",
+        ] {
+            p.sql(sql).unwrap();
+        }
+        let rows = "SELECT string_agg(format('%s|%s|%s|%s|%s|%s', id, owner, amount, at, tags, md5(note)), \
+                    E'\\n' ORDER BY id) FROM acct WHERE id <> 3";
+        converge(p, s, rows, Duration::from_secs(60));
+        assert_eq!(
+            s.sql("SELECT string_agg(id || ':' || doubled, ',' ORDER BY id) FROM acct")
+                .unwrap(),
+            "1:22,4:8"
+        );
+        assert_eq!(
+            s.sql("SELECT string_agg(what, ',' ORDER BY what) FROM audit")
+                .unwrap(),
+            "replica:INSERT:1,replica:INSERT:2,replica:INSERT:4,replica:UPDATE:1"
+        );
+        let logged = s
+            .sql("SELECT operation || ' ' || error_message FROM spock.exception_log WHERE table_name = 'acct'")
+            .unwrap();
+        assert!(
+            logged.contains("INSERT") && logged.contains("small"),
+            "{logged}"
+        );
+
+        // The same changes as text.
+        s.sql("SELECT spock.sub_drop('sub_n1_n2'); TRUNCATE acct, audit")
+            .unwrap();
+        p.sql("DELETE FROM acct WHERE id = 3").unwrap();
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}', force_text_transfer := true, \
+             synchronize_data := true)",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        p.sql(
+            "UPDATE acct SET amount = 12, at = '2001-01-01 01:01:01.5+00' WHERE id = 1; \
+               INSERT INTO acct VALUES (5, 'eve', 0.125, now(), '{x}', 'e')",
+        )
+        .unwrap();
+        converge(p, s, rows, Duration::from_secs(60));
+        assert_eq!(
+            s.sql("SELECT string_agg(id || ':' || doubled, ',' ORDER BY id) FROM acct")
+                .unwrap(),
+            "1:24,4:8,5:0.250"
+        );
+    });
+}

@@ -64,3 +64,28 @@ pub fn as_text(rel: &RemoteRel, values: &[Value]) -> Vec<Value> {
         })
         .collect()
 }
+
+/// `as_text` for reports: when a value does not decode, the binary values are left out
+/// instead of raising (the failed decoding is rolled back in a subtransaction).
+pub fn as_text_for_report(rel: &RemoteRel, values: &[Value]) -> Vec<Value> {
+    if !values.iter().any(|v| matches!(v, Value::Binary(_))) {
+        return values.to_vec();
+    }
+    // SAFETY: a subtransaction of the apply transaction, ended on both paths; the caller's
+    // memory context is restored afterwards.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let converted =
+            PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Some(as_text(rel, values))))
+                .catch_others(|_| None)
+                .execute();
+        if converted.is_some() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        converted.unwrap_or_else(|| values.to_vec())
+    }
+}

@@ -348,8 +348,8 @@ impl Logged {
                 operation,
                 schema: Some(rel.nspname.clone()),
                 table: Some(rel.relname.clone()),
-                old: old.map(|v| rel.tuple_json(v)),
-                new: new.map(|v| rel.tuple_json(v)),
+                old: old.map(|v| rel.tuple_json(&super::binary::as_text_for_report(rel, v))),
+                new: new.map(|v| rel.tuple_json(&super::binary::as_text_for_report(rel, v))),
             },
             None => Logged {
                 operation,

@@ -45,6 +45,8 @@ struct Subscription {
     needs_data_sync: bool,
     /// … and for the provider's schema first (`synchronize_structure`).
     needs_structure_sync: bool,
+    /// `force_text_transfer`: values travel as text even where both sides could use binary.
+    force_text: bool,
 }
 
 fn load(sub_id: u32) -> Subscription {
@@ -65,7 +67,8 @@ fn load(sub_id: u32) -> Subscription {
                              AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r'), \
                      s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text, \
                      EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
-                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r') \
+                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r'), \
+                     coalesce(s.sub_force_text_transfer, false) \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -91,6 +94,7 @@ fn load(sub_id: u32) -> Subscription {
                 provider: row.get::<i64>(7).ok().flatten().unwrap_or(0) as u32,
                 skip_lsn: text(8).parse().unwrap_or(0),
                 needs_structure_sync: row.get::<bool>(9).ok().flatten().unwrap_or(false),
+                force_text: row.get::<bool>(10).ok().flatten().unwrap_or(false),
             }
         })
     })
@@ -188,6 +192,16 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
             spock_proto::MAX_PROTO_VERSION.to_string(),
         ),
         ("proto_format", "native".into()),
+        // Send/recv binary for built-in types when both sides run the same major.
+        (
+            "binary.want_binary_basetypes",
+            if sub.force_text { "0" } else { "1" }.into(),
+        ),
+        ("binary.want_internal_basetypes", "0".into()),
+        (
+            "binary.basetypes_major_version",
+            (pg_sys::PG_VERSION_NUM / 100).to_string(),
+        ),
         // SAFETY: the database encoding name is a static string.
         (
             "expected_encoding",

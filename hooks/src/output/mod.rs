@@ -27,6 +27,8 @@ struct Stream {
     /// Between `spock.repair_mode(true)` and `(false)` in the transaction being decoded: its
     /// DML and TRUNCATE stay on this node.
     repair: bool,
+    /// Built-in types travel in their send/recv form (the client asked, same major).
+    binary: bool,
     buf: Vec<u8>,
 }
 
@@ -117,6 +119,7 @@ unsafe extern "C-unwind" fn startup(
         }
     }
     let (node_id, sets, members) = members::load_startup(&params);
+    let binary = params.binary_major == Some(pg_sys::PG_VERSION_NUM / 100);
     let stream = Box::new(Stream {
         params,
         node_id,
@@ -124,6 +127,7 @@ unsafe extern "C-unwind" fn startup(
         members,
         sent_startup: false,
         repair: false,
+        binary,
         buf: Vec::new(),
     });
     // SAFETY: the context outlives the stream; `shutdown` frees it.
@@ -225,7 +229,10 @@ fn startup_params(s: &Stream) -> Vec<(String, String)> {
         ("spock_version", crate::SPOCK_VERSION.into()),
         ("spock_version_num", crate::SPOCK_VERSION_NUM.to_string()),
         ("binary.internal_basetypes", "f".into()),
-        ("binary.binary_basetypes", "f".into()),
+        (
+            "binary.binary_basetypes",
+            if s.binary { "t" } else { "f" }.into(),
+        ),
         (
             "binary.basetypes_major_version",
             (pg_sys::PG_VERSION_NUM / 100).to_string(),
@@ -327,20 +334,20 @@ unsafe extern "C-unwind" fn change(
         match action {
             Kind::REORDER_BUFFER_CHANGE_INSERT => {
                 w.u8(b'I').u8(0).u32(relid_u32).u8(b'N');
-                tuples::write_tuple(&mut w, relation, new, &member.columns);
+                tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
             }
             Kind::REORDER_BUFFER_CHANGE_UPDATE => {
                 w.u8(b'U').u8(0).u32(relid_u32);
                 if !old.is_null() {
                     w.u8(b'K');
-                    tuples::write_tuple(&mut w, relation, old, &member.columns);
+                    tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
                 }
                 w.u8(b'N');
-                tuples::write_tuple(&mut w, relation, new, &member.columns);
+                tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
             }
             _ => {
                 w.u8(b'D').u8(0).u32(relid_u32).u8(b'K');
-                tuples::write_tuple(&mut w, relation, old, &member.columns);
+                tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
             }
         }
         send(ctx, &s.buf, true);

@@ -16,6 +16,9 @@ pub struct Params {
     pub forward_all_origins: bool,
     /// `spock.replicate_only_table`: (schema, table).
     pub only_table: Option<(String, String)>,
+    /// The client takes send/recv binary values of the given server major
+    /// (`binary.want_binary_basetypes`, `binary.basetypes_major_version`).
+    pub binary_major: Option<u32>,
 }
 
 fn parse_int(key: &str, value: Option<&str>) -> Result<u32, String> {
@@ -107,7 +110,16 @@ pub fn parse(options: &[(String, Option<String>)]) -> Result<Params, String> {
             }
         },
     };
+    let want_binary = matches!(
+        get("binary.want_binary_basetypes").flatten(),
+        Some("1" | "t" | "true" | "on")
+    );
+    let binary_major = match get("binary.basetypes_major_version").flatten() {
+        Some(v) if want_binary => Some(parse_int("binary.basetypes_major_version", Some(v))?),
+        _ => None,
+    };
     Ok(Params {
+        binary_major,
         proto_version: max.min(MAX_PROTO_VERSION),
         expected_encoding: get("expected_encoding").flatten().map(String::from),
         replication_sets,
@@ -139,6 +151,19 @@ mod tests {
         assert_eq!(p.proto_version, 4);
         assert_eq!(p.replication_sets, DEFAULT_SETS);
         assert!(!p.forward_all_origins);
+        assert_eq!(p.binary_major, None);
+    }
+
+    #[test]
+    fn binary_values_only_when_asked() {
+        let mut o = opts(&BASE);
+        o.push(("binary.basetypes_major_version".into(), Some("1700".into())));
+        assert_eq!(parse(&o).unwrap().binary_major, None);
+        o.push(("binary.want_binary_basetypes".into(), Some("1".into())));
+        assert_eq!(parse(&o).unwrap().binary_major, Some(1700));
+        o.pop();
+        o.push(("binary.want_binary_basetypes".into(), Some("0".into())));
+        assert_eq!(parse(&o).unwrap().binary_major, None);
     }
 
     #[test]

@@ -1,9 +1,50 @@
 //! RELATION metadata and row tuples of a relation, in spock's native format. Values travel as
-//! the type's text output; unchanged TOASTed values as 'u' so the subscriber keeps its own.
+//! the type's text output, or its send/recv binary form for built-in types when the client
+//! asked for it; unchanged TOASTed values as 'u' so the subscriber keeps its own.
 
 use pgrx::pg_sys;
 use spock_proto::Writer;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
+
+thread_local! {
+    /// Built-in type → its send function, if its binary form can travel (built-in types never
+    /// change, so this is never invalidated).
+    static SEND_FN: RefCell<HashMap<pg_sys::Oid, Option<pg_sys::Oid>>> = RefCell::new(HashMap::new());
+}
+
+/// The send function of `typid` if values of it may travel in binary: built-in (its oid means
+/// the same type on the subscriber), not composite (whose binary form names column types by
+/// oid), with a send function.
+fn binary_send_fn(typid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    if typid.to_u32() >= pg_sys::FirstNormalObjectId {
+        return None;
+    }
+    SEND_FN.with(|cache| {
+        *cache.borrow_mut().entry(typid).or_insert_with(|| {
+            // SAFETY: catalog lookups of a built-in type.
+            unsafe {
+                if pg_sys::get_typtype(typid) == pg_sys::TYPTYPE_COMPOSITE as std::ffi::c_char {
+                    return None;
+                }
+                let (mut len, mut byval, mut align, mut delim) = (0i16, false, 0, 0);
+                let (mut param, mut send) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+                pg_sys::get_type_io_data(
+                    typid,
+                    pg_sys::IOFuncSelector::IOFunc_send,
+                    &mut len,
+                    &mut byval,
+                    &mut align,
+                    &mut delim,
+                    &mut param,
+                    &mut send,
+                );
+                (send != pg_sys::InvalidOid).then_some(send)
+            }
+        })
+    })
+}
 
 /// `VARTAG_ONDISK`: a TOAST pointer to out-of-line storage.
 const VARTAG_ONDISK: u8 = 18;
@@ -82,6 +123,7 @@ pub unsafe fn write_tuple(
     relation: pg_sys::Relation,
     tuple: pg_sys::HeapTuple,
     columns: &Option<Vec<String>>,
+    binary: bool,
 ) {
     // SAFETY: the tuple is deformed with its relation's descriptor; output strings are copied
     // before being freed.
@@ -105,6 +147,12 @@ pub unsafe fn write_tuple(
                     w.u8(b'u');
                     continue;
                 }
+            }
+            if let Some(send) = binary.then(|| binary_send_fn(a.atttypid)).flatten() {
+                let bytes = pg_sys::OidSendFunctionCall(send, value);
+                w.binary_value(pgrx::varlena::varlena_to_byte_slice(bytes));
+                pg_sys::pfree(bytes.cast());
+                continue;
             }
             let mut out_fn = pg_sys::InvalidOid;
             let mut is_varlena = false;
