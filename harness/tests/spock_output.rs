@@ -283,6 +283,12 @@ fn binary_values_when_asked_for_the_same_major() {
         assert_eq!(text(&got[1]), "ok");
         assert!(matches!(got[2], Value::Binary(_)), "{:?}", got[2]);
         assert_eq!(got[3], Value::Binary(b"x".to_vec()));
+        // The rows the output side sent, counted under subscription 0 (peeks count too).
+        assert_eq!(
+            n.sql("SELECT subid || ' ' || table_name || ' ' || n_tup_ins FROM spock.channel_table_stats")
+                .unwrap(),
+            "0 b 1"
+        );
         let got = inserted(major + 1);
         assert_eq!(
             got.iter().map(text).collect::<Vec<_>>(),

@@ -797,6 +797,27 @@ fn executor_apply_keeps_the_subscribers_rules() {
             logged.contains("INSERT") && logged.contains("small"),
             "{logged}"
         );
+        // The channel counters of both sides.
+        assert_eq!(
+            s.sql("SELECT sub_name || ' ' || (n_tup_ins >= 3) || ' ' || n_tup_upd || ' ' || n_tup_del \
+                   FROM spock.channel_table_stats WHERE table_name = 'acct'")
+                .unwrap(),
+            "sub_n1_n2 true 1 1"
+        );
+        assert_eq!(
+            p.sql(
+                "SELECT sub_name || ' ' || n_tup_ins || ' ' || n_tup_upd || ' ' || n_tup_del \
+                   FROM spock.channel_table_stats WHERE table_name = 'acct'"
+            )
+            .unwrap(),
+            "<output> 4 1 1"
+        );
+        p.sql("SELECT spock.reset_channel_stats()").unwrap();
+        assert_eq!(
+            p.sql("SELECT count(*) FROM spock.channel_summary_stats")
+                .unwrap(),
+            "0"
+        );
 
         // The same changes as text.
         s.sql("SELECT spock.sub_drop('sub_n1_n2'); TRUNCATE acct, audit")
@@ -819,5 +840,59 @@ fn executor_apply_keeps_the_subscribers_rules() {
                 .unwrap(),
             "1:24,4:8,5:0.250"
         );
+    });
+}
+
+/// `get_lsn_from_commit_ts` reads a slot's WAL: the end of the last local commit at or before
+/// the time, `0/0` before any, and clear errors for a missing slot or an unprivileged caller.
+#[test]
+fn lsn_from_commit_ts() {
+    common::for_each_kernel(|kernel| {
+        let cluster = two_nodes(kernel, "CREATE TABLE marks(id int PRIMARY KEY)");
+        let n = cluster.node(0);
+        n.sql("SELECT pg_create_logical_replication_slot('probe', 'pgoutput')")
+            .unwrap();
+        let before = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+        n.sql("INSERT INTO marks VALUES (1)").unwrap();
+        let after = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+        n.sql("SELECT pg_sleep(0.01); INSERT INTO marks VALUES (2)")
+            .unwrap();
+        let at = |ts: &str| {
+            n.sql(&format!(
+                "SELECT spock.get_lsn_from_commit_ts('probe', {ts})"
+            ))
+            .unwrap()
+        };
+        let first = at("(SELECT pg_xact_commit_timestamp(xmin) FROM marks WHERE id = 1)");
+        assert_eq!(
+            n.sql(&format!(
+                "SELECT '{first}'::pg_lsn > '{before}' AND '{first}'::pg_lsn <= '{after}'"
+            ))
+            .unwrap(),
+            "t",
+            "{first} not in ({before}, {after}]"
+        );
+        let second = at("(SELECT pg_xact_commit_timestamp(xmin) FROM marks WHERE id = 2)");
+        assert_eq!(
+            n.sql(&format!("SELECT '{second}'::pg_lsn > '{after}'"))
+                .unwrap(),
+            "t"
+        );
+        assert_eq!(at("'2001-01-01'"), "0/0");
+        let e = n
+            .sql("SELECT spock.get_lsn_from_commit_ts('nope', now())")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"nope\" does not exist"), "{e}");
+        n.sql("CREATE ROLE someone LOGIN").unwrap();
+        let e = n
+            .sql_as(
+                "someone",
+                "postgres",
+                "SELECT spock.get_lsn_from_commit_ts('probe', now())",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
     });
 }

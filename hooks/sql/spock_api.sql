@@ -1405,3 +1405,33 @@ BEGIN
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION spock.ddl_file_table(regclass) FROM PUBLIC;
+
+-- Replication counters per subscription and table (subid 0: rows the walsenders sent), kept
+-- in shared memory since the server started or the last reset.
+CREATE FUNCTION spock.get_channel_stats(
+    OUT subid oid, OUT relid oid, OUT n_tup_ins bigint, OUT n_tup_upd bigint,
+    OUT n_tup_del bigint, OUT n_conflict bigint, OUT n_dca bigint)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'get_channel_stats_wrapper';
+CREATE FUNCTION spock.reset_channel_stats() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'reset_channel_stats_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.reset_channel_stats() FROM PUBLIC;
+
+CREATE VIEW spock.channel_table_stats AS
+    SELECT st.subid, st.relid,
+           CASE WHEN st.subid = 0 THEN '<output>' ELSE s.sub_name::text END AS sub_name,
+           c.relname::text AS table_name,
+           st.n_tup_ins, st.n_tup_upd, st.n_tup_del, st.n_conflict, st.n_dca
+      FROM spock.get_channel_stats() st
+      LEFT JOIN spock.subscription s ON s.sub_id = st.subid
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = st.relid;
+
+CREATE VIEW spock.channel_summary_stats AS
+    SELECT subid, sub_name, sum(n_tup_ins) AS n_tup_ins, sum(n_tup_upd) AS n_tup_upd,
+           sum(n_tup_del) AS n_tup_del, sum(n_conflict) AS n_conflict, sum(n_dca) AS n_dca
+      FROM spock.channel_table_stats
+     GROUP BY subid, sub_name;
+
+-- The end of the last local commit at or before a time, from the WAL a logical slot keeps.
+CREATE FUNCTION spock.get_lsn_from_commit_ts(slot_name name, commit_ts timestamptz) RETURNS pg_lsn
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'get_lsn_from_commit_ts_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.get_lsn_from_commit_ts(name, timestamptz) FROM PUBLIC;

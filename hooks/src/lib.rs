@@ -14,12 +14,14 @@ use compat16 as compat;
 use compat17 as compat;
 
 mod apply;
+mod commit_lsn;
 mod ddl;
 mod kernel;
 mod naming;
 mod output;
 mod remote;
 mod settings;
+mod stats;
 mod workers;
 
 pgrx::pg_module_magic!();
@@ -45,6 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     settings::define();
+    stats::init();
     ddl::install();
     // SAFETY: read-only flag.
     if unsafe { !pg_sys::IsBinaryUpgrade } {

@@ -6,14 +6,39 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use spock_proto::Value;
 
+/// The receive function of `typid` (its call data kept in `context`) and its type parameter.
+pub fn receive_info(
+    typid: pg_sys::Oid,
+    context: pg_sys::MemoryContext,
+) -> (pg_sys::FmgrInfo, pg_sys::Oid) {
+    let mut recv = pg_sys::InvalidOid;
+    let mut param = pg_sys::InvalidOid;
+    let mut info = pg_sys::FmgrInfo::default();
+    // SAFETY: catalog lookups; the call info's extra data lives in `context`.
+    unsafe {
+        pg_sys::getTypeBinaryInputInfo(typid, &mut recv, &mut param);
+        pg_sys::fmgr_info_cxt(recv, &mut info, context);
+    }
+    (info, param)
+}
+
 /// The datum of `bytes`, read by `typid`'s receive function (in the current memory context).
 pub fn receive(typid: pg_sys::Oid, typmod: i32, bytes: &[u8]) -> pg_sys::Datum {
-    // SAFETY: a catalog lookup, then the receive function on a NUL-terminated palloc'd copy
-    // wrapped as a StringInfo it may read to its end.
+    // SAFETY: reading the current memory context.
+    let (info, param) = receive_info(typid, unsafe { pg_sys::CurrentMemoryContext });
+    receive_with(&info, param, typmod, bytes)
+}
+
+/// The datum of `bytes`, read by the receive function `info`.
+pub fn receive_with(
+    info: &pg_sys::FmgrInfo,
+    param: pg_sys::Oid,
+    typmod: i32,
+    bytes: &[u8],
+) -> pg_sys::Datum {
+    // SAFETY: the receive function on a NUL-terminated palloc'd copy wrapped as a StringInfo
+    // it may read to its end.
     unsafe {
-        let mut recv = pg_sys::InvalidOid;
-        let mut param = pg_sys::InvalidOid;
-        pg_sys::getTypeBinaryInputInfo(typid, &mut recv, &mut param);
         let data = pg_sys::palloc(bytes.len() + 1).cast::<u8>();
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
         *data.add(bytes.len()) = 0;
@@ -23,7 +48,7 @@ pub fn receive(typid: pg_sys::Oid, typmod: i32, bytes: &[u8]) -> pg_sys::Datum {
             maxlen: bytes.len() as i32 + 1,
             cursor: 0,
         };
-        pg_sys::OidReceiveFunctionCall(recv, &mut buf, param, typmod)
+        pg_sys::ReceiveFunctionCall(info as *const _ as *mut _, &mut buf, param, typmod)
     }
 }
 

@@ -35,6 +35,8 @@ struct Column {
     remote_builtin: Option<pg_sys::Oid>,
     input: pg_sys::FmgrInfo,
     input_param: pg_sys::Oid,
+    /// The local type's receive function, looked up at the first binary value.
+    receive: std::cell::OnceCell<(pg_sys::FmgrInfo, pg_sys::Oid)>,
 }
 
 /// A local table the executor path serves, with the mapping of the provider's columns.
@@ -124,6 +126,7 @@ impl Target {
                         .then(|| pg_sys::Oid::from(c.type_oid)),
                     input,
                     input_param,
+                    receive: std::cell::OnceCell::new(),
                 });
             }
             // Every stored local column must come from the provider: the others would need
@@ -442,10 +445,14 @@ fn datum(c: &Column, v: &Value) -> pg_sys::Datum {
         }
         Value::Binary(b) => {
             let wire_type = c.remote_builtin.unwrap_or(c.typid);
-            let d = super::binary::receive(wire_type, c.typmod, b);
             if wire_type == c.typid {
-                d
+                let (info, param) = c.receive.get_or_init(|| {
+                    // SAFETY: the call info lives as long as the worker's cache.
+                    super::binary::receive_info(c.typid, unsafe { pg_sys::TopMemoryContext })
+                });
+                super::binary::receive_with(info, *param, c.typmod, b)
             } else {
+                let d = super::binary::receive(wire_type, c.typmod, b);
                 // Same-named built-in types differ between the nodes: go through text.
                 let text = super::binary::output(wire_type, d);
                 // SAFETY: as for text values above.

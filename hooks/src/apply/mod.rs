@@ -15,6 +15,7 @@ pub(crate) mod sync;
 mod versions;
 
 use crate::settings;
+use crate::stats::{self, Counter};
 use crate::{compat, remote::Received, remote::Remote};
 use conflict::{Kind, Local, Resolution, Version};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -566,6 +567,7 @@ impl Applier {
                 } else {
                     self.insert(&rel, &binary::as_text(&rel, &new));
                 }
+                stats::count(self.sub_id, rel.local_relid, Counter::Insert);
             }
             Message::Update { relid, old, new } => {
                 let rel = self.rel(relid);
@@ -575,6 +577,7 @@ impl Applier {
                     let old = old.map(|o| binary::as_text(&rel, &o));
                     self.update(&rel, old.as_deref(), &binary::as_text(&rel, &new));
                 }
+                stats::count(self.sub_id, rel.local_relid, Counter::Update);
             }
             Message::Delete { relid, old } => {
                 let rel = self.rel(relid);
@@ -583,6 +586,7 @@ impl Applier {
                 } else {
                     self.delete(&rel, &binary::as_text(&rel, &old));
                 }
+                stats::count(self.sub_id, rel.local_relid, Counter::Delete);
             }
             Message::Truncate {
                 relids, cascade, ..
@@ -918,6 +922,7 @@ impl Applier {
                     }
                     // SAFETY: ends the subtransaction begun above.
                     unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+                    stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
                 }
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::UpdateUpdate, wins, local, new);
@@ -1027,6 +1032,7 @@ impl Applier {
 
     /// Reports a resolved conflict in the server log (and in spock.resolutions if asked).
     fn resolved(&self, rel: &RemoteRel, kind: Kind, applied: bool, local: Local, tuple: &[Value]) {
+        stats::count(self.sub_id, rel.local_relid, Counter::Conflict);
         let resolution = match (applied, kind) {
             (true, _) => Resolution::ApplyRemote,
             (false, Kind::DeleteDelete) => Resolution::Skip,

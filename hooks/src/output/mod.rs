@@ -10,6 +10,7 @@ mod params;
 mod tuples;
 
 use crate::compat;
+use crate::stats::{self, Counter};
 use members::{Members, SetFlags};
 use params::Params;
 use pgrx::pg_sys;
@@ -351,6 +352,12 @@ unsafe extern "C-unwind" fn change(
             }
         }
         send(ctx, &s.buf, true);
+        let counter = match action {
+            Kind::REORDER_BUFFER_CHANGE_INSERT => Counter::Insert,
+            Kind::REORDER_BUFFER_CHANGE_UPDATE => Counter::Update,
+            _ => Counter::Delete,
+        };
+        stats::count(0, relid_u32, counter);
     }
 }
 

@@ -11,18 +11,50 @@ use std::ffi::CStr;
 thread_local! {
     /// Built-in type → its send function, if its binary form can travel (built-in types never
     /// change, so this is never invalidated).
-    static SEND_FN: RefCell<HashMap<pg_sys::Oid, Option<pg_sys::Oid>>> = RefCell::new(HashMap::new());
+    static SEND_FN: RefCell<HashMap<pg_sys::Oid, Option<Box<pg_sys::FmgrInfo>>>> =
+        RefCell::new(HashMap::new());
+    /// Type → its output function, looked up once per walsender (a type's output function
+    /// cannot change while values of it exist).
+    static OUTPUT_FN: RefCell<HashMap<pg_sys::Oid, Box<pg_sys::FmgrInfo>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A function's call info, kept for the life of the process.
+fn function_info(f: pg_sys::Oid) -> Box<pg_sys::FmgrInfo> {
+    let mut info = Box::new(pg_sys::FmgrInfo::default());
+    // SAFETY: fills `info`; its extra data lives in TopMemoryContext like the cache.
+    unsafe { pg_sys::fmgr_info_cxt(f, &mut *info, pg_sys::TopMemoryContext) };
+    info
+}
+
+/// The text output of `value`, a datum of `typid`.
+///
+/// # Safety
+/// `value` must be a valid datum of the type.
+unsafe fn output(typid: pg_sys::Oid, value: pg_sys::Datum) -> *mut std::ffi::c_char {
+    let info: *mut pg_sys::FmgrInfo = OUTPUT_FN.with(|cache| {
+        &mut **cache.borrow_mut().entry(typid).or_insert_with(|| {
+            let mut out_fn = pg_sys::InvalidOid;
+            let mut is_varlena = false;
+            // SAFETY: a catalog lookup.
+            unsafe { pg_sys::getTypeOutputInfo(typid, &mut out_fn, &mut is_varlena) };
+            function_info(out_fn)
+        }) as *mut _
+    });
+    // SAFETY: the boxed call info stays in the cache for the life of the process.
+    unsafe { pg_sys::OutputFunctionCall(info, value) }
 }
 
 /// The send function of `typid` if values of it may travel in binary: built-in (its oid means
 /// the same type on the subscriber), not composite (whose binary form names column types by
 /// oid), with a send function.
-fn binary_send_fn(typid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+fn binary_send_fn(typid: pg_sys::Oid) -> Option<*mut pg_sys::FmgrInfo> {
     if typid.to_u32() >= pg_sys::FirstNormalObjectId {
         return None;
     }
     SEND_FN.with(|cache| {
-        *cache.borrow_mut().entry(typid).or_insert_with(|| {
+        let mut cache = cache.borrow_mut();
+        let entry = cache.entry(typid).or_insert_with(|| {
             // SAFETY: catalog lookups of a built-in type.
             unsafe {
                 if pg_sys::get_typtype(typid) == pg_sys::TYPTYPE_COMPOSITE as std::ffi::c_char {
@@ -40,9 +72,10 @@ fn binary_send_fn(typid: pg_sys::Oid) -> Option<pg_sys::Oid> {
                     &mut param,
                     &mut send,
                 );
-                (send != pg_sys::InvalidOid).then_some(send)
+                (send != pg_sys::InvalidOid).then(|| function_info(send))
             }
-        })
+        });
+        entry.as_mut().map(|info| &mut **info as *mut _)
     })
 }
 
@@ -149,15 +182,12 @@ pub unsafe fn write_tuple(
                 }
             }
             if let Some(send) = binary.then(|| binary_send_fn(a.atttypid)).flatten() {
-                let bytes = pg_sys::OidSendFunctionCall(send, value);
+                let bytes = pg_sys::SendFunctionCall(send, value);
                 w.binary_value(pgrx::varlena::varlena_to_byte_slice(bytes));
                 pg_sys::pfree(bytes.cast());
                 continue;
             }
-            let mut out_fn = pg_sys::InvalidOid;
-            let mut is_varlena = false;
-            pg_sys::getTypeOutputInfo(a.atttypid, &mut out_fn, &mut is_varlena);
-            let text = pg_sys::OidOutputFunctionCall(out_fn, value);
+            let text = output(a.atttypid, value);
             w.text_value(CStr::from_ptr(text).to_bytes());
             pg_sys::pfree(text.cast());
         }
