@@ -10,13 +10,19 @@ const PARAMS: &str =
     "'startup_params_format', '1', 'min_proto_version', '3', 'max_proto_version', '4'";
 
 fn changes(n: &Node, sets: &str) -> Vec<Message> {
-    let out = n
-        .sql(&format!(
+    decode(
+        &n.sql(&format!(
             "SELECT encode(data, 'hex') FROM pg_logical_slot_get_binary_changes('s', NULL, NULL, {PARAMS}, \
              'spock.replication_set_names', '{sets}')"
         ))
-        .unwrap();
-    out.lines()
+        .unwrap(),
+    )
+}
+
+/// The messages of hex-encoded stream rows, one a line.
+fn decode(hex_lines: &str) -> Vec<Message> {
+    hex_lines
+        .lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
             let bytes: Vec<u8> = (0..l.len())
@@ -26,6 +32,19 @@ fn changes(n: &Node, sets: &str) -> Vec<Message> {
             Message::decode(&bytes).unwrap()
         })
         .collect()
+}
+
+/// A one-node cluster with spock and its node n1.
+fn spock_node(kernel: &harness::Kernel) -> Cluster {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+    let n = cluster.node(0);
+    n.sql("CREATE EXTENSION spock").unwrap();
+    n.sql(&format!(
+        "SELECT spock.node_create('n1', '{}')",
+        n.dsn("postgres")
+    ))
+    .unwrap();
+    cluster
 }
 
 fn text(v: &Value) -> String {
@@ -82,14 +101,8 @@ fn transcript(messages: &[Message]) -> Vec<String> {
 #[test]
 fn streams_the_subscribed_sets_in_the_native_protocol() {
     common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+        let cluster = spock_node(kernel);
         let n = cluster.node(0);
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n1', '{}')",
-            n.dsn("postgres")
-        ))
-        .unwrap();
         n.sql(
             "CREATE TABLE t(id int PRIMARY KEY, v text, big text, extra int); \
              CREATE TABLE log(v text); CREATE TABLE other(id int PRIMARY KEY); \
@@ -233,14 +246,8 @@ fn bad_stream_parameters_are_refused() {
 #[test]
 fn binary_values_when_asked_for_the_same_major() {
     common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+        let cluster = spock_node(kernel);
         let n = cluster.node(0);
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n1', '{}')",
-            n.dsn("postgres")
-        ))
-        .unwrap();
         n.sql(
             "CREATE TYPE mood AS ENUM ('ok'); \
              CREATE TABLE b(id int PRIMARY KEY, m mood, a int[], t text); \
@@ -264,14 +271,8 @@ fn binary_values_when_asked_for_the_same_major() {
                      'binary.basetypes_major_version', '{major}')"
                 ))
                 .unwrap();
-            out.lines()
-                .map(|l| {
-                    let bytes: Vec<u8> = (0..l.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
-                        .collect();
-                    Message::decode(&bytes).unwrap()
-                })
+            decode(&out)
+                .into_iter()
                 .find_map(|m| match m {
                     Message::Insert { new, .. } => Some(new),
                     _ => None,
