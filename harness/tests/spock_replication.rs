@@ -896,3 +896,38 @@ fn lsn_from_commit_ts() {
         assert!(e.contains("permission denied"), "{e}");
     });
 }
+
+/// A remote INSERT that meets a local transaction inserting the same key waits for it and then
+/// resolves the conflict by last-update-wins (the local insert committed later, so it stays),
+/// without an error or a restart of the apply worker.
+#[test]
+fn remote_insert_waits_for_a_concurrent_local_insert() {
+    common::for_each_kernel(|kernel| {
+        let cluster = two_nodes(kernel, "CREATE TABLE race(id int PRIMARY KEY, v text)");
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe(p, s);
+        let apply_pid = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'";
+        let pid = s.sql(apply_pid).unwrap();
+        std::thread::scope(|scope| {
+            let local = scope.spawn(|| {
+                s.sql("BEGIN; INSERT INTO race VALUES (1, 'local'); SELECT pg_sleep(2); COMMIT")
+            });
+            // The local insert is in progress when the remote one arrives.
+            std::thread::sleep(Duration::from_millis(500));
+            p.sql("INSERT INTO race VALUES (1, 'remote'), (2, 'remote')")
+                .unwrap();
+            local.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            converge_to(
+                s,
+                "SELECT string_agg(id || v, ',' ORDER BY id) FROM race",
+                "1local,2remote"
+            ),
+            "1local,2remote"
+        );
+        assert_eq!(s.sql(apply_pid).unwrap(), pid, "{}", s.log_tail(30));
+        let log = s.log_tail(200);
+        assert!(!log.contains("duplicate key"), "{log}");
+    });
+}
