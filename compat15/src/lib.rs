@@ -153,3 +153,13 @@ pub unsafe fn epq_init(epq: *mut pg_sys::EPQState, estate: *mut pg_sys::EState) 
     // SAFETY: forwarded from the caller.
     unsafe { pg_sys::EvalPlanQualInit(epq, estate, std::ptr::null_mut(), std::ptr::null_mut(), -1) }
 }
+
+/// Whether a second process may use a replication origin another process has set up (16 added
+/// `acquired_by`, for parallel apply); without it, table copies run in the apply worker.
+pub const ORIGIN_SHARING: bool = false;
+
+/// Makes `origin`, set up by process `owner`, this session's origin too. Only where
+/// `ORIGIN_SHARING` holds.
+pub fn replorigin_session_share(_origin: pg_sys::RepOriginId, _owner: i32) {
+    unreachable!("replication origins cannot be shared before PostgreSQL 16")
+}

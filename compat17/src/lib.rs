@@ -158,3 +158,14 @@ pub unsafe fn epq_init(epq: *mut pg_sys::EPQState, estate: *mut pg_sys::EState) 
         )
     }
 }
+
+/// Whether a second process may use a replication origin another process has set up (16 added
+/// `acquired_by`, for parallel apply); without it, table copies run in the apply worker.
+pub const ORIGIN_SHARING: bool = true;
+
+/// Makes `origin`, set up by process `owner`, this session's origin too. Only where
+/// `ORIGIN_SHARING` holds.
+pub fn replorigin_session_share(origin: pg_sys::RepOriginId, owner: i32) {
+    // SAFETY: a guarded pgrx call; the owner keeps the origin acquired.
+    unsafe { pg_sys::replorigin_session_setup(origin, owner) }
+}

@@ -931,3 +931,69 @@ fn remote_insert_waits_for_a_concurrent_local_insert() {
         assert!(!log.contains("duplicate key"), "{log}");
     });
 }
+
+/// A table copy from `sub_resync_table` runs in the subscription's sync worker (PostgreSQL
+/// 16+): while a slow copy is under way, changes of other tables keep arriving; changes of the
+/// table being copied wait for the copy and then apply over it. On 15 the apply worker copies
+/// (replication origins cannot be shared there), so the stream waits for the copy.
+#[test]
+fn resync_runs_in_a_sync_worker_while_streaming_goes_on() {
+    common::for_each_kernel(|kernel| {
+        let schema = "CREATE TABLE slow(id int PRIMARY KEY, v text); \
+                      CREATE TABLE fast(id int PRIMARY KEY, v text);";
+        let cluster = two_nodes(kernel, schema);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe(p, s);
+        p.sql("INSERT INTO slow SELECT g, 'v' FROM generate_series(1, 1000) g")
+            .unwrap();
+        converge(p, s, "SELECT count(*) FROM slow", Duration::from_secs(60));
+        // The copy into `slow` takes about 4 s on the subscriber.
+        s.sql(
+            "CREATE FUNCTION dawdle() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.004); RETURN NEW; END $$; \
+             CREATE TRIGGER dawdle BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION dawdle(); \
+             ALTER TABLE slow ENABLE ALWAYS TRIGGER dawdle;",
+        )
+        .unwrap();
+        assert_eq!(
+            s.sql("SELECT spock.sub_resync_table('sub_n1_n2', 'slow')")
+                .unwrap(),
+            "t"
+        );
+        let status = "SELECT sync_status FROM spock.local_sync_status WHERE sync_relname = 'slow'";
+        let started = Instant::now();
+        while s
+            .sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('spock sync', 'spock apply') \
+                  AND wait_event = 'PgSleep'")
+            .unwrap()
+            == "0"
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "no copy started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Two transactions: the first touches only `fast`.
+        p.sql("INSERT INTO fast VALUES (1, 'during the copy')")
+            .unwrap();
+        p.sql("UPDATE slow SET v = 'after' WHERE id = 7").unwrap();
+        if kernel.major >= 16 {
+            assert_eq!(
+                converge_to(s, "SELECT v FROM fast", "during the copy"),
+                "during the copy"
+            );
+            assert_ne!(s.sql(status).unwrap(), "r", "the copy was already over");
+            assert_eq!(
+                s.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock sync'")
+                    .unwrap(),
+                "1"
+            );
+        }
+        assert_eq!(converge_to(s, status, "r"), "r");
+        converge(
+            p,
+            s,
+            "SELECT count(*), string_agg(v, ',' ORDER BY id) FILTER (WHERE id IN (6, 7)), \
+             (SELECT v FROM fast) FROM slow",
+            Duration::from_secs(60),
+        );
+    });
+}

@@ -64,6 +64,17 @@ fn start(
     }
 }
 
+/// Starts the sync worker of subscription `sub` in database `db`, sharing the replication
+/// origin of the apply worker `owner`.
+pub fn start_sync(db: u32, sub: u32, owner: i32) -> Option<DynamicBackgroundWorker> {
+    start(
+        &format!("spock sync {db}:{sub}"),
+        "spock_sync_main",
+        pg_sys::Datum::from(sub),
+        &format!("{db} {owner}"),
+    )
+}
+
 /// One worker per key: unwanted ones are stopped, exited ones restarted — at most once per
 /// `RESTART_DELAY`, so an unreachable provider does not turn into a tight restart loop.
 struct Workers<K> {

@@ -12,6 +12,7 @@ mod queue;
 mod sql;
 mod structure;
 pub(crate) mod sync;
+mod sync_worker;
 mod versions;
 
 use crate::settings;
@@ -254,6 +255,8 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         last_sync_check: std::time::Instant::now(),
         relations: HashMap::new(),
         targets: HashMap::new(),
+        syncing: HashSet::new(),
+        sync_worker: None,
         received: start,
         in_xact: false,
         xact: Xact::default(),
@@ -315,6 +318,9 @@ struct Applier {
     progress: progress::Progress,
     /// Tables that had no tombstones when the last transaction touching them committed.
     clean: HashSet<u32>,
+    /// Tables waiting for or in a copy by the sync worker: their changes wait for it.
+    syncing: HashSet<(String, String)>,
+    sync_worker: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
 }
 
 /// State of the remote transaction being applied.
@@ -372,16 +378,78 @@ impl Applier {
         }
     }
 
-    /// Copies the tables `sub_resync_table` / `sub_alter_sync` marked, between transactions.
+    /// Has the tables `sub_resync_table` / `sub_alter_sync` marked copied: by the sync worker
+    /// where the origin can be shared, else here, between transactions.
     fn sync_waiting_tables(&mut self) {
-        let waiting: Vec<(String, String)> = BackgroundWorker::transaction(|| {
+        if compat::ORIGIN_SHARING {
+            self.syncing = self.waiting_tables().into_iter().collect();
+            if !self.syncing.is_empty() {
+                self.ensure_sync_worker();
+            }
+            return;
+        }
+        for (nsp, rel) in self.waiting_tables() {
+            sync::resync_table(&self.sub, self.sub_id, &nsp, &rel);
+            // The copy may take a while: tell the provider we are alive.
+            self.feedback(false);
+        }
+    }
+
+    /// Starts the sync worker unless it runs.
+    fn ensure_sync_worker(&mut self) {
+        let running = self.sync_worker.as_ref().is_some_and(|h| h.pid().is_ok());
+        if !running {
+            // SAFETY: reading the backend's ids.
+            let (db, pid) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid) };
+            self.sync_worker = crate::workers::start_sync(db, self.sub_id, pid);
+        }
+    }
+
+    /// Holds a change of a table the sync worker has yet to copy until the copy committed.
+    fn wait_for_table_sync(&mut self, rel: &RemoteRel) {
+        let key = (rel.nspname.clone(), rel.relname.clone());
+        if !self.syncing.contains(&key) {
+            return;
+        }
+        loop {
+            let done = Spi::get_one_with_args::<bool>(
+                "SELECT coalesce(bool_and(sync_status = 'r'), true) FROM spock.local_sync_status \
+                 WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
+                &[
+                    pg_sys::Oid::from(self.sub_id).into(),
+                    rel.nspname.as_str().into(),
+                    rel.relname.as_str().into(),
+                ],
+            )
+            .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
+            .unwrap_or(true);
+            if done {
+                self.syncing.remove(&key);
+                return;
+            }
+            if BackgroundWorker::sigterm_received() {
+                error!(
+                    "subscription \"{}\": stopping while {}.{} is copied",
+                    self.sub.name, rel.nspname, rel.relname
+                );
+            }
+            self.ensure_sync_worker();
+            self.feedback(false);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The tables of this subscription waiting for a copy.
+    fn waiting_tables(&self) -> Vec<(String, String)> {
+        let sub_id = self.sub_id;
+        BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
                 c.select(
                     "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
                      WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
                      ORDER BY 1, 2",
                     None,
-                    &[pg_sys::Oid::from(self.sub_id).into()],
+                    &[pg_sys::Oid::from(sub_id).into()],
                 )
                 .map(|rows| {
                     rows.filter_map(|r| {
@@ -391,12 +459,7 @@ impl Applier {
                 })
             })
             .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
-        });
-        for (nsp, rel) in waiting {
-            sync::resync_table(&self.sub, self.sub_id, &nsp, &rel);
-            // The copy may take a while: tell the provider we are alive.
-            self.feedback(false);
-        }
+        })
     }
 
     fn handle(&mut self, bytes: &[u8]) {
@@ -560,6 +623,7 @@ impl Applier {
             }
             Message::Insert { relid, new } => {
                 let rel = self.rel(relid);
+                self.wait_for_table_sync(&rel);
                 if rel.nspname == "spock" && rel.relname == "queue" {
                     self.queued(&rel, &binary::as_text(&rel, &new));
                 } else if let Some(t) = self.target(relid, &rel, &new) {
@@ -571,6 +635,7 @@ impl Applier {
             }
             Message::Update { relid, old, new } => {
                 let rel = self.rel(relid);
+                self.wait_for_table_sync(&rel);
                 if let Some(t) = self.target(relid, &rel, old.as_deref().unwrap_or(&new)) {
                     self.update_exec(&rel, &t, old.as_deref(), &new);
                 } else {
@@ -581,6 +646,7 @@ impl Applier {
             }
             Message::Delete { relid, old } => {
                 let rel = self.rel(relid);
+                self.wait_for_table_sync(&rel);
                 if let Some(t) = self.target(relid, &rel, &old) {
                     self.delete_exec(&rel, &t, &old);
                 } else {
@@ -591,6 +657,10 @@ impl Applier {
             Message::Truncate {
                 relids, cascade, ..
             } => {
+                for r in &relids {
+                    let rel = self.rel(*r);
+                    self.wait_for_table_sync(&rel);
+                }
                 let tables: Vec<String> = relids
                     .iter()
                     .map(|r| {

@@ -1,0 +1,60 @@
+//! The sync worker of a subscription: copies the tables `sub_resync_table` / `sub_alter_sync`
+//! marked, one after another, while the apply worker goes on streaming. Its copies commit as
+//! the provider's changes under the subscription's replication origin, which it shares with
+//! the apply worker (PostgreSQL 16+); the apply worker holds back any change of a table until
+//! that table's copy has committed, so the stream then replays the provider's later changes
+//! over the copy exactly as when the apply worker copied it itself.
+
+use super::{load, origin, sync};
+use crate::compat;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+
+/// The next table of the subscription waiting for a copy.
+pub(super) fn next_waiting(sub_id: u32) -> Option<(String, String)> {
+    BackgroundWorker::transaction(|| {
+        Spi::connect(|c| {
+            let rows = c.select(
+                "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
+                 WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
+                 ORDER BY 1, 2 LIMIT 1",
+                None,
+                &[pg_sys::Oid::from(sub_id).into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(
+                rows.into_iter()
+                    .next()
+                    .and_then(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))),
+            )
+        })
+        .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
+    })
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let sub_id = arg.value() as u32;
+    let extra = BackgroundWorker::get_extra();
+    let mut parts = extra.split(' ').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(db)), Some(Some(owner))) = (parts.next(), parts.next()) else {
+        error!("spock sync worker started without its database and apply worker");
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    let sub = load(sub_id);
+    BackgroundWorker::transaction(|| {
+        // Copies fire only REPLICA/ALWAYS triggers, as the apply worker's writes do.
+        Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
+    });
+    let origin = origin(&sub.slot);
+    compat::replorigin_session_share(origin, owner as i32);
+    // SAFETY: the copies commit with the subscription's origin.
+    unsafe { pg_sys::replorigin_session_origin = origin };
+    while !BackgroundWorker::sigterm_received() {
+        let Some((nsp, rel)) = next_waiting(sub_id) else {
+            return;
+        };
+        sync::resync_table(&sub, sub_id, &nsp, &rel);
+    }
+}
