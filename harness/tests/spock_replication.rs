@@ -995,5 +995,39 @@ fn resync_runs_in_a_sync_worker_while_streaming_goes_on() {
              (SELECT v FROM fast) FROM slow",
             Duration::from_secs(60),
         );
+
+        // Dropping the subscription in the middle of a copy stops the copy at once.
+        s.sql("SELECT spock.sub_resync_table('sub_n1_n2', 'slow')")
+            .unwrap();
+        let started = Instant::now();
+        while s
+            .sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+            .unwrap()
+            == "0"
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no copy started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dropping = Instant::now();
+        assert_eq!(s.sql("SELECT spock.sub_drop('sub_n1_n2')").unwrap(), "1");
+        if kernel.major >= 16 {
+            assert!(
+                dropping.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                dropping.elapsed()
+            );
+        }
+        assert_eq!(
+            s.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('spock sync', 'spock apply')")
+                .unwrap(),
+            "0"
+        );
+        assert_eq!(
+            p.sql("SELECT count(*) FROM pg_replication_slots").unwrap(),
+            "0"
+        );
     });
 }

@@ -598,7 +598,7 @@ BEGIN
     -- slot and the origin are free to drop.
     PERFORM pg_advisory_xact_lock(v_sub.sub_id::bigint + (1::bigint << 40));
     PERFORM pg_terminate_backend(a.pid, 10000) FROM pg_stat_activity a
-      WHERE a.backend_type = 'spock apply' AND a.datname = current_database()
+      WHERE a.backend_type IN ('spock apply', 'spock sync') AND a.datname = current_database()
         AND a.application_name = v_sub.sub_slot_name;
     DELETE FROM spock.local_sync_status WHERE sync_subid = v_sub.sub_id;
     DELETE FROM spock.subscription WHERE sub_id = v_sub.sub_id;

@@ -257,6 +257,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         targets: HashMap::new(),
         syncing: HashSet::new(),
         sync_worker: None,
+        sync_started: None,
         received: start,
         in_xact: false,
         xact: Xact::default(),
@@ -321,6 +322,8 @@ struct Applier {
     /// Tables waiting for or in a copy by the sync worker: their changes wait for it.
     syncing: HashSet<(String, String)>,
     sync_worker: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
+    /// When the sync worker was last started (a failing one restarts once a second at most).
+    sync_started: Option<std::time::Instant>,
 }
 
 /// State of the remote transaction being applied.
@@ -397,8 +400,16 @@ impl Applier {
 
     /// Starts the sync worker unless it runs.
     fn ensure_sync_worker(&mut self) {
-        let running = self.sync_worker.as_ref().is_some_and(|h| h.pid().is_ok());
-        if !running {
+        use pgrx::bgworkers::BackgroundWorkerStatus::{PostmasterDied, Stopped};
+        let running = self
+            .sync_worker
+            .as_ref()
+            .is_some_and(|h| !matches!(h.pid(), Err(Stopped | PostmasterDied)));
+        let due = self
+            .sync_started
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if !running && due {
+            self.sync_started = Some(std::time::Instant::now());
             // SAFETY: reading the backend's ids.
             let (db, pid) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid) };
             self.sync_worker = crate::workers::start_sync(db, self.sub_id, pid);

@@ -10,6 +10,12 @@ use crate::compat;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler for backends (`tcop/postgres.c`), by its C symbol.
+    #[link_name = "die"]
+    fn backend_die(signal: std::ffi::c_int);
+}
+
 /// The next table of the subscription waiting for a copy.
 pub(super) fn next_waiting(sub_id: u32) -> Option<(String, String)> {
     BackgroundWorker::transaction(|| {
@@ -34,7 +40,11 @@ pub(super) fn next_waiting(sub_id: u32) -> Option<(String, String)> {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // A SIGTERM (sub_drop, shutdown) ends the worker at the next interrupt check, in the
+    // middle of a copy too (which is then rolled back).
+    // SAFETY: installing the server's own handler.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(backend_die)) };
     let sub_id = arg.value() as u32;
     let extra = BackgroundWorker::get_extra();
     let mut parts = extra.split(' ').map(|p| p.parse::<u32>().ok());
@@ -46,15 +56,18 @@ pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         // Copies fire only REPLICA/ALWAYS triggers, as the apply worker's writes do.
         Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
+        // sub_drop finds (and stops) the subscription's workers by their application_name.
+        Spi::run(&format!(
+            "SET application_name = '{}'",
+            sub.slot.replace('\'', "''")
+        ))
+        .unwrap_or_else(|e| error!("{e}"));
     });
     let origin = origin(&sub.slot);
     compat::replorigin_session_share(origin, owner as i32);
     // SAFETY: the copies commit with the subscription's origin.
     unsafe { pg_sys::replorigin_session_origin = origin };
-    while !BackgroundWorker::sigterm_received() {
-        let Some((nsp, rel)) = next_waiting(sub_id) else {
-            return;
-        };
+    while let Some((nsp, rel)) = next_waiting(sub_id) {
         sync::resync_table(&sub, sub_id, &nsp, &rel);
     }
 }
