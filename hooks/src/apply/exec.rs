@@ -430,19 +430,7 @@ impl<'a> Change<'a> {
 /// receive function of the provider's built-in type, or of the local type otherwise).
 fn datum(c: &Column, v: &Value) -> pg_sys::Datum {
     match v {
-        Value::Text(t) => {
-            // SAFETY: a NUL-terminated copy for the input function, which returns a datum
-            // in the current (executor) memory.
-            unsafe {
-                let s = pg_sys::pnstrdup(t.as_ptr().cast(), t.len());
-                pg_sys::InputFunctionCall(
-                    &c.input as *const _ as *mut _,
-                    s,
-                    c.input_param,
-                    c.typmod,
-                )
-            }
-        }
+        Value::Text(t) => input(c, t),
         Value::Binary(b) => {
             let wire_type = c.remote_builtin.unwrap_or(c.typid);
             if wire_type == c.typid {
@@ -454,22 +442,22 @@ fn datum(c: &Column, v: &Value) -> pg_sys::Datum {
             } else {
                 let d = super::binary::receive(wire_type, c.typmod, b);
                 // Same-named built-in types differ between the nodes: go through text.
-                let text = super::binary::output(wire_type, d);
-                // SAFETY: as for text values above.
-                unsafe {
-                    let s = pg_sys::pnstrdup(text.as_ptr().cast(), text.len());
-                    pg_sys::InputFunctionCall(
-                        &c.input as *const _ as *mut _,
-                        s,
-                        c.input_param,
-                        c.typmod,
-                    )
-                }
+                input(c, &super::binary::output(wire_type, d))
             }
         }
         Value::Null | Value::UnchangedToast => unreachable!("handled by the caller"),
         Value::Internal(_) => {
             error!("internal-format values are not accepted by this apply worker")
         }
+    }
+}
+
+/// The local datum of a value's text form, by the column's input function.
+fn input(c: &Column, text: &[u8]) -> pg_sys::Datum {
+    // SAFETY: a NUL-terminated copy for the input function, which returns a datum in the
+    // current (executor) memory.
+    unsafe {
+        let s = pg_sys::pnstrdup(text.as_ptr().cast(), text.len());
+        pg_sys::InputFunctionCall(&c.input as *const _ as *mut _, s, c.input_param, c.typmod)
     }
 }

@@ -385,13 +385,15 @@ impl Applier {
     /// where the origin can be shared, else here, between transactions.
     fn sync_waiting_tables(&mut self) {
         if compat::ORIGIN_SHARING {
-            self.syncing = self.waiting_tables().into_iter().collect();
+            self.syncing = sync_worker::waiting_tables(self.sub_id)
+                .into_iter()
+                .collect();
             if !self.syncing.is_empty() {
                 self.ensure_sync_worker();
             }
             return;
         }
-        for (nsp, rel) in self.waiting_tables() {
+        for (nsp, rel) in sync_worker::waiting_tables(self.sub_id) {
             sync::resync_table(&self.sub, self.sub_id, &nsp, &rel);
             // The copy may take a while: tell the provider we are alive.
             self.feedback(false);
@@ -448,29 +450,6 @@ impl Applier {
             self.feedback(false);
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// The tables of this subscription waiting for a copy.
-    fn waiting_tables(&self) -> Vec<(String, String)> {
-        let sub_id = self.sub_id;
-        BackgroundWorker::transaction(|| {
-            Spi::connect(|c| {
-                c.select(
-                    "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
-                     WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
-                     ORDER BY 1, 2",
-                    None,
-                    &[pg_sys::Oid::from(sub_id).into()],
-                )
-                .map(|rows| {
-                    rows.filter_map(|r| {
-                        Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))
-                    })
-                    .collect()
-                })
-            })
-            .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
-        })
     }
 
     fn handle(&mut self, bytes: &[u8]) {

@@ -16,22 +16,21 @@ unsafe extern "C-unwind" {
     fn backend_die(signal: std::ffi::c_int);
 }
 
-/// The next table of the subscription waiting for a copy.
-pub(super) fn next_waiting(sub_id: u32) -> Option<(String, String)> {
+/// The subscription's tables waiting for a copy, as (schema, table), in name order.
+pub(super) fn waiting_tables(sub_id: u32) -> Vec<(String, String)> {
     BackgroundWorker::transaction(|| {
         Spi::connect(|c| {
-            let rows = c.select(
+            c.select(
                 "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
                  WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
-                 ORDER BY 1, 2 LIMIT 1",
+                 ORDER BY 1, 2",
                 None,
                 &[pg_sys::Oid::from(sub_id).into()],
-            )?;
-            Ok::<_, pgrx::spi::Error>(
-                rows.into_iter()
-                    .next()
-                    .and_then(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??))),
             )
+            .map(|rows| {
+                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
+                    .collect()
+            })
         })
         .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
     })
@@ -67,7 +66,7 @@ pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
     compat::replorigin_session_share(origin, owner as i32);
     // SAFETY: the copies commit with the subscription's origin.
     unsafe { pg_sys::replorigin_session_origin = origin };
-    while let Some((nsp, rel)) = next_waiting(sub_id) {
+    while let Some((nsp, rel)) = waiting_tables(sub_id).into_iter().next() {
         sync::resync_table(&sub, sub_id, &nsp, &rel);
     }
 }
