@@ -70,7 +70,9 @@ BEGIN
     RETURN NULL;
 END $$;
 REVOKE EXECUTE ON FUNCTION spock.tombstone_trigger() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION spock.apply_remote_wins(xid), spock.apply_local_newer(xid, xid) FROM PUBLIC;
+-- The apply worker's statements on a table run as the table's owner and call these two; they
+-- only compare commit timestamps (apply_remote_wins errors outside the apply worker).
+GRANT EXECUTE ON FUNCTION spock.apply_remote_wins(xid), spock.apply_local_newer(xid, xid) TO PUBLIC;
 
 -- Adds the tombstone trigger to a replicated table (not to partitioned parents: their
 -- partitions are members of their own).
@@ -1098,7 +1100,11 @@ BEGIN
       FROM unnest(pg_catalog.current_schemas(false)) n;
     INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
         VALUES (pg_catalog.now(), role, replication_sets, 'Q',
-                pg_catalog.to_json('SET search_path TO ' || v_path || '; ' || command));
+                pg_catalog.to_json(
+                    -- Subscribers read the command as it is read here (backslashes in literals).
+                    CASE WHEN pg_catalog.current_setting('standard_conforming_strings') = 'off'
+                         THEN 'SET standard_conforming_strings TO off; ' ELSE '' END
+                    || 'SET search_path TO ' || v_path || '; ' || command));
     PERFORM pg_catalog.set_config('role', role, true);
     PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'on', true);
     EXECUTE command;

@@ -7,17 +7,13 @@ use pgrx::PgList;
 use pgrx::pg_sys;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
+use crate::identity::as_superuser;
 use std::ffi::{CStr, CString};
 
 /// ERRORs unless every statement of `command` is DDL (log level `ddl`, as core classifies).
 #[pg_extern(sql = false)]
 fn spock_check_ddl(command: &str) {
-    let sql = CString::new(command).unwrap_or_else(|_| {
-        crate::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "command contains a NUL byte".into(),
-        )
-    });
+    let sql = c_command(command);
     // SAFETY: the raw parser's output is only read.
     unsafe {
         let stmts = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::raw_parser(
@@ -25,15 +21,79 @@ fn spock_check_ddl(command: &str) {
             pg_sys::RawParseMode::RAW_PARSE_DEFAULT,
         ));
         for raw in stmts.iter_ptr() {
-            let stmt = (*raw).stmt;
-            if pg_sys::GetCommandLogLevel(stmt) != pg_sys::LogStmtLevel::LOGSTMT_DDL {
-                let tag = CStr::from_ptr(pg_sys::CreateCommandName(stmt)).to_string_lossy();
+            if let Some(tag) = not_ddl((*raw).stmt) {
                 crate::raise(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                     format!("spock.replicate_ddl() cannot execute {tag} statement"),
                 );
             }
         }
+    }
+}
+
+fn c_command(command: &str) -> CString {
+    CString::new(command).unwrap_or_else(|_| {
+        crate::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "command contains a NUL byte".into(),
+        )
+    })
+}
+
+/// The command tag of a statement that is not DDL, `None` for DDL.
+///
+/// # Safety
+/// `stmt` is a raw or analysed statement.
+unsafe fn not_ddl(stmt: *mut pg_sys::Node) -> Option<String> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        (pg_sys::GetCommandLogLevel(stmt) != pg_sys::LogStmtLevel::LOGSTMT_DDL).then(|| {
+            CStr::from_ptr(pg_sys::CreateCommandName(stmt))
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+/// The settings a queued statement's text may set for the statements after it: those that
+/// change how the text is read (the origin writes them in front of what it queues).
+const QUEUED_SETTINGS: [&str; 2] = ["search_path", "standard_conforming_strings"];
+
+/// The first statement of queued SQL and the text after it, `None` when only blanks and
+/// semicolons are left. Only DDL and `SET`/`RESET` of `QUEUED_SETTINGS` pass: the queue is a
+/// table any provider's superuser can write, so a subscriber checks what it is asked to run.
+/// The caller runs each statement before it asks for the next, so a leading
+/// `SET standard_conforming_strings` decides how the rest is read, as it did on the origin.
+pub fn next_queued_statement(sql: &str) -> Option<(&str, &str)> {
+    let c = c_command(sql);
+    // SAFETY: the raw parser's output is only read; a syntax error is an ERROR.
+    unsafe {
+        let stmts = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::raw_parser(
+            c.as_ptr(),
+            pg_sys::RawParseMode::RAW_PARSE_DEFAULT,
+        ));
+        let raw = stmts.get_ptr(0)?;
+        let stmt = (*raw).stmt;
+        let allowed_setting = (*stmt).type_ == pg_sys::NodeTag::T_VariableSetStmt && {
+            let set = stmt.cast::<pg_sys::VariableSetStmt>();
+            !(*set).name.is_null()
+                && !(*set).is_local
+                && QUEUED_SETTINGS.contains(&CStr::from_ptr((*set).name).to_str().unwrap_or(""))
+        };
+        if !allowed_setting && let Some(tag) = not_ddl(stmt) {
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("queued SQL may hold only DDL statements, not {tag}"),
+            );
+        }
+        let start = usize::try_from((*raw).stmt_location)
+            .unwrap_or(0)
+            .min(sql.len());
+        let end = match (*raw).stmt_len {
+            0 => sql.len(),
+            len => (start + len as usize).min(sql.len()),
+        };
+        Some((&sql[start..end], &sql[end..]))
     }
 }
 
@@ -194,24 +254,6 @@ unsafe fn statement_text(
         .to_string()
 }
 
-/// Runs `f` as the bootstrap superuser: spock's catalog is superuser-only, and DDL by any role
-/// is queued. The caller's identity returns afterwards (and with the abort on an error).
-fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: saving and switching the current user id, as core does for internal work.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    // SAFETY: restoring what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    result
-}
-
 /// Whether this database is a spock node.
 fn spock_node_here() -> bool {
     // SAFETY: a catalog lookup inside the statement's transaction.
@@ -325,8 +367,9 @@ unsafe fn after_ddl(
             // The role and the effective schemas (each quoted) as the caller sees them.
             let (role, path) = Spi::connect(|c| {
                 let row = c.select(
-                    "SELECT current_user::text, coalesce(string_agg(quote_ident(n), ', '), '''''') \
-                     FROM unnest(current_schemas(false)) n",
+                    "SELECT current_user::text, \
+                     coalesce(pg_catalog.string_agg(pg_catalog.quote_ident(n), ', '), '''''') \
+                     FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) n",
                     None,
                     &[],
                 )?;
@@ -334,14 +377,20 @@ unsafe fn after_ddl(
                 Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<String>(2)?))
             })
             .unwrap_or_else(|e| error!("cannot queue the DDL statement: {e}"));
-            let prefix = match (treatment, path) {
+            let mut prefix = match (treatment, path) {
                 (Treatment::WithoutPath, _) | (_, None) => String::new(),
                 (_, Some(path)) => format!("SET search_path TO {path}; "),
             };
+            // Subscribers read the text as it was read here (a backslash in a literal).
+            // SAFETY: reading a core setting's variable.
+            if unsafe { !pg_sys::standard_conforming_strings } {
+                prefix.insert_str(0, "SET standard_conforming_strings TO off; ");
+            }
             as_superuser(|| {
                 Spi::run_with_args(
                     "INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message) \
-                     VALUES (now(), $1, ARRAY['default_insert_only'], 'D', to_json($2))",
+                     VALUES (pg_catalog.now(), $1, ARRAY['default_insert_only'], 'D', \
+                             pg_catalog.to_json($2::pg_catalog.text))",
                     &[role.as_deref().into(), format!("{prefix}{text}").into()],
                 )
             })

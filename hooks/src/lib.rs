@@ -16,6 +16,7 @@ use compat17 as compat;
 mod apply;
 mod commit_lsn;
 mod ddl;
+mod identity;
 mod kernel;
 mod naming;
 mod output;

@@ -90,13 +90,16 @@ pub static IN_REPLICATE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static COUNTRY: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"??"));
 
+/// The settings that decide what is replicated (DDL queueing, set membership, the flag
+/// replicate_ddl sets) are superuser-only (upstream lets any user set the first three): a user
+/// could otherwise keep their DDL from the other nodes, or queue it where the DBA does not.
 pub fn define() {
     GucRegistry::define_bool_guc(
         c"spock.enable_ddl_replication",
         c"Replicate DDL statements to the other nodes automatically.",
         c"Statements are queued for the default_insert_only set and run by subscribers.",
         &ENABLE_DDL_REPLICATION,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
@@ -104,7 +107,7 @@ pub fn define() {
         c"Add created or altered tables to the default (or default_insert_only) set.",
         c"",
         &INCLUDE_DDL_REPSET,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
@@ -112,7 +115,7 @@ pub fn define() {
         c"Also replicate DDL run inside functions.",
         c"",
         &ALLOW_DDL_FROM_FUNCTIONS,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
@@ -136,7 +139,7 @@ pub fn define() {
         c"Set by spock.replicate_ddl while it runs the command it has queued.",
         c"",
         &IN_REPLICATE_DDL,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_string_guc(

@@ -162,15 +162,22 @@ pub struct Change<'a> {
     /// The locked local row `lock_row` found.
     found: *mut pg_sys::TupleTableSlot,
     old_context: pg_sys::MemoryContext,
+    /// The worker's own identity, back at `finish`: the change runs as the table's owner.
+    worker: crate::identity::Switched,
 }
 
 impl<'a> Change<'a> {
-    /// Opens the table for one change (inside the apply transaction).
+    /// Opens the table for one change (inside the apply transaction). Until `finish`, the
+    /// change runs with the rights of the table's owner (read from the open relation, so
+    /// always current): its values' input functions, triggers, constraints and index
+    /// expressions never run as the worker's superuser.
     pub fn open(target: &'a Target) -> Change<'a> {
         // SAFETY: executor setup as for a single-table modification, in memory that
-        // `finish` frees; an error aborts the transaction, which releases all of it.
+        // `finish` frees; an error aborts the transaction, which releases all of it and
+        // restores the worker's identity.
         unsafe {
             let rel = pg_sys::table_open(target.relid, pg_sys::RowExclusiveLock as i32);
+            let worker = crate::identity::become_owner((*(*rel).rd_rel).relowner);
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             let estate = pg_sys::CreateExecutorState();
             let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
@@ -200,6 +207,7 @@ impl<'a> Change<'a> {
                 epq,
                 found: std::ptr::null_mut(),
                 old_context,
+                worker,
             }
         }
     }
@@ -219,6 +227,7 @@ impl<'a> Change<'a> {
             pg_sys::CommandCounterIncrement();
             pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
         }
+        self.worker.restore();
     }
 
     fn new_slot(&self) -> *mut pg_sys::TupleTableSlot {

@@ -15,9 +15,8 @@ pub(crate) mod sync;
 mod sync_worker;
 mod versions;
 
-use crate::settings;
 use crate::stats::{self, Counter};
-use crate::{compat, remote::Received, remote::Remote};
+use crate::{compat, identity, remote::Received, remote::Remote, settings};
 use conflict::{Kind, Local, Resolution, Version};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -146,9 +145,12 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     let sub = load(sub_id);
     exec::watch_relations();
 
-    // Replicated changes fire only REPLICA/ALWAYS triggers (and no FK checks), like core.
     BackgroundWorker::transaction(|| {
+        // Replicated changes fire only REPLICA/ALWAYS triggers (and no FK checks), like core;
+        // names in the worker's statements and in user code it runs (an index expression, a
+        // trigger) cannot be redirected to someone's objects.
         Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
+        identity::set_search_path(identity::SAFE_SEARCH_PATH);
         // sub_show_status finds the running worker by its application_name.
         Spi::run(&format!(
             "SET application_name = {}",
@@ -651,26 +653,7 @@ impl Applier {
                     let rel = self.rel(*r);
                     self.wait_for_table_sync(&rel);
                 }
-                let tables: Vec<String> = relids
-                    .iter()
-                    .map(|r| {
-                        let rel = self.rel(*r);
-                        format!(
-                            "\"{}\".\"{}\"",
-                            rel.nspname.replace('"', "\"\""),
-                            rel.relname.replace('"', "\"\"")
-                        )
-                    })
-                    .collect();
-                let sql = format!(
-                    "TRUNCATE {}{}",
-                    tables.join(", "),
-                    if cascade { " CASCADE" } else { "" }
-                );
-                self.exec(Ok(Statement {
-                    sql,
-                    params: Vec::new(),
-                }));
+                self.truncate(&relids, cascade);
             }
             Message::Commit {
                 end_lsn,
@@ -696,6 +679,37 @@ impl Applier {
             | Message::Origin { .. }
             | Message::CommitOrder { .. }
             | Message::Message { .. } => {}
+        }
+    }
+
+    /// Remote TRUNCATE: one statement per owner, run as that owner (its truncate triggers
+    /// must not run as the worker). Tables of one owner, the usual case, go together, so
+    /// foreign keys among them are satisfied as on the provider.
+    fn truncate(&mut self, relids: &[u32], cascade: bool) {
+        let mut by_owner: Vec<(pg_sys::Oid, Vec<String>)> = Vec::new();
+        for r in relids {
+            let rel = self.rel(*r);
+            let owner = identity::rel_owner(pg_sys::Oid::from(rel.local_relid));
+            let table = format!(
+                "\"{}\".\"{}\"",
+                rel.nspname.replace('"', "\"\""),
+                rel.relname.replace('"', "\"\"")
+            );
+            match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, tables)) => tables.push(table),
+                None => by_owner.push((owner, vec![table])),
+            }
+        }
+        for (owner, tables) in by_owner {
+            let stmt = Statement {
+                sql: format!(
+                    "TRUNCATE {}{}",
+                    tables.join(", "),
+                    if cascade { " CASCADE" } else { "" }
+                ),
+                params: Vec::new(),
+            };
+            identity::as_owner(owner, || run_with_text_params(&stmt));
         }
     }
 
@@ -815,7 +829,7 @@ impl Applier {
         let old = binary::as_text(rel, old);
         match wins {
             Some((true, local)) => {
-                self.exec(rel.write_tombstone(&old));
+                self.exec(rel.write_tombstone(&old, self.owner_key(rel, &old).as_deref()));
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::DeleteUpdate, true, local, &old);
                 }
@@ -834,10 +848,19 @@ impl Applier {
         })
     }
 
-    /// Runs a statement; returns the rows it processed and the first column of its first row.
+    /// Runs a statement of spock's own (its catalog) with the worker's rights; returns the
+    /// rows it processed and the first column of its first row.
     fn exec(&self, stmt: Result<Statement, String>) -> (u64, Option<String>) {
         let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
         run_with_text_params(&stmt)
+    }
+
+    /// Runs a statement on `rel`'s local table with the table owner's rights: its triggers,
+    /// constraints, defaults and index expressions never run as the worker's superuser.
+    fn write(&self, rel: &RemoteRel, stmt: Result<Statement, String>) -> (u64, Option<String>) {
+        let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+        let owner = identity::rel_owner(pg_sys::Oid::from(rel.local_relid));
+        identity::as_owner(owner, || run_with_text_params(&stmt))
     }
 
     fn remote_version(&self) -> Version {
@@ -854,8 +877,17 @@ impl Applier {
 
     /// Locks the local row with `key`'s key and returns its version, or `None` if absent.
     fn lock_row(&self, rel: &RemoteRel, key: &[Value]) -> Option<Local> {
-        let (_, xmin) = self.exec(rel.lock_row(key));
+        let (_, xmin) = self.write(rel, rel.lock_row(key));
         xmin.map(|x| versions::local_version(parse_xid(&x)))
+    }
+
+    /// The tombstone key of `values` computed with the owner's rights when a key column has a
+    /// user's type (see `RemoteRel::user_typed_key`); `None` when spock's statement may
+    /// compute it.
+    fn owner_key(&self, rel: &RemoteRel, values: &[Value]) -> Option<String> {
+        rel.user_typed_key()
+            .then(|| self.write(rel, rel.key_bytes(values)).1)
+            .flatten()
     }
 
     /// Locks the row's tombstone and returns its version, or `None` if there is none.
@@ -863,7 +895,7 @@ impl Applier {
         if rel.key.is_empty() {
             return None;
         }
-        let (_, xmin) = self.exec(rel.lock_tombstone(key));
+        let (_, xmin) = self.exec(rel.lock_tombstone(key, self.owner_key(rel, key).as_deref()));
         xmin.map(|x| versions::local_version(parse_xid(&x)))
     }
 
@@ -906,7 +938,7 @@ impl Applier {
     fn insert(&mut self, rel: &RemoteRel, new: &[Value]) {
         let remote = self.remote_version();
         for _ in 0..MAX_ATTEMPTS {
-            if self.exec(rel.insert_or_skip(new)).0 == 1 {
+            if self.write(rel, rel.insert_or_skip(new)).0 == 1 {
                 if self.may_have_tombstones(rel) {
                     self.after_revival(rel, new, Kind::InsertExists);
                 }
@@ -916,13 +948,13 @@ impl Applier {
                 Some(local) => {
                     let wins = conflict::remote_wins(remote, local);
                     if wins {
-                        self.exec(rel.update(None, new));
+                        self.write(rel, rel.update(None, new));
                     }
                     self.resolved(rel, Kind::InsertExists, wins, local, new);
                     return;
                 }
                 // The conflict was on another unique index: let the plain INSERT report it.
-                None if !rel.key.is_empty() && self.exec(rel.insert(new)).0 == 1 => {
+                None if !rel.key.is_empty() && self.write(rel, rel.insert(new)).0 == 1 => {
                     self.after_revival(rel, new, Kind::InsertExists);
                     return;
                 }
@@ -942,12 +974,12 @@ impl Applier {
         };
         let remote = self.remote_version();
         if conflict::remote_wins(remote, tomb) {
-            self.exec(rel.drop_tombstone(new));
+            self.exec(rel.drop_tombstone(new, self.owner_key(rel, new).as_deref()));
             if kind != Kind::InsertExists {
                 self.resolved(rel, Kind::UpdateDelete, true, tomb, new);
             }
         } else {
-            self.exec(rel.delete(new));
+            self.write(rel, rel.delete(new));
             self.resolved(rel, kind_for_deleted(kind), false, tomb, new);
         }
     }
@@ -961,20 +993,20 @@ impl Applier {
             .update_with_deltas(old, new)
             .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
         if let Some(stmt) = with_deltas {
-            let (_, xmin) = self.exec(rel.lock_row(key));
+            let (_, xmin) = self.write(rel, rel.lock_row(key));
             if let Some(xmin) = xmin {
                 let xmin = parse_xid(&xmin);
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
                 if wins {
-                    self.exec(Ok(stmt));
+                    self.write(rel, Ok(stmt));
                 } else {
                     // The local row stays the newer one: merge the deltas in a subtransaction
                     // that keeps the row's own commit timestamp and origin (kernel override).
                     let keep = versions::commit_ts_data(xmin);
                     // SAFETY: a subtransaction of the apply transaction, ended below.
                     unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
-                    self.exec(Ok(stmt));
+                    self.write(rel, Ok(stmt));
                     if let Some((ts, origin)) = keep {
                         // SAFETY: the subtransaction has an xid (it updated the row).
                         let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
@@ -992,7 +1024,7 @@ impl Applier {
             // The row is missing: handled below like any update of a missing row.
         }
         for _ in 0..MAX_ATTEMPTS {
-            if self.exec(rel.update_if_newer(old, new)).0 > 0 {
+            if self.write(rel, rel.update_if_newer(old, new)).0 > 0 {
                 let local = Self::last_local();
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::UpdateUpdate, true, local, new);
@@ -1027,7 +1059,7 @@ impl Applier {
                         );
                         return;
                     }
-                    if self.exec(rel.insert_or_skip(new)).0 == 1 {
+                    if self.write(rel, rel.insert_or_skip(new)).0 == 1 {
                         self.after_revival(rel, new, Kind::UpdateDelete);
                         return;
                     }
@@ -1042,10 +1074,10 @@ impl Applier {
     fn delete(&mut self, rel: &RemoteRel, old: &[Value]) {
         let remote = self.remote_version();
         for _ in 0..MAX_ATTEMPTS {
-            if self.exec(rel.delete_if_newer(old)).0 > 0 {
+            if self.write(rel, rel.delete_if_newer(old)).0 > 0 {
                 let local = Self::last_local();
                 if !rel.key.is_empty() {
-                    self.exec(rel.write_tombstone(old));
+                    self.exec(rel.write_tombstone(old, self.owner_key(rel, old).as_deref()));
                 }
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::DeleteUpdate, true, local, old);
@@ -1065,7 +1097,7 @@ impl Applier {
                     }
                     let tomb = self.lock_tombstone(rel, old);
                     if tomb.is_none_or(|t| conflict::remote_wins(remote, t)) {
-                        self.exec(rel.write_tombstone(old));
+                        self.exec(rel.write_tombstone(old, self.owner_key(rel, old).as_deref()));
                     }
                     // A local insert of the key may commit while we run.
                     self.xact.reconcile.insert(rel.local_relid);
@@ -1127,7 +1159,7 @@ impl Applier {
             let local_tuple = if rel.key.is_empty() {
                 None
             } else {
-                self.exec(rel.row_json(tuple)).1
+                self.write(rel, rel.row_json(tuple)).1
             };
             let (local_origin, local_ts) = match local {
                 Local::Known(v) => (Some(v.node.to_string()), Some(v.ts.to_string())),
@@ -1208,8 +1240,13 @@ impl Applier {
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         }
         for rel in rels {
-            if let Some(stmt) = rel.reconcile() {
-                let (n, _) = self.exec(Ok(stmt));
+            // The losing rows are found and locked with the worker's rights (tombstones are
+            // spock's), and deleted with the owner's (the table's delete triggers run).
+            let Some(find) = rel.reconcile_find() else {
+                continue;
+            };
+            if let (_, Some(ctids)) = self.exec(Ok(find)) {
+                let (n, _) = self.write(&rel, Ok(rel.reconcile_delete(ctids)));
                 if n > 0 {
                     log!(
                         "spock: removed {n} row(s) of {}.{} older than their concurrent delete",

@@ -88,37 +88,25 @@ pub fn json_field(doc: &str, field: &str) -> Result<Option<String>, String> {
     Spi::get_one_with_args::<String>(sql, &[doc.into(), field.into()]).map_err(|e| e.to_string())
 }
 
-/// Runs queued SQL as its role, then returns to the worker's own role and search_path (the
-/// queued text sets its own path for the session).
+/// Runs queued SQL as its recorded role, locked in it: nothing the statements or the functions
+/// they call do can return to the worker's superuser identity, create temporary objects in its
+/// session or keep a setting (the queued text sets its own search_path). Statements run one
+/// at a time, each read only after the ones before it ran (see `ddl::next_queued_statement`).
 pub fn run_sql(role: &str, sql: &str) {
-    let previous = Spi::get_one::<String>("SELECT current_setting('role')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "none".into());
-    let path = Spi::get_one::<String>("SELECT current_setting('search_path')")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    Spi::run_with_args("SELECT set_config('role', $1, true)", &[role.into()])
-        .unwrap_or_else(|e| error!("cannot run queued SQL as role \"{role}\": {e}"));
-    Spi::run(sql)
-        .unwrap_or_else(|e| error!("{e}\nduring execution of queued SQL statement: {sql}"));
-    Spi::run_with_args(
-        "SELECT set_config('role', $1, true)",
-        &[previous.as_str().into()],
-    )
-    .unwrap_or_else(|e| error!("{e}"));
-    Spi::run_with_args(
-        "SELECT set_config('search_path', $1, false)",
-        &[path.as_str().into()],
-    )
-    .unwrap_or_else(|e| error!("{e}"));
+    let switched = crate::identity::become_role_locked(crate::identity::role_oid(role));
+    let mut rest = sql;
+    while let Some((statement, next)) = crate::ddl::next_queued_statement(rest) {
+        Spi::run(statement)
+            .unwrap_or_else(|e| error!("{e}\nduring execution of queued SQL statement: {sql}"));
+        rest = next;
+    }
+    switched.restore();
 }
 
 /// Moves a sequence to the provider's pushed value.
 pub fn set_sequence(schema: &str, name: &str, value: i64) {
     Spi::run_with_args(
-        "SELECT setval(format('%I.%I', $1, $2)::regclass, $3)",
+        "SELECT pg_catalog.setval(pg_catalog.format('%I.%I', $1, $2)::pg_catalog.regclass, $3)",
         &[schema.into(), name.into(), value.into()],
     )
     .unwrap_or_else(|e| error!("cannot set sequence {schema}.{name}: {e}"));

@@ -288,9 +288,18 @@ impl RemoteRel {
         out
     }
 
-    /// `relid = $1 AND key = record_send(ROW(…))`: the tombstone of the row with `values`' key,
-    /// in the same form the local delete trigger (`spock.tombstone_trigger`) writes.
-    fn tombstone_filter(&self, values: &[Value]) -> Result<(String, Vec<Option<String>>), String> {
+    /// Whether a key column has a type of a user's (oid past the built-in range): its input
+    /// function can run user code (a domain's CHECK), so the tombstone key must be computed
+    /// with the table owner's rights (`key_bytes`), not inside spock's own statements.
+    pub fn user_typed_key(&self) -> bool {
+        self.key
+            .iter()
+            .any(|&i| self.local_type_oids[i] >= pgrx::pg_sys::FirstNormalObjectId)
+    }
+
+    /// The key columns of `values` with their local types, as `$n::type` placeholders after
+    /// `params`' current ones.
+    fn key_row(&self, values: &[Value], params: &mut Vec<Option<String>>) -> Result<String, String> {
         self.check(values)?;
         if self.key.is_empty() {
             return Err(format!(
@@ -298,7 +307,6 @@ impl RemoteRel {
                 self.nspname, self.relname
             ));
         }
-        let mut params = vec![Some(self.local_relid.to_string())];
         let mut parts = Vec::new();
         for &i in &self.key {
             match param(&values[i])? {
@@ -314,12 +322,41 @@ impl RemoteRel {
                 }
             }
         }
-        Ok((format!("record_send(ROW({}))", parts.join(", ")), params))
+        Ok(format!("pg_catalog.record_send(ROW({}))", parts.join(", ")))
+    }
+
+    /// The tombstone key of `values` (a `bytea` as text), to run with the owner's rights.
+    pub fn key_bytes(&self, values: &[Value]) -> Result<Statement, String> {
+        let mut params = Vec::new();
+        let key = self.key_row(values, &mut params)?;
+        Ok(Statement {
+            sql: format!("SELECT {key}::text"),
+            params,
+        })
+    }
+
+    /// `record_send(ROW(…))` of `values`' key, in the same form the local delete trigger
+    /// (`spock.tombstone_trigger`) writes, after `$1` (the relation); `key` is that key when
+    /// `key_bytes` computed it already.
+    fn tombstone_key(
+        &self,
+        values: &[Value],
+        key: Option<&str>,
+    ) -> Result<(String, Vec<Option<String>>), String> {
+        let mut params = vec![Some(self.local_relid.to_string())];
+        match key {
+            Some(k) => {
+                self.key_row(values, &mut Vec::new())?;
+                params.push(Some(k.to_string()));
+                Ok(("$2::pg_catalog.bytea".into(), params))
+            }
+            None => Ok((self.key_row(values, &mut params)?, params)),
+        }
     }
 
     /// Locks the row's tombstone, if any, and returns its xmin (the deleting transaction).
-    pub fn lock_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
-        let (key, params) = self.tombstone_filter(values)?;
+    pub fn lock_tombstone(&self, values: &[Value], key: Option<&str>) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_key(values, key)?;
         Ok(Statement {
             sql: format!(
                 "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = {key} FOR UPDATE"
@@ -329,8 +366,8 @@ impl RemoteRel {
     }
 
     /// Records (or renews) the row's tombstone with the applying transaction's version.
-    pub fn write_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
-        let (key, params) = self.tombstone_filter(values)?;
+    pub fn write_tombstone(&self, values: &[Value], key: Option<&str>) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_key(values, key)?;
         Ok(Statement {
             sql: format!(
                 "INSERT INTO spock.tombstones (relid, key) VALUES ($1::oid, {key}) \
@@ -340,17 +377,18 @@ impl RemoteRel {
         })
     }
 
-    pub fn drop_tombstone(&self, values: &[Value]) -> Result<Statement, String> {
-        let (key, params) = self.tombstone_filter(values)?;
+    pub fn drop_tombstone(&self, values: &[Value], key: Option<&str>) -> Result<Statement, String> {
+        let (key, params) = self.tombstone_key(values, key)?;
         Ok(Statement {
             sql: format!("DELETE FROM spock.tombstones WHERE relid = $1::oid AND key = {key}"),
             params,
         })
     }
 
-    /// Deletes rows older than their own tombstone: repairs the rare race where a local
-    /// transaction deleted or inserted a row while this worker applied a change of it.
-    pub fn reconcile(&self) -> Option<Statement> {
+    /// Finds and locks the rows older than their own tombstone (the rare race where a local
+    /// transaction deleted or inserted a row while this worker applied a change of it); the
+    /// first column is their ctids as a `tid[]` literal (NULL when there are none).
+    pub fn reconcile_find(&self) -> Option<Statement> {
         if self.key.is_empty() {
             return None;
         }
@@ -361,13 +399,26 @@ impl RemoteRel {
             .collect();
         Some(Statement {
             sql: format!(
-                "DELETE FROM {} t USING spock.tombstones tb WHERE tb.relid = $1::oid \
-                 AND tb.key = record_send(ROW({})) AND spock.apply_local_newer(tb.xmin, t.xmin)",
+                "WITH lost AS (SELECT t.ctid FROM {} t JOIN spock.tombstones tb \
+                 ON tb.relid = $1::oid AND tb.key = pg_catalog.record_send(ROW({})) \
+                 WHERE spock.apply_local_newer(tb.xmin, t.xmin) FOR UPDATE OF t) \
+                 SELECT pg_catalog.array_agg(ctid)::text FROM lost",
                 self.table(),
                 cols.join(", ")
             ),
             params: vec![Some(self.local_relid.to_string())],
         })
+    }
+
+    /// Deletes the rows `reconcile_find` found (`ctids`: its `tid[]` literal).
+    pub fn reconcile_delete(&self, ctids: String) -> Statement {
+        Statement {
+            sql: format!(
+                "DELETE FROM {} WHERE ctid = ANY ($1::pg_catalog.tid[])",
+                self.table()
+            ),
+            params: vec![Some(ctids)],
+        }
     }
 }
 
@@ -481,24 +532,32 @@ mod tests {
     fn tombstones_use_the_local_key_in_index_order() {
         let mut r = rel();
         r.key = vec![1, 0];
-        let s = r.lock_tombstone(&[t("7"), t("a"), Value::Null]).unwrap();
+        let s = r.lock_tombstone(&[t("7"), t("a"), Value::Null], None).unwrap();
         assert_eq!(
             s.sql,
-            "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = record_send(ROW($2::text, $3::integer)) FOR UPDATE"
+            "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = pg_catalog.record_send(ROW($2::text, $3::integer)) FOR UPDATE"
         );
         assert_eq!(
             s.params,
             vec![Some("16384".into()), Some("a".into()), Some("7".into())]
         );
-        let w = r.write_tombstone(&[t("7"), t("a"), Value::Null]).unwrap();
+        let w = r.write_tombstone(&[t("7"), t("a"), Value::Null], None).unwrap();
+        let k = r
+            .drop_tombstone(&[t("7"), t("a"), Value::Null], Some("\\x01"))
+            .unwrap();
+        assert_eq!(
+            k.sql,
+            "DELETE FROM spock.tombstones WHERE relid = $1::oid AND key = $2::pg_catalog.bytea"
+        );
+        assert_eq!(k.params, vec![Some("16384".into()), Some("\\x01".into())]);
         assert!(
             w.sql.contains("ON CONFLICT (relid, key) DO UPDATE"),
             "{}",
             w.sql
         );
         r.key.clear();
-        assert!(r.drop_tombstone(&[t("7"), t("a"), Value::Null]).is_err());
-        assert!(r.reconcile().is_none());
+        assert!(r.drop_tombstone(&[t("7"), t("a"), Value::Null], None).is_err());
+        assert!(r.reconcile_find().is_none());
     }
 
     #[test]
@@ -520,8 +579,13 @@ mod tests {
         );
         let s = rel().insert_or_skip(&[t("1"), t("a"), t("b")]).unwrap();
         assert!(s.sql.ends_with("ON CONFLICT DO NOTHING"));
-        let s = rel().reconcile().unwrap();
+        let s = rel().reconcile_find().unwrap();
         assert!(s.sql.contains("record_send(ROW(t.\"id\"))"), "{}", s.sql);
+        let d = rel().reconcile_delete("{\"(0,1)\"}".into());
+        assert_eq!(
+            d.sql,
+            "DELETE FROM \"public\".\"T\"\"x\" WHERE ctid = ANY ($1::pg_catalog.tid[])"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! than with the moment of the copy.
 
 use super::{Subscription, quote_literal, wait_for_socket};
+use crate::identity;
 use crate::remote::{Received, Remote};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -277,7 +278,10 @@ fn copy_table(
         return Err("no column of the table is replicated".into());
     }
     // Every copied column must exist here.
-    super::describe_local(nsp, rel, &columns)?;
+    let relid = pg_sys::Oid::from(super::describe_local(nsp, rel, &columns)?.relid);
+    // The rows go in with the rights of the table's owner: its replica triggers, constraints,
+    // defaults and index expressions (and its column types' input) never run as the worker.
+    let owner = identity::rel_owner(relid);
     let cols = names
         .iter()
         .map(|n| ident(n))
@@ -294,13 +298,21 @@ fn copy_table(
         .map_err(|e| e.to_string())?
         .unwrap_or(false);
         if !keyed {
-            Spi::run(&format!("TRUNCATE ONLY {table}")).map_err(|e| e.to_string())?;
+            identity::as_owner(owner, || Spi::run(&format!("TRUNCATE ONLY {table}")))
+                .map_err(|e| e.to_string())?;
         }
         keyed
     };
     let (into_nsp, into_rel) = if merge {
+        // The stage is the worker's (the owner may not create temporary tables), lent to the
+        // owner for this copy.
         Spi::run(&format!(
             "CREATE TEMP TABLE spock_sync_stage ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
+        ))
+        .map_err(|e| e.to_string())?;
+        Spi::run(&format!(
+            "GRANT SELECT, INSERT ON pg_temp.spock_sync_stage TO {}",
+            ident(&identity::role_name(owner))
         ))
         .map_err(|e| e.to_string())?;
         ("pg_temp", "spock_sync_stage")
@@ -342,6 +354,7 @@ fn copy_table(
             done: false,
         })
     });
+    let as_owner = identity::become_owner(owner);
     // SAFETY: a COPY FROM into the table inside the sync transaction, fed by `read_copy_data`;
     // the names are copied into palloc'd memory before use.
     let copied = unsafe {
@@ -383,6 +396,7 @@ fn copy_table(
         pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
         copied
     };
+    as_owner.restore();
     let done = SOURCE.with(|s| s.borrow_mut().take().is_some_and(|s| s.done));
     if !done {
         return Err("the local COPY ended before the provider's".into());
@@ -390,16 +404,18 @@ fn copy_table(
     if !merge {
         return Ok(copied);
     }
-    let inserted = Spi::connect_mut(|c| {
-        c.update(
-            &format!(
-                "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
-                 SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
-            ),
-            None,
-            &[],
-        )
-        .map(|t| t.len() as u64)
+    let inserted = identity::as_owner(owner, || {
+        Spi::connect_mut(|c| {
+            c.update(
+                &format!(
+                    "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
+                     SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
+                ),
+                None,
+                &[],
+            )
+            .map(|t| t.len() as u64)
+        })
     })
     .map_err(|e| e.to_string())?;
     Spi::run("DROP TABLE pg_temp.spock_sync_stage").map_err(|e| e.to_string())?;

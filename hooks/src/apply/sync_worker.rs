@@ -55,6 +55,8 @@ pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         // Copies fire only REPLICA/ALWAYS triggers, as the apply worker's writes do.
         Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
+        // As in the apply worker: nobody's objects can stand in for the names it uses.
+        crate::identity::set_search_path(crate::identity::SAFE_SEARCH_PATH);
         // sub_drop finds (and stops) the subscription's workers by their application_name.
         Spi::run(&format!(
             "SET application_name = '{}'",
