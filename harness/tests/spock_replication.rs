@@ -751,12 +751,13 @@ fn executor_apply_keeps_the_subscribers_rules() {
                       at timestamptz, tags text[], note text);";
         let cluster = two_nodes(kernel, schema);
         let (p, s) = (cluster.node(0), cluster.node(1));
+        // The apply worker's search_path is pg_catalog (as core's): trigger code qualifies.
         s.sql(
             "ALTER TABLE acct ADD COLUMN doubled numeric GENERATED ALWAYS AS (amount * 2) STORED; \
              ALTER TABLE acct ADD CONSTRAINT small CHECK (amount < 1000); \
              CREATE TABLE audit(what text); \
              CREATE FUNCTION log_it() RETURNS trigger LANGUAGE plpgsql AS \
-               $$ BEGIN INSERT INTO audit VALUES (TG_NAME || ':' || TG_OP || ':' || NEW.id); RETURN NEW; END $$; \
+               $$ BEGIN INSERT INTO public.audit VALUES (TG_NAME || ':' || TG_OP || ':' || NEW.id); RETURN NEW; END $$; \
              CREATE TRIGGER ordinary BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION log_it(); \
              CREATE TRIGGER replica BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION log_it(); \
              ALTER TABLE acct ENABLE REPLICA TRIGGER replica;",

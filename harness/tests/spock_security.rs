@@ -263,14 +263,22 @@ fn queued_ddl_cannot_leave_its_role() {
         )
         .unwrap();
         wait_for(s, "SELECT to_regprocedure('m.g()') IS NOT NULL", "t");
-        p.sql_as("mallory", "postgres", "CREATE TABLE m.x AS SELECT m.g() AS g")
-            .unwrap();
+        p.sql_as(
+            "mallory",
+            "postgres",
+            "CREATE TABLE m.x AS SELECT m.g() AS g",
+        )
+        .unwrap();
         wait_for(
             s,
             "SELECT relowner::regrole::text FROM pg_class WHERE oid = to_regclass('m.x')",
             "mallory",
         );
-        assert_eq!(s.sql("SELECT g FROM m.x").unwrap(), "1", "PostgreSQL {major}");
+        assert_eq!(
+            s.sql("SELECT g FROM m.x").unwrap(),
+            "1",
+            "PostgreSQL {major}"
+        );
         assert_eq!(probes(s), "ctas", "PostgreSQL {major}");
 
         // One COMMENT statement on the origin; the same single statement on the subscriber.
@@ -297,8 +305,12 @@ fn queued_ddl_cannot_leave_its_role() {
 
         // A queue row that is not DDL (written by hand on the provider) is refused and logged;
         // the data stays.
-        p.sql_as("mallory", "postgres", "CREATE TABLE m.keep(id int PRIMARY KEY)")
-            .unwrap();
+        p.sql_as(
+            "mallory",
+            "postgres",
+            "CREATE TABLE m.keep(id int PRIMARY KEY)",
+        )
+        .unwrap();
         p.sql("INSERT INTO m.keep VALUES (1)").unwrap();
         p.sql("SELECT spock.repset_add_table('default', 'm.keep')")
             .unwrap();
@@ -352,14 +364,16 @@ fn nothing_runs_as_superuser_in_a_users_search_path() {
                $f$ BEGIN PERFORM m.attempt('now'); RETURN pg_catalog.now(); END $f$",
         )
         .expect_err("a non-superuser may not turn DDL replication off");
-        p.sql("SET spock.enable_ddl_replication = off; \
+        p.sql(
+            "SET spock.enable_ddl_replication = off; \
                CREATE FUNCTION public.to_json(text) RETURNS json LANGUAGE plpgsql AS \
                $f$ BEGIN PERFORM m.attempt('to_json'); RETURN pg_catalog.to_json($1); END $f$; \
                CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS \
                $f$ BEGIN PERFORM m.attempt('now'); RETURN pg_catalog.now(); END $f$; \
                ALTER FUNCTION public.to_json(text) OWNER TO mallory; \
-               ALTER FUNCTION public.now() OWNER TO mallory")
-            .unwrap();
+               ALTER FUNCTION public.now() OWNER TO mallory",
+        )
+        .unwrap();
         p.sql_as(
             "mallory",
             "postgres",

@@ -1105,11 +1105,12 @@ BEGIN
                     CASE WHEN pg_catalog.current_setting('standard_conforming_strings') = 'off'
                          THEN 'SET standard_conforming_strings TO off; ' ELSE '' END
                     || 'SET search_path TO ' || v_path || '; ' || command));
-    PERFORM pg_catalog.set_config('role', role, true);
+    -- Set while still a superuser: the flag is superuser-only.
     PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'on', true);
+    PERFORM pg_catalog.set_config('role', role, true);
     EXECUTE command;
-    PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'off', true);
     PERFORM pg_catalog.set_config('role', v_role, true);
+    PERFORM pg_catalog.set_config('spock.in_replicate_ddl', 'off', true);
     PERFORM pg_catalog.set_config('search_path', v_old_path, true);
     RETURN true;
 END $$;

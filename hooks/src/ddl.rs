@@ -3,11 +3,11 @@
 //! that queues DDL automatically (`spock.enable_ddl_replication`), files new tables into
 //! replication sets (`spock.include_ddl_repset`) and refuses DDL (`spock.deny_all_ddl`).
 
+use crate::identity::as_superuser;
 use pgrx::PgList;
 use pgrx::pg_sys;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
-use crate::identity::as_superuser;
 use std::ffi::{CStr, CString};
 
 /// ERRORs unless every statement of `command` is DDL (log level `ddl`, as core classifies).

@@ -88,9 +88,10 @@ impl Applier {
 
     /// Rolls the local transaction back after an error.
     fn abort(&mut self) {
-        // SAFETY: the error was caught and flushed; this ends the failed transaction (and any
-        // subtransaction in it).
-        unsafe { pg_sys::AbortCurrentTransaction() };
+        // SAFETY: the error was caught and flushed; this ends the failed transaction with every
+        // subtransaction still open in it (AbortCurrentTransaction would end only the innermost
+        // one and leave the transaction half-aborted).
+        unsafe { pg_sys::AbortOutOfAnyTransaction() };
         self.in_xact = false;
         versions::STATE.with(|s| s.borrow_mut().remote = None);
     }
@@ -123,7 +124,7 @@ impl Applier {
         let mut attempt = 0;
         while failure.is_transient() && attempt < TRANSIENT_RETRIES {
             attempt += 1;
-            std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+            super::nap(Duration::from_millis(10 * u64::from(attempt)));
             match self.replay(Mode::Whole) {
                 Ok(()) => return,
                 Err(e) => failure = e,
@@ -353,6 +354,8 @@ impl Logged {
             },
             None => Logged {
                 operation,
+                schema: applier.described.get(&relid).map(|d| d.0.clone()),
+                table: applier.described.get(&relid).map(|d| d.1.clone()),
                 ..Logged::default()
             },
         }

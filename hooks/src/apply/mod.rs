@@ -32,6 +32,16 @@ const TABLE_SYNC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the worker reports its position (also on the provider's request).
 const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long a provider may send nothing before the subscription counts as stalled.
+const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// What this worker is doing, in `pg_stat_activity.query` (and so for `sub_show_status`).
+fn report_activity(what: &str) {
+    let text = CString::new(what).expect("no NUL");
+    // SAFETY: the backend's own status entry; the text is copied.
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
 struct Subscription {
     name: String,
     slot: String,
@@ -133,10 +143,43 @@ fn mark_synced(sub_id: u32) {
     })
 }
 
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler for backends (`tcop/postgres.c`), by its C symbol.
+    #[link_name = "die"]
+    fn backend_die(signal: std::ffi::c_int);
+}
+
+/// Makes a stop request (SIGTERM: fast shutdown, sub_drop, sub_disable) end the worker at the
+/// next interrupt check, wherever it is — waiting for the provider, for a copy, inside a
+/// statement or a long transaction (rolled back, the origin not advanced), or connecting — as
+/// core's replication workers do. Our own loops check with `check_for_interrupts!` or `nap`.
+pub(super) fn stop_on_sigterm() {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SAFETY: installing the server's own handler.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(backend_die)) };
+}
+
+/// Sleeps up to `timeout` on the process latch; a stop request or the postmaster's death ends
+/// the process meanwhile.
+pub(crate) fn nap(timeout: Duration) {
+    let events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    // SAFETY: waiting on our own latch.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            events as i32,
+            timeout.as_millis().min(i32::MAX as u128) as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    check_for_interrupts!();
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    stop_on_sigterm();
     let sub_id = arg.value() as u32;
     let db: u32 = BackgroundWorker::get_extra()
         .parse()
@@ -173,7 +216,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     if sub.needs_data_sync || sub.needs_structure_sync {
         sync::copy_tables(&remote, &sub, sub_id, origin, sub.needs_data_sync);
     } else {
-        ensure_slot(&remote, &sub);
+        ensure_slot(&remote, &sub, sub_id);
     }
     if sub.needs_structure_sync {
         structure::restore(&sub, structure::Section::PostData);
@@ -244,6 +287,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     remote
         .start_copy_both(&command)
         .unwrap_or_else(|e| error!("subscription \"{}\": cannot start streaming: {e}", sub.name));
+    report_activity("streaming");
     log!(
         "subscription \"{}\": streaming from {:X}/{:X}",
         sub.name,
@@ -255,6 +299,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         sub,
         sub_id,
         last_sync_check: std::time::Instant::now(),
+        described: HashMap::new(),
         relations: HashMap::new(),
         targets: HashMap::new(),
         syncing: HashSet::new(),
@@ -266,13 +311,19 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         pending: exceptions::Pending::default(),
         stop: false,
         progress: progress::Progress::default(),
+        idle_end: start,
+        last_heard: std::time::Instant::now(),
+        stalled: false,
         clean: HashSet::new(),
     }
     .run();
 }
 
-/// Creates the subscription's slot on the provider unless it exists.
-fn ensure_slot(remote: &Remote, sub: &Subscription) {
+/// Creates the subscription's slot on the provider unless it exists. A slot that is gone
+/// after changes were applied from it (dropped by hand, invalidated by
+/// `max_slot_wal_keep_size`) is not made anew: the changes in between would be skipped
+/// silently. The subscription stops instead, disabled, and says why.
+fn ensure_slot(remote: &Remote, sub: &Subscription, sub_id: u32) {
     // Query results are converted with catalog lookups, which need a transaction.
     // SAFETY: no transaction is open in a fresh worker.
     unsafe { pg_sys::StartTransactionCommand() };
@@ -285,7 +336,9 @@ fn ensure_slot(remote: &Remote, sub: &Subscription) {
             1,
         )
         .unwrap_or_else(|e| error!("subscription \"{}\": {e}", sub.name));
-    if exists.is_empty() {
+    // SAFETY: reading our session origin's progress.
+    let applied = unsafe { pg_sys::replorigin_session_get_progress(false) };
+    if exists.is_empty() && applied == 0 {
         remote
             .query(
                 &format!(
@@ -298,6 +351,43 @@ fn ensure_slot(remote: &Remote, sub: &Subscription) {
     }
     // SAFETY: the transaction started above.
     unsafe { pg_sys::CommitTransactionCommand() };
+    if exists.is_empty() && applied != 0 {
+        slot_lost(sub, sub_id, applied);
+    }
+}
+
+fn slot_lost(sub: &Subscription, sub_id: u32, applied: u64) -> ! {
+    let lsn = exceptions::format_lsn(applied);
+    let message = format!(
+        "replication slot \"{}\" does not exist on the provider, but this subscription has \
+         applied changes from it up to {lsn}: the changes after that may be lost",
+        sub.slot
+    );
+    BackgroundWorker::transaction(|| {
+        Spi::run_with_args(
+            "UPDATE spock.subscription SET sub_enabled = false WHERE sub_id = $1",
+            &[pg_sys::Oid::from(sub_id).into()],
+        )
+        .unwrap_or_else(|e| error!("{e}"));
+        Spi::run_with_args(
+            "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
+             retry_errored_at, remote_xid, operation, error_message) \
+             VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, 'SUB_DISABLE', $2)",
+            &[
+                pg_sys::Oid::from(sub.provider).into(),
+                format!("disabling subscription {}: {message}", sub.name).into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("{e}"));
+    });
+    ereport!(
+        PgLogLevel::ERROR,
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("subscription \"{}\": {message}", sub.name),
+        "The subscription was disabled. To start again from the provider's current data, \
+         drop it, create it again and copy its tables with spock.sub_resync_table."
+    );
+    unreachable!("ereport(ERROR) does not return")
 }
 
 struct Applier {
@@ -306,6 +396,9 @@ struct Applier {
     sub_id: u32,
     /// When the worker last looked for tables waiting for a copy (`sub_resync_table`, …).
     last_sync_check: std::time::Instant,
+    /// The provider's relations as its RELATION messages described them.
+    described: HashMap<u32, Rc<(String, String, Vec<spock_proto::Column>)>>,
+    /// … and those mapped to a local table.
     relations: HashMap<u32, Rc<RemoteRel>>,
     /// Per remote relation: the executor-level mapping of its local table, or `None` when
     /// it takes the SQL path (built at first use, dropped when either side's definition
@@ -319,6 +412,12 @@ struct Applier {
     /// Set when the worker must exit (its subscription was disabled after an error).
     stop: bool,
     progress: progress::Progress,
+    /// When something last arrived from the provider, and whether it has been silent too long.
+    last_heard: std::time::Instant,
+    stalled: bool,
+    /// The end of the stream as of the last keepalive received between transactions with
+    /// nothing failed: every transaction before it has been applied (or skipped on purpose).
+    idle_end: u64,
     /// Tables that had no tombstones when the last transaction touching them committed.
     clean: HashSet<u32>,
     /// Tables waiting for or in a copy by the sync worker: their changes wait for it.
@@ -348,7 +447,8 @@ impl Applier {
     fn run(&mut self) {
         let mut last_feedback = std::time::Instant::now();
         loop {
-            if BackgroundWorker::sigterm_received() || self.stop {
+            check_for_interrupts!();
+            if self.stop {
                 return;
             }
             if !self.in_xact && BackgroundWorker::sighup_received() {
@@ -358,6 +458,7 @@ impl Applier {
             let idle = match self.remote.receive() {
                 Received::Data(bytes) => {
                     let bytes = bytes.to_vec();
+                    self.heard();
                     self.handle(&bytes);
                     None
                 }
@@ -369,9 +470,12 @@ impl Applier {
             };
             // Report progress periodically (and when asked, see `handle`), not per transaction.
             if !self.in_xact && last_feedback.elapsed() >= FEEDBACK_INTERVAL {
-                self.feedback(false);
+                // A quiet provider is asked for a keepalive: silence then means it is gone.
+                let quiet = self.last_heard.elapsed() >= FEEDBACK_INTERVAL * 5;
+                self.feedback(quiet);
                 last_feedback = std::time::Instant::now();
                 self.progress.save(self.sub.provider, self.received);
+                self.check_stalled();
             }
             if !self.in_xact && self.last_sync_check.elapsed() >= TABLE_SYNC_CHECK_INTERVAL {
                 self.sync_waiting_tables();
@@ -380,6 +484,41 @@ impl Applier {
             if let Some(fd) = idle {
                 wait_for_socket(fd);
             }
+        }
+    }
+
+    /// Something arrived from the provider.
+    fn heard(&mut self) {
+        self.last_heard = std::time::Instant::now();
+        if self.stalled {
+            self.stalled = false;
+            report_activity("streaming");
+            log!(
+                "subscription \"{}\": the provider answers again",
+                self.sub.name
+            );
+        }
+    }
+
+    /// A provider that sent nothing, not even the keepalives asked for, for `STALL_AFTER` is
+    /// stalled (paused, cut off, hung): `pg_stat_activity` says so for this worker, and so
+    /// `sub_show_status` shows the subscription as down.
+    fn check_stalled(&mut self) {
+        let silent = self.last_heard.elapsed();
+        if silent < STALL_AFTER {
+            return;
+        }
+        report_activity(&format!(
+            "stalled: nothing received from the provider for {} s",
+            silent.as_secs()
+        ));
+        if !self.stalled {
+            self.stalled = true;
+            warning!(
+                "subscription \"{}\": nothing received from the provider for {} s",
+                self.sub.name,
+                silent.as_secs()
+            );
         }
     }
 
@@ -442,15 +581,9 @@ impl Applier {
                 self.syncing.remove(&key);
                 return;
             }
-            if BackgroundWorker::sigterm_received() {
-                error!(
-                    "subscription \"{}\": stopping while {}.{} is copied",
-                    self.sub.name, rel.nspname, rel.relname
-                );
-            }
             self.ensure_sync_worker();
             self.feedback(false);
-            std::thread::sleep(Duration::from_millis(100));
+            nap(Duration::from_millis(100));
         }
     }
 
@@ -469,6 +602,11 @@ impl Applier {
                 ..
             }) => {
                 self.received = self.received.max(wal_end);
+                // Every transaction before a keepalive has been sent; between transactions,
+                // with none failed or held, all of them are done here.
+                if !self.in_xact && self.pending.failed.is_none() && !self.stop {
+                    self.idle_end = self.idle_end.max(wal_end);
+                }
                 if reply_requested {
                     self.feedback(false);
                 }
@@ -491,7 +629,7 @@ impl Applier {
             // SAFETY: reading the clock.
             let now = unsafe { pg_sys::GetCurrentTimestamp() } + offset_us;
             let ahead_us = commit_time - now - max_skew_ms * 1000;
-            if ahead_us <= 0 || BackgroundWorker::sigterm_received() {
+            if ahead_us <= 0 {
                 return;
             }
             if !warned {
@@ -504,7 +642,7 @@ impl Applier {
                 warned = true;
             }
             self.feedback(false);
-            std::thread::sleep(Duration::from_micros(ahead_us.clamp(1000, 1_000_000) as u64));
+            nap(Duration::from_micros(ahead_us.clamp(1000, 1_000_000) as u64));
         }
     }
 
@@ -537,19 +675,19 @@ impl Applier {
             if let Some(end_lsn) = commit_end {
                 self.sub.skip_lsn = 0;
                 self.skip_commit(end_lsn);
-            } else if matches!(message, Message::Relation { .. }) {
-                // Later transactions refer to the relations described in this one.
-                // SAFETY: a short transaction of our own for the catalog lookups.
-                unsafe {
-                    pg_sys::StartTransactionCommand();
-                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-                }
-                self.apply(message);
-                // SAFETY: the transaction started above.
-                unsafe {
-                    pg_sys::PopActiveSnapshot();
-                    pg_sys::CommitTransactionCommand();
-                }
+            } else if let Message::Relation {
+                relid,
+                nspname,
+                relname,
+                columns,
+            } = message
+            {
+                // Later transactions refer to the relations described in this one; they are
+                // mapped to local tables at their first use.
+                self.targets.remove(&relid);
+                self.relations.remove(&relid);
+                self.described
+                    .insert(relid, Rc::new((nspname, relname, columns)));
             }
             return;
         }
@@ -596,22 +734,11 @@ impl Applier {
                 relname,
                 columns,
             } => {
-                let local = describe_local(&nspname, &relname, &columns)
-                    .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
                 self.targets.remove(&relid);
-                self.relations.insert(
-                    relid,
-                    Rc::new(RemoteRel {
-                        nspname,
-                        relname,
-                        columns,
-                        local_types: local.types,
-                        local_type_oids: local.type_oids,
-                        local_relid: local.relid,
-                        key: local.key,
-                        delta: local.delta,
-                    }),
-                );
+                self.relations.remove(&relid);
+                self.described
+                    .insert(relid, Rc::new((nspname, relname, columns)));
+                self.rel(relid);
             }
             Message::Insert { relid, new } => {
                 let rel = self.rel(relid);
@@ -839,13 +966,40 @@ impl Applier {
         }
     }
 
-    fn rel(&self, relid: u32) -> Rc<RemoteRel> {
-        self.relations.get(&relid).cloned().unwrap_or_else(|| {
+    /// The provider's relation `relid` mapped to its local table. The mapping is made again
+    /// at each use until it succeeds: a table that was missing (or lacked a column) when its
+    /// RELATION message came fails only the changes that arrive before it is fixed.
+    fn rel(&mut self, relid: u32) -> Rc<RemoteRel> {
+        if let Some(rel) = self.relations.get(&relid) {
+            return rel.clone();
+        }
+        let Some(described) = self.described.get(&relid).cloned() else {
             error!(
                 "subscription \"{}\": change for relation {relid} before its RELATION message",
                 self.sub.name
             )
-        })
+        };
+        let (nspname, relname, columns) = &*described;
+        let local = describe_local(nspname, relname, columns).unwrap_or_else(|e| {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("subscription \"{}\": {e}", self.sub.name)
+            );
+            unreachable!()
+        });
+        let rel = Rc::new(RemoteRel {
+            nspname: nspname.clone(),
+            relname: relname.clone(),
+            columns: columns.clone(),
+            local_types: local.types,
+            local_type_oids: local.type_oids,
+            local_relid: local.relid,
+            key: local.key,
+            delta: local.delta,
+        });
+        self.relations.insert(relid, rel.clone());
+        rel
     }
 
     /// Runs a statement of spock's own (its catalog) with the worker's rights; returns the
@@ -1006,12 +1160,23 @@ impl Applier {
                     let keep = versions::commit_ts_data(xmin);
                     // SAFETY: a subtransaction of the apply transaction, ended below.
                     unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
-                    self.write(rel, Ok(stmt));
-                    if let Some((ts, origin)) = keep {
-                        // SAFETY: the subtransaction has an xid (it updated the row).
-                        let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
-                        crate::kernel::subxact_commit_ts(subxid, ts, origin);
-                    }
+                    // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction
+                    // back before the error goes on, so it is an apply error like any other,
+                    // in a transaction state the exception handling can work with.
+                    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+                        self.write(rel, Ok(stmt));
+                        if let Some((ts, origin)) = keep {
+                            // SAFETY: the subtransaction has an xid (it updated the row).
+                            let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
+                            crate::kernel::subxact_commit_ts(subxid, ts, origin);
+                        }
+                    }))
+                    .catch_others(|e| {
+                        // SAFETY: ends the failed subtransaction begun above.
+                        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+                        e.rethrow()
+                    })
+                    .execute();
                     // SAFETY: ends the subtransaction begun above.
                     unsafe { pg_sys::ReleaseCurrentSubTransaction() };
                     stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
@@ -1274,10 +1439,13 @@ impl Applier {
             )
         };
         let received = self.received.max(applied);
-        // Between transactions, with every applied commit durable, everything received is
-        // done: saying so lets the provider advance the slot and shut down cleanly.
-        let flushed = if !self.in_xact && flushed >= applied {
-            received
+        // Between transactions, with every applied commit durable, the provider may forget
+        // up to the last keepalive that found us idle (transactions it filtered out lie
+        // there): that lets it advance the slot and shut down cleanly. Never past a
+        // transaction received but not applied — one that failed and waits for `sub_enable`
+        // after `sub_disable`, or whose apply was interrupted.
+        let flushed = if !self.in_xact && !self.stop && flushed >= applied {
+            flushed.max(self.idle_end.min(received))
         } else {
             flushed
         };

@@ -299,7 +299,11 @@ impl RemoteRel {
 
     /// The key columns of `values` with their local types, as `$n::type` placeholders after
     /// `params`' current ones.
-    fn key_row(&self, values: &[Value], params: &mut Vec<Option<String>>) -> Result<String, String> {
+    fn key_row(
+        &self,
+        values: &[Value],
+        params: &mut Vec<Option<String>>,
+    ) -> Result<String, String> {
         self.check(values)?;
         if self.key.is_empty() {
             return Err(format!(
@@ -366,7 +370,11 @@ impl RemoteRel {
     }
 
     /// Records (or renews) the row's tombstone with the applying transaction's version.
-    pub fn write_tombstone(&self, values: &[Value], key: Option<&str>) -> Result<Statement, String> {
+    pub fn write_tombstone(
+        &self,
+        values: &[Value],
+        key: Option<&str>,
+    ) -> Result<Statement, String> {
         let (key, params) = self.tombstone_key(values, key)?;
         Ok(Statement {
             sql: format!(
@@ -532,7 +540,9 @@ mod tests {
     fn tombstones_use_the_local_key_in_index_order() {
         let mut r = rel();
         r.key = vec![1, 0];
-        let s = r.lock_tombstone(&[t("7"), t("a"), Value::Null], None).unwrap();
+        let s = r
+            .lock_tombstone(&[t("7"), t("a"), Value::Null], None)
+            .unwrap();
         assert_eq!(
             s.sql,
             "SELECT xmin::text FROM spock.tombstones WHERE relid = $1::oid AND key = pg_catalog.record_send(ROW($2::text, $3::integer)) FOR UPDATE"
@@ -541,7 +551,9 @@ mod tests {
             s.params,
             vec![Some("16384".into()), Some("a".into()), Some("7".into())]
         );
-        let w = r.write_tombstone(&[t("7"), t("a"), Value::Null], None).unwrap();
+        let w = r
+            .write_tombstone(&[t("7"), t("a"), Value::Null], None)
+            .unwrap();
         let k = r
             .drop_tombstone(&[t("7"), t("a"), Value::Null], Some("\\x01"))
             .unwrap();
@@ -556,7 +568,10 @@ mod tests {
             w.sql
         );
         r.key.clear();
-        assert!(r.drop_tombstone(&[t("7"), t("a"), Value::Null], None).is_err());
+        assert!(
+            r.drop_tombstone(&[t("7"), t("a"), Value::Null], None)
+                .is_err()
+        );
         assert!(r.reconcile_find().is_none());
     }
 

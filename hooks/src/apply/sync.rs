@@ -449,9 +449,7 @@ unsafe extern "C-unwind" fn read_copy_data(
         let out = unsafe { std::slice::from_raw_parts_mut(outbuf.cast::<u8>(), maxread as usize) };
         let mut filled = 0;
         while filled < minread.max(1) as usize && !src.done {
-            if pgrx::bgworkers::BackgroundWorker::sigterm_received() {
-                error!("table copy cancelled: the worker was asked to stop");
-            }
+            check_for_interrupts!();
             if src.pos < src.pending.len() {
                 let n = (out.len() - filled).min(src.pending.len() - src.pos);
                 out[filled..filled + n].copy_from_slice(&src.pending[src.pos..src.pos + n]);

@@ -7,14 +7,8 @@
 
 use super::{load, origin, sync};
 use crate::compat;
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-
-unsafe extern "C-unwind" {
-    /// PostgreSQL's SIGTERM handler for backends (`tcop/postgres.c`), by its C symbol.
-    #[link_name = "die"]
-    fn backend_die(signal: std::ffi::c_int);
-}
 
 /// The subscription's tables waiting for a copy, as (schema, table), in name order.
 pub(super) fn waiting_tables(sub_id: u32) -> Vec<(String, String)> {
@@ -39,11 +33,9 @@ pub(super) fn waiting_tables(sub_id: u32) -> Vec<(String, String)> {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // A SIGTERM (sub_drop, shutdown) ends the worker at the next interrupt check, in the
     // middle of a copy too (which is then rolled back).
-    // SAFETY: installing the server's own handler.
-    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(backend_die)) };
+    super::stop_on_sigterm();
     let sub_id = arg.value() as u32;
     let extra = BackgroundWorker::get_extra();
     let mut parts = extra.split(' ').map(|p| p.parse::<u32>().ok());

@@ -1,0 +1,322 @@
+//! spock on its bad days, on real nodes: every failure path keeps the data and stops cleanly.
+//! A merge that fails, a lost slot, a failed transaction behind `sub_disable`, a table that is
+//! missing when its first change comes, a stop request while the worker waits for a copy, a
+//! provider that stops answering.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node, StopMode};
+use std::time::{Duration, Instant};
+
+fn wait_for(node: &Node, query: &str, want: &str) {
+    common::wait_for(node, "postgres", query, want, 60);
+}
+
+/// Two spock nodes with `schema` on both (`schema_sub` only on the subscriber), n2 subscribed
+/// to n1's default sets holding every public table.
+fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub: &str) -> Cluster {
+    let cluster = Cluster::start(kernel, &opts.nodes(2)).unwrap();
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            n.dsn("postgres")
+        ))
+        .unwrap();
+        n.sql(schema).unwrap();
+    }
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    if !schema_sub.is_empty() {
+        s.sql(schema_sub).unwrap();
+    }
+    p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+        .unwrap();
+    s.sql(&format!(
+        "SELECT spock.sub_create('sub', '{}')",
+        p.dsn("postgres")
+    ))
+    .unwrap();
+    wait_for(
+        p,
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+        "1",
+    );
+    cluster
+}
+
+fn status(s: &Node) -> String {
+    s.sql("SELECT status FROM spock.sub_show_status('sub')")
+        .unwrap()
+}
+
+/// A delta merge that breaks a CHECK constraint is an apply error like any other: logged in
+/// `spock.exception_log`, the transaction discarded, replication going on — not a worker that
+/// dies over and over on a broken transaction state.
+#[test]
+fn a_failing_delta_merge_is_an_ordinary_apply_error() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE c(id int PRIMARY KEY, n int NOT NULL CHECK (n >= 0)); \
+             ALTER TABLE c ALTER COLUMN n SET (log_old_value = true, delta_apply_function = spock.delta_apply)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO c VALUES (1, 10)").unwrap();
+        wait_for(s, "SELECT n FROM c", "10");
+        // The provider's update (10 → 5) waits while the subscriber makes a newer one
+        // (10 → 3): the remote change loses, its delta -5 is merged into 3, giving -2.
+        s.sql("SELECT spock.sub_disable('sub')").unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'",
+            "0",
+        );
+        p.sql("UPDATE c SET n = 5").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.sql("UPDATE c SET n = 3").unwrap();
+        s.sql("SELECT spock.sub_enable('sub')").unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) > 0 FROM spock.exception_log \
+             WHERE error_message LIKE '%violates check constraint%'",
+            "t",
+        );
+        assert_eq!(s.sql("SELECT n FROM c").unwrap(), "3", "PostgreSQL {major}");
+        // Later transactions from the provider still arrive, with the same worker.
+        let pid = s
+            .sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+            .unwrap();
+        p.sql("INSERT INTO c VALUES (2, 7)").unwrap();
+        wait_for(s, "SELECT n FROM c WHERE id = 2", "7");
+        assert_eq!(
+            s.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+                .unwrap(),
+            pid,
+            "PostgreSQL {major}: the apply worker restarted"
+        );
+        assert_eq!(status(s), "replicating", "PostgreSQL {major}");
+        assert!(
+            !s.log_tail(400).contains("unexpected state"),
+            "PostgreSQL {major}: {}",
+            s.log_tail(40)
+        );
+    });
+}
+
+/// A subscription whose slot is gone after it applied changes from it stops, disabled, and
+/// says why; it does not start again from a new slot and skip what it missed.
+#[test]
+fn a_lost_slot_stops_the_subscription() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO t VALUES (1)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1");
+        s.sql("SELECT spock.sub_disable('sub')").unwrap();
+        wait_for(
+            p,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "0",
+        );
+        p.sql("INSERT INTO t VALUES (2), (3)").unwrap();
+        p.sql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+            .unwrap();
+        s.sql("SELECT spock.sub_enable('sub')").unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) > 0 FROM spock.exception_log WHERE operation = 'SUB_DISABLE' \
+             AND error_message LIKE '%does not exist on the provider%'",
+            "t",
+        );
+        p.sql("INSERT INTO t VALUES (4)").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(status(s), "disabled", "PostgreSQL {major}");
+        assert_eq!(
+            s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+                .unwrap(),
+            "1",
+            "PostgreSQL {major}: rows after the lost slot arrived without 2 and 3"
+        );
+        assert_eq!(
+            p.sql("SELECT count(*) FROM pg_replication_slots").unwrap(),
+            "0",
+            "PostgreSQL {major}: a new slot was made"
+        );
+        // The way out: subscribe again, then copy the table again.
+        s.sql("SELECT spock.sub_drop('sub')").unwrap();
+        s.sql(&format!(
+            "SELECT spock.sub_create('sub', '{}')",
+            p.dsn("postgres")
+        ))
+        .unwrap();
+        wait_for(
+            p,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        s.sql("SELECT spock.sub_resync_table('sub', 't')").unwrap();
+        wait_for(
+            s,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM t",
+            "1,2,3,4",
+        );
+    });
+}
+
+/// With `exception_behaviour = sub_disable`, the failed transaction is not confirmed to the
+/// provider: once the cause is fixed, `sub_enable` brings it.
+#[test]
+fn a_transaction_behind_sub_disable_arrives_after_the_fix() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default().setting("spock.exception_behaviour", "sub_disable"),
+            "CREATE TABLE t(id int PRIMARY KEY, v int)",
+            "ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO t VALUES (1, 1)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1");
+        p.sql("INSERT INTO t VALUES (2, 200)").unwrap();
+        wait_for(
+            s,
+            "SELECT sub_enabled::text FROM spock.subscription",
+            "false",
+        );
+        // Give a (wrong) confirmation time to reach the provider, and the provider time to
+        // move its slot, with more traffic.
+        p.sql("INSERT INTO t VALUES (3, 3)").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        p.sql("CHECKPOINT").unwrap();
+        s.sql("ALTER TABLE t DROP CONSTRAINT small").unwrap();
+        s.sql("SELECT spock.sub_enable('sub')").unwrap();
+        wait_for(
+            s,
+            "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t",
+            "1:1,2:200,3:3",
+        );
+        assert_eq!(status(s), "replicating", "PostgreSQL {major}");
+    });
+}
+
+/// A change for a table that does not exist on the subscriber fails (and is logged); once the
+/// table is created, later changes apply without a worker restart.
+#[test]
+fn a_missing_table_fails_only_until_it_exists() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE keep(id int PRIMARY KEY)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "CREATE TABLE late(id int PRIMARY KEY, v text); \
+               SELECT spock.repset_add_table('default', 'late')",
+        )
+        .unwrap();
+        let pid = s
+            .sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+            .unwrap();
+        p.sql("INSERT INTO late VALUES (1, 'lost')").unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) > 0 FROM spock.exception_log WHERE table_name = 'late'",
+            "t",
+        );
+        s.sql("CREATE TABLE late(id int PRIMARY KEY, v text)")
+            .unwrap();
+        p.sql("INSERT INTO late VALUES (2, 'arrives'); INSERT INTO keep VALUES (1)")
+            .unwrap();
+        wait_for(s, "SELECT count(*) FROM keep", "1");
+        assert_eq!(
+            s.sql("SELECT string_agg(id || v, ',') FROM late").unwrap(),
+            "2arrives",
+            "PostgreSQL {major}: {}",
+            s.log_tail(30)
+        );
+        assert_eq!(
+            s.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+                .unwrap(),
+            pid,
+            "PostgreSQL {major}: the apply worker restarted"
+        );
+    });
+}
+
+/// `pg_ctl stop -m fast` returns within 5 s while the apply worker waits for a table copy that
+/// keeps failing, and while it streams a large transaction.
+#[test]
+fn fast_shutdown_in_any_state() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY, v text)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        // A copy that cannot succeed: the subscriber's table lacks a column.
+        p.sql(
+            "CREATE TABLE broken(id int PRIMARY KEY, extra text); \
+               INSERT INTO broken VALUES (1, 'x')",
+        )
+        .unwrap();
+        s.sql("CREATE TABLE broken(id int PRIMARY KEY)").unwrap();
+        p.sql("SELECT spock.repset_add_table('default', 'broken', synchronize_data := true)")
+            .unwrap();
+        p.sql("INSERT INTO broken VALUES (2, 'y')").unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let started = Instant::now();
+        s.stop(StopMode::Fast).unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "PostgreSQL {major}: stopping while a copy keeps failing took {took:?}"
+        );
+        s.start().unwrap();
+        s.sql("SELECT spock.sub_remove_repset('sub', 'default')")
+            .ok();
+        drop(cluster);
+
+        // Streaming a large transaction.
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY, v text)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g")
+            .unwrap();
+        wait_for(
+            s,
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'spock apply' \
+             AND xact_start IS NOT NULL",
+            "t",
+        );
+        let started = Instant::now();
+        s.stop(StopMode::Fast).unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "PostgreSQL {major}: stopping during a large transaction took {took:?}"
+        );
+        s.start().unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1000000");
+    });
+}
