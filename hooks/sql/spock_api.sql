@@ -241,6 +241,11 @@ RETURNS record LANGUAGE sql STABLE STRICT SET search_path = pg_catalog AS $$
            n.location, n.country, n.info
       FROM spock.local_node l JOIN spock.node n ON n.node_id = l.node_id
 $$;
+-- It describes the node (system identifier, database, sets). Upstream 5.0.5 grants PUBLIC no
+-- USAGE on schema spock, so there only superusers reach it; here the schema is usable by
+-- PUBLIC, so EXECUTE is taken away instead. sub_create calls it on the provider as the DSN's
+-- user, who must therefore be a superuser, as upstream.
+REVOKE EXECUTE ON FUNCTION spock.node_info() FROM PUBLIC;
 
 CREATE FUNCTION spock.repset_create(set_name name, replicate_insert boolean = true,
                                     replicate_update boolean = true, replicate_delete boolean = true,
@@ -475,6 +480,9 @@ CREATE FUNCTION spock.spock_check_connection(dsn text, appname text) RETURNS voi
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_check_connection_wrapper';
 CREATE FUNCTION spock.spock_drop_remote_slot(dsn text, slot text, appname text) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_drop_remote_slot_wrapper';
+-- The DSN with its passwords replaced by ********, for whatever shows a DSN to a user.
+CREATE FUNCTION spock.spock_mask_dsn(dsn text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_mask_dsn_wrapper';
 
 CREATE FUNCTION spock.sub_create(subscription_name name, provider_dsn text,
     replication_sets text[] = '{default,default_insert_only,ddl_sql}',
@@ -533,8 +541,10 @@ BEGIN
         INSERT INTO spock.node_interface (if_id, if_name, if_nodeid, if_dsn)
             VALUES (v_origin_if, v_origin_name, v_origin, sub_create.provider_dsn);
     ELSIF v_known_dsn <> sub_create.provider_dsn THEN
+        -- Upstream's message, without the passwords (errors reach the log and clients).
         RAISE EXCEPTION 'dsn "%" points to existing node "%" with different dsn "%"',
-            sub_create.provider_dsn, v_origin_name, v_known_dsn USING ERRCODE = 'duplicate_object';
+            spock.spock_mask_dsn(sub_create.provider_dsn), v_origin_name,
+            spock.spock_mask_dsn(v_known_dsn) USING ERRCODE = 'duplicate_object';
     END IF;
 
     SELECT s.sub_name INTO v_overlap FROM spock.subscription s
@@ -694,7 +704,7 @@ RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
                 WHEN EXISTS (SELECT 1 FROM spock.local_sync_status y
                               WHERE y.sync_subid = s.sub_id AND y.sync_status <> 'r') THEN 'initializing'
                 ELSE 'replicating' END,
-           n.node_name::text, i.if_dsn, s.sub_slot_name::text,
+           n.node_name::text, spock.spock_mask_dsn(i.if_dsn), s.sub_slot_name::text,
            s.sub_replication_sets, s.sub_forward_origins
       FROM spock.subscription s
       JOIN spock.local_node l ON l.node_id = s.sub_target
@@ -703,11 +713,15 @@ RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
      WHERE $1 IS NULL OR s.sub_name = $1
      ORDER BY s.sub_name
 $$;
+-- Slot names, DSNs and worker state: superusers only (upstream: no schema USAGE for PUBLIC).
+-- The DSN is shown with its password masked even so.
+REVOKE EXECUTE ON FUNCTION spock.sub_show_status(name) FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
     spock.spock_remote_node_info(text, text),
     spock.spock_check_connection(text, text),
     spock.spock_drop_remote_slot(text, text, text),
+    spock.spock_mask_dsn(text),
     spock.sub_create(name, text, text[], boolean, boolean, text[], interval, boolean, boolean, text[]),
     spock.sub_drop(name, boolean),
     spock.sub_enable(name, boolean),
@@ -828,6 +842,7 @@ RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
       FROM pg_stat_activity a JOIN spock.subscription s ON s.sub_slot_name = a.application_name
      WHERE a.backend_type = 'spock apply' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
 $$;
+REVOKE EXECUTE ON FUNCTION spock.get_apply_worker_status() FROM PUBLIC;
 
 -- Replication lag per (origin, receiver), from the progress the apply workers record.
 CREATE VIEW spock.lag_tracker AS
@@ -845,6 +860,9 @@ CREATE VIEW spock.lag_tracker AS
       JOIN spock.node o ON o.node_id = p.remote_node_id
       JOIN spock.node r ON r.node_id = p.node_id
      GROUP BY o.node_name, r.node_name;
+-- Views carry no PUBLIC privilege by default; said explicitly for the monitoring ones, which
+-- show node names, LSNs and statistics (upstream: superusers only, no schema USAGE).
+REVOKE ALL ON spock.lag_tracker FROM PUBLIC;
 
 -- Delta apply: the value a delta column gets when a remote UPDATE moved it from old_value to
 -- new_value while the local row holds local_value (attribute option
@@ -1372,6 +1390,7 @@ BEGIN
 END $$;
 
 REVOKE EXECUTE ON FUNCTION
+    spock.wait_for_apply_worker(bigint, integer),
     spock.xact_commit_timestamp_origin(xid),
     spock.wait_slot_confirm_lsn(name, pg_lsn),
     spock.terminate_active_transactions(),
@@ -1421,7 +1440,8 @@ CREATE FUNCTION spock.get_channel_stats(
 RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'get_channel_stats_wrapper';
 CREATE FUNCTION spock.reset_channel_stats() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'reset_channel_stats_wrapper';
-REVOKE EXECUTE ON FUNCTION spock.reset_channel_stats() FROM PUBLIC;
+-- A C function answers whoever may call it: superusers only (upstream: no schema USAGE).
+REVOKE EXECUTE ON FUNCTION spock.get_channel_stats(), spock.reset_channel_stats() FROM PUBLIC;
 
 CREATE VIEW spock.channel_table_stats AS
     SELECT st.subid, st.relid,
@@ -1437,6 +1457,7 @@ CREATE VIEW spock.channel_summary_stats AS
            sum(n_tup_del) AS n_tup_del, sum(n_conflict) AS n_conflict, sum(n_dca) AS n_dca
       FROM spock.channel_table_stats
      GROUP BY subid, sub_name;
+REVOKE ALL ON spock.channel_table_stats, spock.channel_summary_stats FROM PUBLIC;
 
 -- The end of the last local commit at or before a time, from the WAL a logical slot keeps.
 CREATE FUNCTION spock.get_lsn_from_commit_ts(slot_name name, commit_ts timestamptz) RETURNS pg_lsn

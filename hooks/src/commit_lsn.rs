@@ -50,7 +50,12 @@ unsafe fn last_local_commit(start: u64, until: i64) -> u64 {
             private.cast(),
         );
         if reader.is_null() {
-            error!("out of memory while allocating a WAL reading processor");
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+                "out of memory",
+                "Failed while allocating a WAL reading processor.",
+            );
         }
         pg_sys::XLogBeginRead(reader, start);
         let mut found = 0;
@@ -72,7 +77,15 @@ unsafe fn last_local_commit(start: u64, until: i64) -> u64 {
                         .to_string_lossy()
                         .into_owned()
                 };
-                error!("could not read WAL at {:X}: {why}", (*reader).EndRecPtr);
+                let at = (*reader).EndRecPtr;
+                crate::raise(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    format!(
+                        "could not read WAL at {:X}/{:X}: {why}",
+                        at >> 32,
+                        at as u32
+                    ),
+                );
             }
             let decoded = (*reader).record;
             let info = (*decoded).header.xl_info as u32 & pg_sys::XLOG_XACT_OPMASK;
@@ -104,9 +117,20 @@ fn get_lsn_from_commit_ts(slot_name: &CStr, commit_ts: i64) -> i64 {
         let data = &(*slot).data;
         if data.database != pg_sys::MyDatabaseId {
             pg_sys::ReplicationSlotRelease();
-            error!("replication slot \"{slot_name}\" is not a logical slot of this database");
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("replication slot \"{slot_name}\" is not a logical slot of this database"),
+            );
         }
         let start = data.restart_lsn;
+        // A slot that keeps no WAL has nothing to read (and the reader cannot start at 0).
+        if start == 0 {
+            pg_sys::ReplicationSlotRelease();
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("replication slot \"{slot_name}\" does not reserve WAL"),
+            );
+        }
         let found = last_local_commit(start, commit_ts);
         pg_sys::ReplicationSlotRelease();
         found as i64

@@ -47,6 +47,15 @@ pub extern "C-unwind" fn _PG_init() {
             ),
         );
     }
+    // pgrx attaches a Rust backtrace to the DETAIL of every ERROR that crosses its boundary
+    // when the server's environment asks for backtraces (RUST_BACKTRACE=1 is common in a
+    // developer's shell): users must see PostgreSQL's message, not our stack. Whoever wants
+    // them sets RUST_LIB_BACKTRACE=1 explicitly.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: the postmaster is single-threaded while it loads preload libraries, and
+        // backends inherit the setting by fork.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     settings::define();
     stats::init();
     ddl::install();
@@ -197,6 +206,14 @@ fn spock_drop_remote_slot(dsn: &str, slot: &str, appname: &str) -> bool {
     }
 }
 
+/// A connection string with its passwords masked, for anything shown to users
+/// (`sub_show_status`, messages naming a DSN).
+#[pg_extern(sql = false)]
+fn spock_mask_dsn(dsn: &str) -> String {
+    remote::mask_dsn(dsn)
+}
+
+/// Connects for a SQL function; errors carry no secret of `dsn` (see `remote::scrub`).
 fn connect(dsn: &str, appname: &str) -> remote::Remote {
     remote::check_dsn(dsn);
     remote::Remote::connect(dsn, appname).unwrap_or_else(|e| {

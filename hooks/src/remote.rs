@@ -4,51 +4,282 @@
 
 use crate::compat;
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
+use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
+use std::ops::Range;
 
 pub struct Remote {
     conn: *mut pg_sys::WalReceiverConn,
 }
 
 fn functions() -> &'static pg_sys::WalReceiverFunctionsType {
-    // SAFETY: loading a core library; WalReceiverFunctions is set by its _PG_init.
+    // SAFETY: loading a core library; WalReceiverFunctions is set by its _PG_init and then
+    // never changes.
     unsafe {
         if pg_sys::WalReceiverFunctions.is_null() {
             pg_sys::load_file(c"libpqwalreceiver".as_ptr(), false);
         }
-        &*pg_sys::WalReceiverFunctions
+        match pg_sys::WalReceiverFunctions.as_ref() {
+            Some(f) => f,
+            None => crate::raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "libpqwalreceiver did not register its functions".into(),
+            ),
+        }
     }
 }
 
-/// Checks the syntax of a connection string; ERRORs like core (the string is not echoed).
+/// A function of the walreceiver library that this server lacks (ERROR rather than a panic).
+fn missing(name: &str) -> ! {
+    crate::raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("libpqwalreceiver does not provide {name}"),
+    )
+}
+
+/// Checks the syntax of a connection string; ERRORs like core, with any password masked
+/// (libpq's message may quote a malformed URI whole).
 pub fn check_dsn(dsn: &str) {
     functions();
-    let dsn = CString::new(dsn).unwrap_or_default();
-    // SAFETY: guarded call through the library's function pointer.
-    unsafe { pg_guard_ffi_boundary(|| compat::walrcv_check_conninfo(dsn.as_ptr())) };
+    let Ok(text) = CString::new(dsn) else {
+        crate::raise(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            "invalid connection string syntax: the string contains a NUL byte".into(),
+        );
+    };
+    PgTryBuilder::new(|| {
+        // SAFETY: guarded call through the library's function pointer.
+        unsafe { pg_guard_ffi_boundary(|| compat::walrcv_check_conninfo(text.as_ptr())) }
+    })
+    .catch_others(|caught| {
+        // Re-raised at once (the parse has no side effects to undo), scrubbed.
+        let report = match &caught {
+            CaughtError::PostgresError(r)
+            | CaughtError::ErrorReport(r)
+            | CaughtError::RustPanic { ereport: r, .. } => r,
+        };
+        let mut scrubbed = ErrorReport::new(
+            report.sql_error_code(),
+            scrub(report.message(), dsn),
+            "check_dsn",
+        );
+        if let Some(detail) = report.detail() {
+            scrubbed = scrubbed.set_detail(scrub(detail, dsn));
+        }
+        if let Some(hint) = report.hint() {
+            scrubbed = scrubbed.set_hint(scrub(hint, dsn));
+        }
+        scrubbed.report(PgLogLevel::ERROR);
+    })
+    .execute();
+}
+
+/// What a secret is replaced with wherever spock shows a connection string or a message
+/// about one.
+pub const MASK: &str = "********";
+
+/// Connection options whose values are secrets.
+const SECRET_KEYS: [&str; 2] = ["password", "sslpassword"];
+
+/// Where the secrets of a connection string are: byte ranges of secret values, plus the start
+/// of a tail libpq could not parse (masked whole: it may hold a password).
+fn secret_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
+    if let Some(rest) = ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|p| dsn.strip_prefix(p))
+    {
+        return (uri_spans(dsn, dsn.len() - rest.len()), None);
+    }
+    keyword_spans(dsn)
+}
+
+/// `key=value` form, tokenised as libpq's `conninfo_parse` does.
+fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
+    let b = dsn.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    let skip_space = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        i = skip_space(i);
+        if i == b.len() {
+            return (spans, None);
+        }
+        let key_start = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &dsn[key_start..i];
+        i = skip_space(i);
+        if i == b.len() || b[i] != b'=' {
+            return (spans, Some(key_start));
+        }
+        i = skip_space(i + 1);
+        let value_start = i;
+        if b.get(i) == Some(&b'\'') {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return (spans, Some(value_start)),
+                    Some(b'\\') => i += 2,
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+        }
+        i = i.min(b.len());
+        if SECRET_KEYS.contains(&key) {
+            spans.push(value_start..i);
+        }
+    }
+}
+
+/// URI form: the password of `user:password@` and `password=` query parameters, found as
+/// libpq's `conninfo_uri_parse_options` finds them.
+fn uri_spans(dsn: &str, start: usize) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let rest = &dsn[start..];
+    let mut query_from = start;
+    // The user part ends at the first '@' that comes before any '/'.
+    if let Some(at) = rest
+        .find(['@', '/'])
+        .filter(|&p| rest.as_bytes()[p] == b'@')
+    {
+        if let Some(colon) = rest[..at].find(':') {
+            spans.push(start + colon + 1..start + at);
+        }
+        query_from = start + at + 1;
+    }
+    if let Some(q) = dsn[query_from..].find('?') {
+        let mut pos = query_from + q + 1;
+        for param in dsn[pos..].split('&') {
+            if let Some(eq) = param.find('=')
+                && SECRET_KEYS.contains(&percent_decode(&param[..eq]).as_str())
+            {
+                spans.push(pos + eq + 1..pos + param.len());
+            }
+            pos += param.len() + 1;
+        }
+    }
+    spans
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A keyword value as libpq reads it: without its quotes, backslash escapes resolved.
+fn unquote(value: &str) -> String {
+    let inner = value
+        .strip_prefix('\'')
+        .map(|v| v.strip_suffix('\'').unwrap_or(v))
+        .unwrap_or(value);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `dsn` with every password masked, for anything shown to a user or written to the log.
+pub fn mask_dsn(dsn: &str) -> String {
+    let (spans, tail) = secret_spans(dsn);
+    let mut out = String::with_capacity(dsn.len());
+    let mut pos = 0;
+    for span in spans {
+        out.push_str(&dsn[pos..span.start]);
+        out.push_str(MASK);
+        pos = span.end;
+    }
+    match tail {
+        Some(t) if t >= pos => {
+            out.push_str(&dsn[pos..t]);
+            out.push_str(MASK);
+        }
+        _ => out.push_str(&dsn[pos..]),
+    }
+    out
+}
+
+/// `message` (an error about connecting with `dsn`) without the secrets of `dsn`: the string
+/// itself is masked, then every password as written and as decoded.
+pub fn scrub(message: &str, dsn: &str) -> String {
+    if dsn.is_empty() {
+        return message.to_string();
+    }
+    let mut out = message.replace(dsn, &mask_dsn(dsn));
+    let (spans, tail) = secret_spans(dsn);
+    let mut secrets: Vec<String> = Vec::new();
+    for span in spans {
+        let raw = &dsn[span];
+        secrets.extend([raw.to_string(), unquote(raw), percent_decode(raw)]);
+    }
+    if let Some(t) = tail {
+        secrets.push(dsn[t..].trim().to_string());
+    }
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), MASK);
+    }
+    out
 }
 
 impl Remote {
-    /// Connects as `application_name` = `appname`; the error is libpq's message.
+    /// Connects as `application_name` = `appname`; the error is libpq's message with the
+    /// secrets of `dsn` masked (callers log it and show it to users).
     pub fn connect(dsn: &str, appname: &str) -> Result<Remote, String> {
         functions();
-        let dsn =
+        let text =
             CString::new(dsn).map_err(|_| "connection string contains a NUL byte".to_string())?;
         let appname = CString::new(appname).map_err(|_| "bad application name".to_string())?;
         // SAFETY: guarded call through the library's function pointer.
         let conn = unsafe {
-            pg_guard_ffi_boundary(|| compat::walrcv_connect(dsn.as_ptr(), appname.as_ptr()))
+            pg_guard_ffi_boundary(|| compat::walrcv_connect(text.as_ptr(), appname.as_ptr()))
         };
         conn.map(|conn| Remote { conn }).map_err(|err| {
             if err.is_null() {
                 "unknown error".into()
             } else {
                 // SAFETY: libpq's message, a palloc'd C string.
-                unsafe { CStr::from_ptr(err) }
-                    .to_string_lossy()
-                    .trim()
-                    .to_string()
+                let message = unsafe { CStr::from_ptr(err) }.to_string_lossy();
+                scrub(message.trim(), dsn)
             }
         })
     }
@@ -61,7 +292,9 @@ impl Remote {
         types: &[pg_sys::Oid],
         want: pg_sys::WalRcvExecStatus::Type,
     ) -> Result<*mut pg_sys::WalRcvExecResult, String> {
-        let exec = functions().walrcv_exec.expect("walreceiver loaded");
+        let exec = functions()
+            .walrcv_exec
+            .unwrap_or_else(|| missing("walrcv_exec"));
         let sql = CString::new(sql).map_err(|_| "query contains a NUL byte".to_string())?;
         let n = types.len() as i32;
         // SAFETY: guarded call through the library's function pointer; on error the result is
@@ -137,7 +370,9 @@ impl Remote {
 
     /// The next CopyData payload, if one is buffered. ERRORs when the connection breaks.
     pub fn receive(&self) -> Received<'_> {
-        let receive = functions().walrcv_receive.expect("walreceiver loaded");
+        let receive = functions()
+            .walrcv_receive
+            .unwrap_or_else(|| missing("walrcv_receive"));
         let mut buf: *mut std::ffi::c_char = std::ptr::null_mut();
         let mut fd: pg_sys::pgsocket = -1;
         // SAFETY: guarded call; the buffer stays valid until the next receive.
@@ -154,7 +389,9 @@ impl Remote {
     }
 
     pub fn send(&self, bytes: &[u8]) {
-        let send = functions().walrcv_send.expect("walreceiver loaded");
+        let send = functions()
+            .walrcv_send
+            .unwrap_or_else(|| missing("walrcv_send"));
         // SAFETY: guarded call with a valid buffer.
         unsafe {
             pg_guard_ffi_boundary(|| send(self.conn, bytes.as_ptr().cast(), bytes.len() as i32))
@@ -173,8 +410,109 @@ pub enum Received<'a> {
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        let disconnect = functions().walrcv_disconnect.expect("walreceiver loaded");
-        // SAFETY: closing the connection opened in `connect`.
-        unsafe { pg_guard_ffi_boundary(|| disconnect(self.conn)) };
+        // No ERROR here: a drop may run while an error unwinds. The library was loaded by
+        // `connect`, so the pointer is there.
+        if let Some(disconnect) = functions().walrcv_disconnect {
+            // SAFETY: closing the connection opened in `connect`.
+            unsafe { pg_guard_ffi_boundary(|| disconnect(self.conn)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PW: &str = "Secr3t-pw";
+
+    #[test]
+    fn keyword_passwords_are_masked() {
+        assert_eq!(
+            mask_dsn("host=h password=Secr3t-pw dbname=x"),
+            "host=h password=******** dbname=x"
+        );
+        assert_eq!(
+            mask_dsn("password = Secr3t-pw port=5432"),
+            "password = ******** port=5432"
+        );
+        assert_eq!(
+            mask_dsn(r"host=h password='a b\'c' sslpassword=k user=u"),
+            "host=h password=******** sslpassword=******** user=u"
+        );
+        assert_eq!(
+            mask_dsn(r"password=x\ y host=h"),
+            "password=******** host=h"
+        );
+        // Several values (libpq takes the last): all masked.
+        assert_eq!(
+            mask_dsn("password=a password=b"),
+            "password=******** password=********"
+        );
+        // Nothing secret: unchanged.
+        let plain = "host=127.0.0.1 port=5432 dbname=postgres user=postgres";
+        assert_eq!(mask_dsn(plain), plain);
+        assert_eq!(mask_dsn(""), "");
+    }
+
+    #[test]
+    fn unparsable_tails_are_masked_whole() {
+        assert_eq!(
+            mask_dsn("host=h password='Secr3t-pw"),
+            "host=h password=********"
+        );
+        assert_eq!(mask_dsn("host=h Secr3t-pw"), "host=h ********");
+        assert_eq!(mask_dsn("host=h password"), "host=h ********");
+    }
+
+    #[test]
+    fn uri_passwords_are_masked() {
+        assert_eq!(
+            mask_dsn("postgresql://u:Secr3t-pw@h:5432/db"),
+            "postgresql://u:********@h:5432/db"
+        );
+        assert_eq!(
+            mask_dsn("postgres://u:p%40ss@h1,h2/db?sslmode=disable"),
+            "postgres://u:********@h1,h2/db?sslmode=disable"
+        );
+        assert_eq!(
+            mask_dsn("postgresql://h/db?user=u&password=Secr3t-pw&sslmode=disable"),
+            "postgresql://h/db?user=u&password=********&sslmode=disable"
+        );
+        assert_eq!(
+            mask_dsn("postgresql://u:a@h/db?pass%77ord=b"),
+            "postgresql://u:********@h/db?pass%77ord=********"
+        );
+        for plain in [
+            "postgresql://u@h/db",
+            "postgresql://h:5432/db?user=u",
+            "postgresql:///db",
+        ] {
+            assert_eq!(mask_dsn(plain), plain);
+        }
+    }
+
+    #[test]
+    fn messages_lose_the_dsn_and_its_passwords() {
+        let uri = format!("postgresql://u:{PW}@[::1]x/db");
+        let message =
+            format!("invalid connection string syntax: unexpected character \"x\": \"{uri}\"");
+        let got = scrub(&message, &uri);
+        assert!(!got.contains(PW), "{got}");
+        assert!(got.contains("postgresql://u:********@[::1]x/db"), "{got}");
+
+        // As written (quoted, escaped) and as libpq read it.
+        let dsn = r"host=h password='Secr\'3t pw'";
+        let got = scrub("failed for Secr'3t pw and 'Secr\\'3t pw'", dsn);
+        assert!(!got.contains("Secr"), "{got}");
+
+        // Percent-encoded in a URI: both forms.
+        let dsn = "postgresql://u:p%40ss-word@h/db";
+        let got = scrub("p@ss-word or p%40ss-word", dsn);
+        assert_eq!(got, "******** or ********");
+
+        // Nothing secret: untouched.
+        let message = "connection to server at \"h\" failed";
+        assert_eq!(scrub(message, "host=h"), message);
+        assert_eq!(scrub(message, ""), message);
     }
 }

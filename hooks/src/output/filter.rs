@@ -50,14 +50,14 @@ fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
                 && s.lockingClause.is_null()
                 && s.withClause.is_null()
         };
-        let Some(select) = select.filter(|&s| single(s)) else {
+        let Some(target) = select
+            .filter(|&s| single(s))
+            .and_then(|s| PgList::<pg_sys::ResTarget>::from_pg((*s).targetList).get_ptr(0))
+        else {
             invalid(format!(
                 "row_filter must be a single expression, not \"{filter}\""
             ));
         };
-        let target = PgList::<pg_sys::ResTarget>::from_pg((*select).targetList)
-            .get_ptr(0)
-            .expect("one target");
         let rel = pg_sys::relation_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         (*pstate).p_sourcetext = sql.as_ptr();
@@ -123,15 +123,18 @@ impl RowFilter {
             let old = pg_sys::MemoryContextSwitchTo(context);
             let mut parts: *mut pg_sys::List = std::ptr::null_mut();
             for tree in trees {
-                let tree = CString::new(tree.as_str()).expect("node trees have no NUL");
+                // A stored pg_node_tree is text, which cannot hold a NUL.
+                let Ok(tree) = CString::new(tree.as_str()) else {
+                    crate::raise(
+                        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                        "row filter of a replication set member is not a valid node tree".into(),
+                    );
+                };
                 parts = pg_sys::lappend(parts, pg_sys::stringToNode(tree.as_ptr()));
             }
-            let expr = if trees.len() == 1 {
-                PgList::<pg_sys::Expr>::from_pg(parts)
-                    .get_ptr(0)
-                    .expect("one tree")
-            } else {
-                pg_sys::make_andclause(parts)
+            let expr = match PgList::<pg_sys::Expr>::from_pg(parts).get_ptr(0) {
+                Some(only) if trees.len() == 1 => only,
+                _ => pg_sys::make_andclause(parts),
             };
             let estate = pg_sys::CreateExecutorState();
             let state = pg_sys::ExecPrepareExpr(expr, estate);
@@ -159,7 +162,8 @@ impl RowFilter {
     /// # Safety
     /// `tuple` is a tuple of the relation the filter was prepared for.
     pub unsafe fn passes(&self, tuple: pg_sys::HeapTuple, null_passes: bool) -> bool {
-        // SAFETY: evaluation in the filter's own per-tuple memory, reset afterwards.
+        // SAFETY: evaluation in the filter's own per-tuple memory, reset afterwards; the
+        // snapshot pushed here is popped before returning (an ERROR pops it with the abort).
         unsafe {
             pg_sys::ExecStoreHeapTuple(tuple, self.slot, false);
             // An unchanged TOASTed value of an UPDATE is still a pointer into the table, which
@@ -169,8 +173,19 @@ impl RowFilter {
                 return true;
             }
             (*self.econtext).ecxt_scantuple = self.slot;
+            // A filter calling a PL/pgSQL (or other non-inlined) function needs an active
+            // snapshot ("cannot execute SQL without an outer snapshot or portal"); while
+            // decoding, the transaction snapshot is the historic one of this WAL position. A
+            // copy: popping must never free the reorder buffer's own snapshot.
+            let push = !pg_sys::ActiveSnapshotSet();
+            if push {
+                pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
+            }
             let mut isnull = false;
             let result = pg_sys::ExecEvalExprSwitchContext(self.state, self.econtext, &mut isnull);
+            if push {
+                pg_sys::PopActiveSnapshot();
+            }
             let passes = if isnull {
                 null_passes
             } else {

@@ -7,7 +7,7 @@ use super::filter::RowFilter;
 use super::params::Params;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::{cell::RefCell, collections::HashMap, ffi::CStr, rc::Rc};
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 /// A subscribed set and its actions.
 #[derive(Debug, Clone)]
@@ -119,8 +119,9 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
                 &[],
             )?;
         let tables = tables.first();
+        // regclass casts: an oid, or an ERROR if the table is missing.
         let oid = |i| -> Result<pg_sys::Oid, pgrx::spi::Error> {
-            Ok(tables.get::<pg_sys::Oid>(i)?.expect("exists"))
+            Ok(tables.get::<pg_sys::Oid>(i)?.unwrap_or(pg_sys::InvalidOid))
         };
         Ok(Some(Ok((node, sets, [oid(1)?, oid(2)?], oid(3)?, oid(4)?))))
     });
@@ -142,7 +143,10 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "local spock node not found".into(),
         ),
-        Err(e) => error!("spock_output: cannot read the spock catalog: {e}"),
+        Err(e) => crate::raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("spock_output: cannot read the spock catalog: {e}"),
+        ),
     };
     CALLBACK_REGISTERED.with(|r| {
         if !*r.borrow() {
@@ -333,11 +337,9 @@ impl Members {
             pg_sys::table_close(table, pg_sys::AccessShareLock as i32);
 
             if let Some((schema, name)) = &params.only_table {
-                let nsp = CStr::from_ptr(pg_sys::get_namespace_name(
-                    (*(*relation).rd_rel).relnamespace,
-                ));
+                let nsp = super::tuples::namespace_name((*(*relation).rd_rel).relnamespace);
                 let rel = pgrx::name_data_to_str(&(*(*relation).rd_rel).relname);
-                if nsp.to_str().ok() != Some(schema.as_str()) || rel != name {
+                if nsp != *schema || rel != name {
                     return None;
                 }
                 return Some(Member {

@@ -114,8 +114,11 @@ unsafe extern "C-unwind" fn startup(
         // SAFETY: plain lookup of the database encoding name.
         let ours = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }.to_string_lossy();
         if !enc.eq_ignore_ascii_case(&ours) {
-            error!(
-                "encoding conversion for binary datum not supported yet (client expects {enc}, database is {ours})"
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "encoding conversion for binary datum not supported yet (client expects {enc}, database is {ours})"
+                ),
             );
         }
     }
@@ -329,7 +332,15 @@ unsafe extern "C-unwind" fn change(
             send(ctx, &s.buf, true);
             s.members.mark_sent(relid);
         }
-        let member = s.members.get(relid).expect("looked up above");
+        let Some(member) = s.members.get(relid) else {
+            crate::raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!(
+                    "spock_output: relation {} lost its publication while decoding",
+                    relid.to_u32()
+                ),
+            );
+        };
         s.buf.clear();
         let mut w = Writer::new(&mut s.buf);
         match action {
@@ -425,7 +436,10 @@ unsafe extern "C-unwind" fn message(
             return;
         }
         let payload = std::slice::from_raw_parts(data.cast::<u8>(), size);
-        let mtype = i32::from_ne_bytes(payload[..4].try_into().expect("4 bytes"));
+        let &[a, b, c, d, ..] = payload else {
+            return;
+        };
+        let mtype = i32::from_ne_bytes([a, b, c, d]);
         // Repair mode itself is switched by spock.repair_mode_switch (see `change`): anyone
         // may write a logical message.
         if mtype != SYNC_EVENT {

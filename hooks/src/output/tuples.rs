@@ -79,6 +79,22 @@ fn binary_send_fn(typid: pg_sys::Oid) -> Option<*mut pg_sys::FmgrInfo> {
     })
 }
 
+/// The name of schema `nsp` (ERROR rather than a null pointer if it was dropped meanwhile).
+pub fn namespace_name(nsp: pg_sys::Oid) -> String {
+    // SAFETY: a catalog lookup; the result is checked before it is read.
+    let name = unsafe { pg_sys::get_namespace_name(nsp) };
+    if name.is_null() {
+        crate::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
+            format!("schema with OID {} does not exist", nsp.to_u32()),
+        );
+    }
+    // SAFETY: a palloc'd C string.
+    unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// `VARTAG_ONDISK`: a TOAST pointer to out-of-line storage.
 const VARTAG_ONDISK: u8 = 18;
 
@@ -117,8 +133,7 @@ pub unsafe fn write_relation(
     // SAFETY: catalog lookups and reads of the open relation.
     unsafe {
         let form = (*relation).rd_rel;
-        let nspname =
-            CStr::from_ptr(pg_sys::get_namespace_name((*form).relnamespace)).to_string_lossy();
+        let nspname = namespace_name((*form).relnamespace);
         let relname = pgrx::name_data_to_str(&(*form).relname);
         let key = pg_sys::RelationGetIndexAttrBitmap(
             relation,
