@@ -320,3 +320,46 @@ fn fast_shutdown_in_any_state() {
         wait_for(s, "SELECT count(*) FROM t", "1000000");
     });
 }
+
+/// Creating a `spock_output` slot on a node that is applying another node's changes (so WAL
+/// full of changes with an origin is decoded while the slot's snapshot is built) works, again
+/// and again; the node does not crash.
+#[test]
+fn slots_can_be_created_on_a_busy_node() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        // n2 → n1 subscription: n1's WAL carries n2's changes with their origin.
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id bigserial PRIMARY KEY, v text)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                p.sql(
+                    "DO $$ BEGIN FOR i IN 1..3000 LOOP \
+                     INSERT INTO t(v) VALUES ('x'); COMMIT; END LOOP; END $$",
+                )
+                .unwrap();
+            });
+            for i in 0..6 {
+                s.sql(&format!(
+                    "SELECT pg_create_logical_replication_slot('busy_{i}', 'spock_output'); \
+                     SELECT pg_drop_replication_slot('busy_{i}')"
+                ))
+                .unwrap_or_else(|e| {
+                    panic!("PostgreSQL {major}: slot {i}: {e}\n{}", s.log_tail(30))
+                });
+            }
+            writer.join().unwrap();
+        });
+        assert!(
+            !s.log_tail(500).contains("terminated by signal"),
+            "PostgreSQL {major}: {}",
+            s.log_tail(40)
+        );
+        wait_for(s, "SELECT count(*) FROM t", "3000");
+    });
+}

@@ -411,3 +411,64 @@ fn nothing_runs_as_superuser_in_a_users_search_path() {
         .unwrap();
     });
 }
+
+/// A row filter is evaluated by the provider's walsender with the table owner's rights: a
+/// function of mallory's that the filter calls gains nothing there, and the filter still
+/// decides what is published.
+#[test]
+fn row_filters_run_as_the_table_owner() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(kernel, ClusterOptions::default());
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        for n in [p, s] {
+            n.sql_as(
+                "mallory",
+                "postgres",
+                "CREATE TABLE m.f(id int PRIMARY KEY, v text)",
+            )
+            .unwrap();
+        }
+        p.sql_as(
+            "mallory",
+            "postgres",
+            // The walsender's transaction never commits: the probe reports in the log.
+            "CREATE FUNCTION m.noisy(text) RETURNS boolean LANGUAGE plpgsql AS \
+               $f$ BEGIN \
+                 RAISE LOG 'filter probe: %:%', current_user, \
+                   (SELECT rolsuper FROM pg_roles WHERE rolname = current_user); \
+                 BEGIN EXECUTE 'ALTER ROLE mallory SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END; \
+                 BEGIN EXECUTE 'RESET ROLE'; EXECUTE 'ALTER ROLE mallory SUPERUSER'; \
+                 EXCEPTION WHEN OTHERS THEN NULL; END; \
+                 RETURN $1 <> 'hidden'; END $f$; \
+             CREATE FUNCTION m.keep(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS \
+               $f$ SELECT m.noisy($1) $f$",
+        )
+        .unwrap();
+        p.sql("SELECT spock.repset_add_table('default', 'm.f', row_filter := 'm.keep(v)')")
+            .unwrap();
+        subscribe(p, s, "");
+        p.sql_as(
+            "mallory",
+            "postgres",
+            "INSERT INTO m.f VALUES (1, 'shown'), (2, 'hidden'), (3, 'shown')",
+        )
+        .unwrap();
+        wait_for(
+            s,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM m.f",
+            "1,3",
+        );
+        let log = p.log_tail(2000);
+        assert!(
+            log.contains("filter probe: mallory:f"),
+            "PostgreSQL {major}: the filter did not run as mallory: {}",
+            p.log_tail(40)
+        );
+        assert!(
+            !log.contains("filter probe: postgres"),
+            "PostgreSQL {major}: the filter ran as the walsender's superuser"
+        );
+        assert_contained(&cluster, major);
+    });
+}

@@ -32,6 +32,29 @@ const TABLE_SYNC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the worker reports its position (also on the provider's request).
 const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The memory context of one row change (see `Applier::apply`), made at first use.
+fn change_context() -> pg_sys::MemoryContext {
+    thread_local! {
+        static CONTEXT: std::cell::Cell<pg_sys::MemoryContext> =
+            const { std::cell::Cell::new(std::ptr::null_mut()) };
+    }
+    CONTEXT.with(|c| {
+        if c.get().is_null() {
+            // SAFETY: a long-lived child of TopMemoryContext, never deleted.
+            c.set(unsafe {
+                pg_sys::AllocSetContextCreateExtended(
+                    pg_sys::TopMemoryContext,
+                    c"spock apply change".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                )
+            });
+        }
+        c.get()
+    })
+}
+
 /// How long a provider may send nothing before the subscription counts as stalled.
 const STALL_AFTER: Duration = Duration::from_secs(10);
 
@@ -702,7 +725,32 @@ impl Applier {
         }
     }
 
+    /// Applies one message. A row change works in memory of its own, freed once it is done,
+    /// so a transaction of a million rows needs no more memory than one of a single row.
     fn apply(&mut self, message: Message) {
+        if !matches!(
+            message,
+            Message::Insert { .. } | Message::Update { .. } | Message::Delete { .. }
+        ) {
+            return self.apply_message(message);
+        }
+        let context = change_context();
+        // SAFETY: the context is ours and holds nothing that outlives one change (executor
+        // state, trigger queues, plans and caches live in contexts of their own); after an
+        // error the abort resets the current context and the next change empties this one.
+        let previous = unsafe {
+            pg_sys::MemoryContextReset(context);
+            pg_sys::MemoryContextSwitchTo(context)
+        };
+        self.apply_message(message);
+        // SAFETY: back to the caller's context, then the change's memory goes.
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(previous);
+            pg_sys::MemoryContextReset(context);
+        }
+    }
+
+    fn apply_message(&mut self, message: Message) {
         match message {
             Message::Begin {
                 final_lsn,

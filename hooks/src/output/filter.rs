@@ -97,6 +97,9 @@ pub struct RowFilter {
     econtext: *mut pg_sys::ExprContext,
     state: *mut pg_sys::ExprState,
     slot: *mut pg_sys::TupleTableSlot,
+    /// The table's owner: the filter runs with their rights, not the walsender's (a function
+    /// it calls, an operator's or a domain's code are someone's).
+    owner: pg_sys::Oid,
 }
 
 impl std::fmt::Debug for RowFilter {
@@ -152,6 +155,7 @@ impl RowFilter {
                 econtext,
                 state,
                 slot,
+                owner: (*(*relation).rd_rel).relowner,
             }
         }
     }
@@ -182,7 +186,9 @@ impl RowFilter {
                 pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
             }
             let mut isnull = false;
+            let owner = crate::identity::become_owner(self.owner);
             let result = pg_sys::ExecEvalExprSwitchContext(self.state, self.econtext, &mut isnull);
+            owner.restore();
             if push {
                 pg_sys::PopActiveSnapshot();
             }

@@ -157,8 +157,12 @@ unsafe extern "C-unwind" fn filter_by_origin(
     ctx: *mut pg_sys::LogicalDecodingContext,
     origin_id: pg_sys::RepOriginId,
 ) -> bool {
-    // SAFETY: startup has run.
-    let s = unsafe { stream(ctx) };
+    // While a slot is created PostgreSQL asks this before any stream exists (startup returns
+    // early then): nothing is sent during creation, so nothing needs filtering.
+    // SAFETY: the pointer is null or the stream `startup` made.
+    let Some(s) = (unsafe { ((*ctx).output_plugin_private as *const Stream).as_ref() }) else {
+        return false;
+    };
     origin_id != 0 && !s.params.forward_all_origins
 }
 
