@@ -363,3 +363,161 @@ fn slots_can_be_created_on_a_busy_node() {
         wait_for(s, "SELECT count(*) FROM t", "3000");
     });
 }
+
+/// A provider that stops answering (SIGSTOP of its walsender) shows as `down` within the
+/// stall threshold and lag_tracker's lag grows; once it answers again, `replicating`.
+#[test]
+fn a_silent_provider_shows_as_down() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO t VALUES (1)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1");
+        assert_eq!(status(s), "replicating", "PostgreSQL {major}");
+        let walsender = p
+            .sql("SELECT active_pid FROM pg_replication_slots")
+            .unwrap();
+        let signal = |sig: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &walsender])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig} {walsender}");
+        };
+        signal("-STOP");
+        let started = Instant::now();
+        let mut seen = String::new();
+        while started.elapsed() < Duration::from_secs(25) {
+            seen = status(s);
+            if seen == "down" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let lag = s
+            .sql("SELECT extract(epoch FROM replication_lag) > 5 FROM spock.lag_tracker")
+            .unwrap();
+        signal("-CONT");
+        assert_eq!(
+            seen, "down",
+            "PostgreSQL {major}: status while the provider was stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "PostgreSQL {major}: took {:?} to notice",
+            started.elapsed()
+        );
+        assert_eq!(lag, "t", "PostgreSQL {major}: lag_tracker did not grow");
+        p.sql("INSERT INTO t VALUES (2)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "2");
+        wait_for(
+            s,
+            "SELECT status FROM spock.sub_show_status('sub')",
+            "replicating",
+        );
+    });
+}
+
+/// A table copy that cannot succeed stops, says why (sub_show_table, exception_log, the
+/// waits), and the rest of the subscription goes on; after the fix, `sub_resync_table`
+/// copies it.
+#[test]
+fn a_copy_that_cannot_succeed_stops_and_says_why() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "CREATE TABLE broken(id int PRIMARY KEY, extra text); \
+               INSERT INTO broken VALUES (1, 'x')",
+        )
+        .unwrap();
+        s.sql("CREATE TABLE broken(id int PRIMARY KEY)").unwrap();
+        p.sql("SELECT spock.repset_add_table('default', 'broken', synchronize_data := true)")
+            .unwrap();
+        wait_for(
+            s,
+            "SELECT status FROM spock.sub_show_table('sub', 'broken')",
+            "sync_failed",
+        );
+        let why = s
+            .sql("SELECT error_message FROM spock.exception_log WHERE operation = 'SYNC' AND table_name = 'broken'")
+            .unwrap();
+        assert!(
+            why.contains("extra"),
+            "PostgreSQL {major}: exception_log says {why:?}"
+        );
+        let e = s
+            .sql("SELECT spock.sub_wait_for_sync('sub')")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("copying table public.broken of subscription \"sub\" failed"),
+            "PostgreSQL {major}: {e}"
+        );
+        // The rest goes on.
+        p.sql("INSERT INTO t VALUES (1)").unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1");
+        assert_eq!(status(s), "replicating", "PostgreSQL {major}");
+        // Fixed, copied again.
+        s.sql("ALTER TABLE broken ADD COLUMN extra text").unwrap();
+        s.sql("SELECT spock.sub_resync_table('sub', 'broken')")
+            .unwrap();
+        wait_for(s, "SELECT string_agg(id || extra, ',') FROM broken", "1x");
+        s.sql("SELECT spock.sub_wait_for_sync('sub')").unwrap();
+    });
+}
+
+/// Two subscribers that would share a slot name (same database and subscription names)
+/// cannot: the second `sub_create` is refused and the first keeps replicating.
+#[test]
+fn two_subscribers_cannot_share_a_slot() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            n.sql("CREATE EXTENSION spock").unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('n{}', '{}')",
+                i + 1,
+                n.dsn("postgres")
+            ))
+            .unwrap();
+            n.sql("CREATE TABLE t(id int PRIMARY KEY)").unwrap();
+        }
+        let (p, a, b) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+        let create = format!("SELECT spock.sub_create('sub', '{}')", p.dsn("postgres"));
+        a.sql(&create).unwrap();
+        wait_for(
+            p,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        let e = b.sql(&create).unwrap_err().to_string();
+        assert!(
+            e.contains("already exists on node \"n1\""),
+            "PostgreSQL {major}: {e}"
+        );
+        p.sql("INSERT INTO t VALUES (1)").unwrap();
+        wait_for(a, "SELECT count(*) FROM t", "1");
+        assert_eq!(
+            b.sql("SELECT count(*) FROM spock.subscription").unwrap(),
+            "0",
+            "PostgreSQL {major}"
+        );
+    });
+}

@@ -480,6 +480,8 @@ CREATE FUNCTION spock.spock_check_connection(dsn text, appname text) RETURNS voi
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_check_connection_wrapper';
 CREATE FUNCTION spock.spock_drop_remote_slot(dsn text, slot text, appname text) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_drop_remote_slot_wrapper';
+CREATE FUNCTION spock.spock_remote_slot_exists(dsn text, slot text, appname text) RETURNS boolean
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_remote_slot_exists_wrapper';
 -- The DSN with its passwords replaced by ********, for whatever shows a DSN to a user.
 CREATE FUNCTION spock.spock_mask_dsn(dsn text) RETURNS text
     LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_mask_dsn_wrapper';
@@ -556,6 +558,15 @@ BEGIN
 
     v_sub := spock.spock_sub_id(sub_create.subscription_name);
     v_slot := spock.spock_gen_slot_name(current_database(), v_origin_name, sub_create.subscription_name);
+    -- Slot names are made of the database, provider and subscription names (as upstream's), so
+    -- two subscribers can come to the same one: the second would take over the first one's
+    -- slot, and each would lose what the other confirmed.
+    IF spock.spock_remote_slot_exists(sub_create.provider_dsn, v_slot, sub_create.subscription_name || '_create') THEN
+        RAISE EXCEPTION 'replication slot "%" already exists on node "%"', v_slot, v_origin_name
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'Another subscriber uses a subscription of the same name on a database of the same name, or a dropped subscription left its slot behind.',
+                  HINT = 'Choose another subscription name, or drop the slot on the provider if nothing uses it.';
+    END IF;
     INSERT INTO spock.subscription (sub_id, sub_name, sub_origin, sub_target, sub_origin_if, sub_target_if,
         sub_enabled, sub_slot_name, sub_replication_sets, sub_forward_origins, sub_apply_delay,
         sub_force_text_transfer, sub_skip_schema)
@@ -698,11 +709,15 @@ CREATE FUNCTION spock.sub_show_status(subscription_name name DEFAULT NULL,
 RETURNS SETOF record LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT s.sub_name::text,
            CASE WHEN NOT s.sub_enabled THEN 'disabled'
+                -- No worker, or one that heard nothing from the provider for a while (it
+                -- says so in its activity): the provider is paused, cut off or hung.
                 WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                                   WHERE a.backend_type = 'spock apply' AND a.datname = current_database()
-                                    AND a.application_name = s.sub_slot_name) THEN 'down'
+                                    AND a.application_name = s.sub_slot_name
+                                    AND a.query NOT LIKE 'stalled:%') THEN 'down'
+                -- A table whose copy failed ('e') does not hold the subscription back.
                 WHEN EXISTS (SELECT 1 FROM spock.local_sync_status y
-                              WHERE y.sync_subid = s.sub_id AND y.sync_status <> 'r') THEN 'initializing'
+                              WHERE y.sync_subid = s.sub_id AND y.sync_status NOT IN ('r', 'e')) THEN 'initializing'
                 ELSE 'replicating' END,
            n.node_name::text, spock.spock_mask_dsn(i.if_dsn), s.sub_slot_name::text,
            s.sub_replication_sets, s.sub_forward_origins
@@ -721,6 +736,7 @@ REVOKE EXECUTE ON FUNCTION
     spock.spock_remote_node_info(text, text),
     spock.spock_check_connection(text, text),
     spock.spock_drop_remote_slot(text, text, text),
+    spock.spock_remote_slot_exists(text, text, text),
     spock.spock_mask_dsn(text),
     spock.sub_create(name, text, text[], boolean, boolean, text[], interval, boolean, boolean, text[]),
     spock.sub_drop(name, boolean),
@@ -742,14 +758,44 @@ BEGIN
         RAISE EXCEPTION 'spock.sub_wait_for_sync() can only be used in READ COMMITTED transactions'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- Each statement sees the apply worker's latest commit (no timeout: use statement_timeout).
+    -- Each statement sees the apply worker's latest commit. It returns once every table is
+    -- copied and fails as soon as waiting cannot end well: a copy failed, or the subscription
+    -- was disabled (also use statement_timeout).
     LOOP
+        PERFORM spock.sync_wait_check(v_sub, NULL, NULL);
         EXIT WHEN EXISTS (SELECT 1 FROM spock.local_sync_status
                            WHERE sync_subid = v_sub.sub_id AND sync_nspname IS NULL AND sync_status = 'r')
               AND NOT EXISTS (SELECT 1 FROM spock.local_sync_status
                                WHERE sync_subid = v_sub.sub_id AND sync_status <> 'r');
         PERFORM pg_sleep(0.2);
     END LOOP;
+END $$;
+
+-- Raises the error a wait for a subscription's (or one table's) copy ends with when it cannot
+-- end well.
+CREATE FUNCTION spock.sync_wait_check(p_sub spock.subscription, p_nsp name, p_rel name) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    v_failed record;
+BEGIN
+    SELECT y.sync_nspname, y.sync_relname, e.error_message INTO v_failed
+      FROM spock.local_sync_status y
+      LEFT JOIN LATERAL (SELECT x.error_message FROM spock.exception_log x
+                          WHERE x.operation = 'SYNC' AND x.table_schema = y.sync_nspname
+                            AND x.table_name = y.sync_relname
+                          ORDER BY x.retry_errored_at DESC LIMIT 1) e ON true
+     WHERE y.sync_subid = p_sub.sub_id AND y.sync_status = 'e'
+       AND (p_nsp IS NULL OR (y.sync_nspname = p_nsp AND y.sync_relname = p_rel))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'copying table %.% of subscription "%" failed', v_failed.sync_nspname,
+            v_failed.sync_relname, p_sub.sub_name
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = coalesce(v_failed.error_message, '');
+    END IF;
+    IF NOT (SELECT sub_enabled FROM spock.subscription WHERE sub_id = p_sub.sub_id) THEN
+        RAISE EXCEPTION 'subscription "%" is disabled', p_sub.sub_name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
 END $$;
 
 CREATE FUNCTION spock.table_wait_for_sync(subscription_name name, relation regclass) RETURNS void
@@ -767,6 +813,7 @@ BEGIN
     SELECT n.nspname, c.relname INTO v_nsp, v_rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_wait_for_sync.relation;
     LOOP
+        PERFORM spock.sync_wait_check(v_sub, v_nsp, v_rel);
         EXIT WHEN EXISTS (SELECT 1 FROM spock.local_sync_status
                            WHERE sync_subid = v_sub.sub_id AND sync_nspname IS NULL AND sync_status = 'r')
               AND NOT EXISTS (SELECT 1 FROM spock.local_sync_status
@@ -790,10 +837,13 @@ BEGIN
      WHERE sync_subid = v_sub.sub_id AND sync_nspname = nspname AND sync_relname = relname;
     status := CASE v_code WHEN 'i' THEN 'sync_init' WHEN 's' THEN 'sync_structure' WHEN 'd' THEN 'sync_data'
                           WHEN 'c' THEN 'sync_constraints' WHEN 'w' THEN 'sync_waiting' WHEN 'u' THEN 'catchup'
-                          WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'replicating' ELSE 'unknown' END;
+                          WHEN 'y' THEN 'synchronized' WHEN 'r' THEN 'replicating'
+                          -- ours: the copy failed for a reason another try cannot fix
+                          WHEN 'e' THEN 'sync_failed' ELSE 'unknown' END;
 END $$;
 
 REVOKE EXECUTE ON FUNCTION
+    spock.sync_wait_check(spock.subscription, name, name),
     spock.sub_wait_for_sync(name),
     spock.table_wait_for_sync(name, regclass),
     spock.sub_show_table(name, regclass)
@@ -1284,10 +1334,27 @@ CREATE FUNCTION spock.wait_slot_confirm_lsn(slotname name, target pg_lsn) RETURN
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     v_target pg_lsn := coalesce(target, pg_current_wal_insert_lsn());
+    v_idle_since timestamptz;
 BEGIN
+    IF slotname IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = slotname) THEN
+        RAISE EXCEPTION 'replication slot "%" does not exist', slotname USING ERRCODE = 'undefined_object';
+    END IF;
     WHILE EXISTS (SELECT 1 FROM pg_replication_slots
                    WHERE (slotname IS NULL OR slot_name = slotname)
                      AND slot_type = 'logical' AND confirmed_flush_lsn < v_target) LOOP
+        -- A slot that nobody streams from for 30 s will not move: say so instead of
+        -- waiting forever.
+        IF EXISTS (SELECT 1 FROM pg_replication_slots
+                    WHERE (slotname IS NULL OR slot_name = slotname) AND slot_type = 'logical'
+                      AND confirmed_flush_lsn < v_target AND NOT active) THEN
+            v_idle_since := coalesce(v_idle_since, clock_timestamp());
+            IF clock_timestamp() > v_idle_since + interval '30 seconds' THEN
+                RAISE EXCEPTION 'replication slot is not in use and stays behind %', v_target
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+        ELSE
+            v_idle_since := NULL;
+        END IF;
         PERFORM pg_sleep(0.2);
     END LOOP;
 END $$;

@@ -590,7 +590,7 @@ impl Applier {
         }
         loop {
             let done = Spi::get_one_with_args::<bool>(
-                "SELECT coalesce(bool_and(sync_status = 'r'), true) FROM spock.local_sync_status \
+                "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) FROM spock.local_sync_status \
                  WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
                 &[
                     pg_sys::Oid::from(self.sub_id).into(),

@@ -15,6 +15,7 @@ use super::{Subscription, quote_literal, wait_for_socket};
 use crate::identity;
 use crate::remote::{Received, Remote};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use spock_proto::Column;
 use std::cell::RefCell;
@@ -170,15 +171,124 @@ pub fn set_literals(sets: &[String]) -> String {
 /// snapshot's time. The stream then replays the provider's
 /// changes between its position and the snapshot over the copy; they are the provider's own
 /// earlier writes, so each row ends where the provider's is.
+///
+/// A copy that fails for a reason another try cannot fix (a column missing here, a row the
+/// table refuses, a filter the provider cannot evaluate) is not retried: the table is marked
+/// failed (`sub_show_table`: `sync_failed`), the reason goes to `spock.exception_log`, and
+/// the rest of the subscription goes on. `sub_resync_table` tries again once it is fixed.
+/// Connection trouble, deadlocks, lack of resources and stop requests are tried again.
 pub(super) fn resync_table(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
-    let fail = |e: String| -> ! {
-        error!(
-            "subscription \"{}\": synchronising {nsp}.{rel} failed: {e}",
-            sub.name
+    let failed = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        copy_again(sub, sub_id, nsp, rel);
+        None
+    }))
+    .catch_others(|e| {
+        let report = match &e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.clone(),
+            CaughtError::RustPanic { ereport, .. } => ereport.clone(),
+        };
+        if retry_may_help(report.sql_error_code()) {
+            e.rethrow()
+        }
+        // SAFETY: the error was caught; this ends the failed copy's transaction.
+        unsafe { pg_sys::AbortOutOfAnyTransaction() };
+        Some(report.message().to_string())
+    })
+    .execute();
+    if let Some(reason) = failed {
+        mark_failed(sub, sub_id, nsp, rel, &reason);
+    }
+}
+
+/// Whether an error of a copy may go away by itself: SQLSTATE class 08 (connection), 40
+/// (transaction rollback), 53 (resources), 57 (operator intervention) or 58 (system), or
+/// 55P03 (lock not available).
+fn retry_may_help(code: PgSqlErrorCode) -> bool {
+    let state = sqlstate(code);
+    ["08", "40", "53", "57", "58"].contains(&&state[..2]) || state == "55P03"
+}
+
+/// The five-character SQLSTATE of `code` (PostgreSQL packs each character in six bits).
+fn sqlstate(code: PgSqlErrorCode) -> String {
+    let packed = code as i64;
+    (0..5)
+        .map(|i| char::from(b'0' + ((packed >> (6 * i)) & 0x3F) as u8))
+        .collect()
+}
+
+/// Marks a table whose copy cannot succeed, says why, and lets the rest go on.
+fn mark_failed(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str, reason: &str) {
+    warning!(
+        "subscription \"{}\": copying {nsp}.{rel} failed and is not retried: {reason}",
+        sub.name
+    );
+    pgrx::bgworkers::BackgroundWorker::transaction(|| {
+        Spi::run_with_args(
+            "UPDATE spock.local_sync_status SET sync_status = 'e' \
+             WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
+            &[pg_sys::Oid::from(sub_id).into(), nsp.into(), rel.into()],
         )
+        .unwrap_or_else(|e| error!("cannot mark the copy failed: {e}"));
+        Spi::run_with_args(
+            "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
+             retry_errored_at, remote_xid, table_schema, table_name, operation, error_message) \
+             VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, $2, $3, 'SYNC', $4)",
+            &[
+                pg_sys::Oid::from(sub.provider).into(),
+                nsp.into(),
+                rel.into(),
+                format!(
+                    "copying the table failed and is not retried (fix the cause, then \
+                     spock.sub_resync_table): {reason}"
+                )
+                .into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("cannot log the failed copy: {e}"));
+    });
+}
+
+/// One attempt of `resync_table`.
+fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
+    // Connection trouble is worth another try; anything else the provider or this node says
+    // about the copy is not.
+    let fail = |e: String| -> ! {
+        let lost = [
+            "server closed the connection",
+            "could not receive data",
+            "could not send data",
+            "connection to server",
+            "no connection to the server",
+            "terminating connection",
+            "SSL",
+        ]
+        .iter()
+        .any(|m| e.contains(m));
+        ereport!(
+            PgLogLevel::ERROR,
+            if lost {
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE
+            } else {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            },
+            format!(
+                "subscription \"{}\": synchronising {nsp}.{rel} failed: {e}",
+                sub.name
+            )
+        );
+        unreachable!("ereport(ERROR) does not return")
     };
-    let remote =
-        Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| fail(e));
+    let remote = Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!(
+                "subscription \"{}\": synchronising {nsp}.{rel} failed: {e}",
+                sub.name
+            )
+        );
+        unreachable!("ereport(ERROR) does not return")
+    });
     begin_local();
     remote
         .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
@@ -473,4 +583,34 @@ unsafe extern "C-unwind" fn read_copy_data(
         }
         filled as c_int
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_retried_only_where_it_may_help() {
+        use PgSqlErrorCode::*;
+        assert_eq!(sqlstate(ERRCODE_LOCK_NOT_AVAILABLE), "55P03");
+        assert_eq!(sqlstate(ERRCODE_UNDEFINED_COLUMN), "42703");
+        for code in [
+            ERRCODE_CONNECTION_FAILURE,
+            ERRCODE_T_R_DEADLOCK_DETECTED,
+            ERRCODE_ADMIN_SHUTDOWN,
+            ERRCODE_OUT_OF_MEMORY,
+            ERRCODE_LOCK_NOT_AVAILABLE,
+        ] {
+            assert!(retry_may_help(code), "{code:?}");
+        }
+        for code in [
+            ERRCODE_UNDEFINED_COLUMN,
+            ERRCODE_CHECK_VIOLATION,
+            ERRCODE_UNIQUE_VIOLATION,
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ERRCODE_INTERNAL_ERROR,
+        ] {
+            assert!(!retry_may_help(code), "{code:?}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ pub(super) fn waiting_tables(sub_id: u32) -> Vec<(String, String)> {
         Spi::connect(|c| {
             c.select(
                 "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
-                 WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status <> 'r' \
+                 WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status NOT IN ('r', 'e') \
                  ORDER BY 1, 2",
                 None,
                 &[pg_sys::Oid::from(sub_id).into()],
