@@ -4,6 +4,7 @@
 mod apt_source;
 mod bench;
 mod cache;
+mod chaos;
 mod check_kernel;
 mod cluster;
 mod configure;
@@ -43,6 +44,9 @@ enum Command {
     Test(TestArgs),
     /// Measure an extension against the native baseline on the same server.
     Bench(BenchArgs),
+    /// Run fault scenarios (crashes, pauses, storms, stops, a partition, a lost slot) against
+    /// local clusters and print a table of figures with PASS/FAIL verdicts.
+    Chaos(ChaosArgs),
     /// Start a local demo cluster (node 1 replicating to the others) until Enter is pressed.
     Cluster(ClusterArgs),
     /// Build the patched kernel with assertions and run PostgreSQL's regression suite (slow).
@@ -74,6 +78,18 @@ struct ClusterArgs {
 struct BenchArgs {
     #[arg(value_enum)]
     what: bench::Bench,
+    #[command(flatten)]
+    kernel: KernelArgs,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// Scenarios to run (default: all).
+    #[arg(value_enum)]
+    scenarios: Vec<chaos::Scenario>,
+    /// Tens of minutes instead of a few: more crash cycles, longer pauses, storms and partitions.
+    #[arg(long)]
+    long: bool,
     #[command(flatten)]
     kernel: KernelArgs,
 }
@@ -224,6 +240,13 @@ fn main() -> Result<()> {
         Command::Bench(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;
             bench::run(args.what, &built.pg_config)?;
+        }
+        Command::Chaos(args) => {
+            let built = pipeline::build(&cache, &options(&args.kernel))?;
+            chaos::run(
+                &built.pg_config,
+                &chaos::Plan::new(args.long, args.scenarios),
+            )?;
         }
     }
     Ok(())

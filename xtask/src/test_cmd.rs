@@ -1,7 +1,7 @@
 //! `cargo xtask test`: builds (or finds cached) kernels and runs the test suite against them.
 //! Tests find a staged kernel through `PGEDGE_PG_CONFIG_<major>`.
 
-use crate::{cache::Cache, extensions, pipeline};
+use crate::{cache::Cache, chaos, extensions, pipeline};
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
@@ -55,5 +55,13 @@ pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[Strin
         .env_remove("RUST_BACKTRACE")
         .run()
         .context("tests failed")?;
+
+    // The short fault run (crashes, awkward stops, a lost slot) on 17: a missed goal (data lost
+    // or duplicated, a stop over 5 s…) fails the test run like a failing test. Left out when
+    // `cargo test` arguments pick a subset of the tests.
+    let pg17 = pg_configs.iter().find(|(major, _)| *major == 17);
+    if let (Some((_, pg_config)), true) = (pg17, cargo_args.is_empty()) {
+        chaos::run(pg_config, &chaos::Plan::for_test_suite())?;
+    }
     Ok(())
 }
