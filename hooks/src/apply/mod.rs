@@ -531,6 +531,22 @@ impl Applier {
         if silent < STALL_AFTER {
             return;
         }
+        // Past wal_receiver_timeout, as core's receivers do, the connection is given up (a
+        // partition can leave it open but dead): the worker starts again and reconnects.
+        if let Some(timeout) = setting_ms("wal_receiver_timeout").filter(|&t| t > 0)
+            && silent.as_millis() > timeout as u128
+        {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!(
+                    "subscription \"{}\": nothing received from the provider for {} s \
+                     (wal_receiver_timeout); reconnecting",
+                    self.sub.name,
+                    silent.as_secs()
+                )
+            );
+        }
         report_activity(&format!(
             "stalled: nothing received from the provider for {} s",
             silent.as_secs()
