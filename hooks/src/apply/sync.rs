@@ -184,15 +184,16 @@ pub(super) fn resync_table(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str
     }))
     .catch_others(|e| {
         let report = match &e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.clone(),
-            CaughtError::RustPanic { ereport, .. } => ereport.clone(),
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+            CaughtError::RustPanic { ereport, .. } => ereport,
         };
         if retry_may_help(report.sql_error_code()) {
             e.rethrow()
         }
+        let reason = report.message().to_string();
         // SAFETY: the error was caught; this ends the failed copy's transaction.
         unsafe { pg_sys::AbortOutOfAnyTransaction() };
-        Some(report.message().to_string())
+        Some(reason)
     })
     .execute();
     if let Some(reason) = failed {

@@ -265,8 +265,50 @@ fn startup_params(s: &Stream) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The memory of one change: detoasted values and output-function results are freed after
+/// each change, so a transaction of any size needs the memory of one row (as pgoutput does).
+fn change_context() -> pg_sys::MemoryContext {
+    thread_local! {
+        static CONTEXT: std::cell::Cell<pg_sys::MemoryContext> =
+            const { std::cell::Cell::new(std::ptr::null_mut()) };
+    }
+    CONTEXT.with(|c| {
+        if c.get().is_null() {
+            // SAFETY: a long-lived child of TopMemoryContext, never deleted.
+            c.set(unsafe {
+                pg_sys::AllocSetContextCreateExtended(
+                    pg_sys::TopMemoryContext,
+                    c"spock_output change".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                )
+            });
+        }
+        c.get()
+    })
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn change(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    relation: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    let context = change_context();
+    // SAFETY: nothing made while sending one change outlives it (caches and row filters keep
+    // their own contexts); an error leaves the context to the next change, which empties it.
+    unsafe {
+        pg_sys::MemoryContextReset(context);
+        let previous = pg_sys::MemoryContextSwitchTo(context);
+        send_change(ctx, txn, relation, change);
+        pg_sys::MemoryContextSwitchTo(previous);
+        pg_sys::MemoryContextReset(context);
+    }
+}
+
+unsafe fn send_change(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     relation: pg_sys::Relation,
