@@ -16,8 +16,9 @@ mod sync_worker;
 mod versions;
 
 use crate::stats::{self, Counter};
-use crate::{compat, identity, remote::Received, remote::Remote, settings};
+use crate::{compat, identity, raise, remote::Received, remote::Remote, settings};
 use conflict::{Kind, Local, Resolution, Version};
+use pgrx::PgSqlErrorCode as Code;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -226,9 +227,12 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     });
 
     let remote = Remote::connect(&sub.dsn, &sub.slot).unwrap_or_else(|e| {
-        error!(
-            "subscription \"{}\": could not connect to the provider: {e}",
-            sub.name
+        raise(
+            Code::ERRCODE_CONNECTION_FAILURE,
+            format!(
+                "subscription \"{}\": could not connect to the provider: {e}",
+                sub.name
+            ),
         )
     });
     let origin = origin(&sub.slot);
@@ -307,9 +311,12 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         start & 0xFFFF_FFFF,
         options.join(", ")
     );
-    remote
-        .start_copy_both(&command)
-        .unwrap_or_else(|e| error!("subscription \"{}\": cannot start streaming: {e}", sub.name));
+    remote.start_copy_both(&command).unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_CONNECTION_FAILURE,
+            format!("subscription \"{}\": cannot start streaming: {e}", sub.name),
+        )
+    });
     report_activity("streaming");
     log!(
         "subscription \"{}\": streaming from {:X}/{:X}",
@@ -486,9 +493,12 @@ impl Applier {
                     None
                 }
                 Received::WouldBlock(fd) => Some(fd),
-                Received::End => error!(
-                    "subscription \"{}\": the provider ended the stream",
-                    self.sub.name
+                Received::End => raise(
+                    Code::ERRCODE_CONNECTION_FAILURE,
+                    format!(
+                        "subscription \"{}\": the provider ended the stream",
+                        self.sub.name
+                    ),
                 ),
             };
             // Report progress periodically (and when asked, see `handle`), not per transaction.
@@ -632,7 +642,10 @@ impl Applier {
                 self.received = self.received.max(wal_end);
                 match Message::decode(data) {
                     Ok(m) => self.on_message(m, data),
-                    Err(e) => error!("subscription \"{}\": {e}", self.sub.name),
+                    Err(e) => raise(
+                        Code::ERRCODE_PROTOCOL_VIOLATION,
+                        format!("subscription \"{}\": {e}", self.sub.name),
+                    ),
                 }
             }
             Ok(FromSender::Keepalive {
@@ -650,7 +663,10 @@ impl Applier {
                     self.feedback(false);
                 }
             }
-            Err(e) => error!("subscription \"{}\": {e}", self.sub.name),
+            Err(e) => raise(
+                Code::ERRCODE_PROTOCOL_VIOLATION,
+                format!("subscription \"{}\": {e}", self.sub.name),
+            ),
         }
     }
 
@@ -1038,9 +1054,12 @@ impl Applier {
             return rel.clone();
         }
         let Some(described) = self.described.get(&relid).cloned() else {
-            error!(
-                "subscription \"{}\": change for relation {relid} before its RELATION message",
-                self.sub.name
+            raise(
+                Code::ERRCODE_PROTOCOL_VIOLATION,
+                format!(
+                    "subscription \"{}\": change for relation {relid} before its RELATION message",
+                    self.sub.name
+                ),
             )
         };
         let (nspname, relname, columns) = &*described;
@@ -1069,14 +1088,14 @@ impl Applier {
     /// Runs a statement of spock's own (its catalog) with the worker's rights; returns the
     /// rows it processed and the first column of its first row.
     fn exec(&self, stmt: Result<Statement, String>) -> (u64, Option<String>) {
-        let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+        let stmt = stmt.unwrap_or_else(|e| self.bad_change(e));
         run_with_text_params(&stmt)
     }
 
     /// Runs a statement on `rel`'s local table with the table owner's rights: its triggers,
     /// constraints, defaults and index expressions never run as the worker's superuser.
     fn write(&self, rel: &RemoteRel, stmt: Result<Statement, String>) -> (u64, Option<String>) {
-        let stmt = stmt.unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+        let stmt = stmt.unwrap_or_else(|e| self.bad_change(e));
         let owner = identity::rel_owner(pg_sys::Oid::from(rel.local_relid));
         identity::as_owner(owner, || run_with_text_params(&stmt))
     }
@@ -1136,7 +1155,7 @@ impl Applier {
     fn queued(&mut self, rel: &RemoteRel, new: &[Value]) {
         self.exec(rel.insert(new));
         match queue::decode(&rel.columns, new, queue::json_field)
-            .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name))
+            .unwrap_or_else(|e| self.bad_change(e))
         {
             queue::Queued::Sql { role, sql } => queue::run_sql(&role, &sql),
             queue::Queued::TableSync { schema, table } => {
@@ -1179,7 +1198,10 @@ impl Applier {
                 None => {}
             }
         }
-        error!("{}", self.moving_row(rel, "INSERT"));
+        raise(
+            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            self.moving_row(rel, "INSERT"),
+        );
     }
 
     /// A row was just inserted for a remote change: if a newer delete of it is remembered, the
@@ -1209,7 +1231,7 @@ impl Applier {
         let key = old.unwrap_or(new);
         let with_deltas = rel
             .update_with_deltas(old, new)
-            .unwrap_or_else(|e| error!("subscription \"{}\": {e}", self.sub.name));
+            .unwrap_or_else(|e| self.bad_change(e));
         if let Some(stmt) = with_deltas {
             let (_, xmin) = self.write(rel, rel.lock_row(key));
             if let Some(xmin) = xmin {
@@ -1295,7 +1317,10 @@ impl Applier {
                 }
             }
         }
-        error!("{}", self.moving_row(rel, "UPDATE"));
+        raise(
+            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            self.moving_row(rel, "UPDATE"),
+        );
     }
 
     /// Remote DELETE: applied if newer than the local row, and remembered as a tombstone so a
@@ -1341,9 +1366,22 @@ impl Applier {
                 }
             }
         }
-        error!("{}", self.moving_row(rel, "DELETE"));
+        raise(
+            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            self.moving_row(rel, "DELETE"),
+        );
     }
 
+    /// A remote change that does not fit its relation (column count, key values).
+    fn bad_change(&self, e: String) -> ! {
+        raise(
+            Code::ERRCODE_PROTOCOL_VIOLATION,
+            format!("subscription \"{}\": {e}", self.sub.name),
+        )
+    }
+
+    /// The message of a change that kept meeting concurrent changes of its row: a
+    /// serialization failure, so the transaction is simply tried again.
     fn moving_row(&self, rel: &RemoteRel, what: &str) -> String {
         format!(
             "subscription \"{}\": remote {what} on {}.{} kept meeting concurrent changes of its row",
