@@ -114,7 +114,17 @@ pub fn wait_streams(node: &Node, n: usize) -> Result<()> {
 /// Two nodes, n1 (provider) and n2 (subscriber, subscription `sub`), with their own schemas,
 /// every public table of n1 in `default`, streaming.
 pub fn pair(kernel: &harness::Kernel, provider: &str, subscriber: &str) -> Result<Cluster> {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2))?;
+    pair_with(kernel, ClusterOptions::default(), provider, subscriber)
+}
+
+/// `pair` with server settings of the caller's (`opts`; the node count is set here).
+pub fn pair_with(
+    kernel: &harness::Kernel,
+    opts: ClusterOptions,
+    provider: &str,
+    subscriber: &str,
+) -> Result<Cluster> {
+    let cluster = Cluster::start(kernel, &opts.nodes(2))?;
     let (p, s) = (cluster.node(0), cluster.node(1));
     spock_node(p, "n1", &p.dsn("postgres"), provider)?;
     spock_node(s, "n2", &s.dsn("postgres"), subscriber)?;

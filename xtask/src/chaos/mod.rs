@@ -1,6 +1,6 @@
 //! `cargo xtask chaos`: named fault scenarios (crashes, a frozen node, conflict storms, stops in
-//! awkward states, a network partition, a lost slot) against throw-away clusters of the staged
-//! kernel, ending in one table of figures with a PASS/FAIL verdict per scenario.
+//! awkward states, a network partition, a lost slot, memory under one huge transaction) against
+//! throw-away clusters of the staged kernel, ending in one table of figures with a PASS/FAIL verdict per scenario.
 //!
 //! Figures are counted on the client side: a row is acknowledged only once the client's COMMIT
 //! returned, and the subscriber's rows are compared with that list, never with what spock says
@@ -8,6 +8,7 @@
 
 mod conn;
 mod crash;
+mod memory;
 mod mesh;
 mod netns;
 mod partition;
@@ -40,10 +41,13 @@ pub enum Scenario {
     Partition,
     /// The provider's slot dropped while the subscription is disabled.
     SlotLost,
+    /// RSS of the walsender and the apply worker while one transaction of 2 kB TOASTed rows
+    /// replicates.
+    Memory,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::CrashSub,
         Scenario::CrashProv,
         Scenario::Pause,
@@ -51,6 +55,7 @@ impl Scenario {
         Scenario::Shutdown,
         Scenario::Partition,
         Scenario::SlotLost,
+        Scenario::Memory,
     ];
 
     fn name(self) -> &'static str {
@@ -62,6 +67,7 @@ impl Scenario {
             Scenario::Shutdown => "shutdown",
             Scenario::Partition => "partition",
             Scenario::SlotLost => "slot-lost",
+            Scenario::Memory => "memory",
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct Budget {
     pub partition: Duration,
     /// How long convergence may take before a scenario counts as diverged.
     pub converge_timeout: Duration,
+    /// Rows of the one transaction of `memory` (2 kB each).
+    pub memory_rows: u64,
 }
 
 impl Plan {
@@ -104,6 +112,7 @@ impl Plan {
                 storm: Duration::from_secs(600),
                 partition: Duration::from_secs(120),
                 converge_timeout: Duration::from_secs(600),
+                memory_rows: 1_000_000,
             }
         } else {
             Budget {
@@ -113,6 +122,7 @@ impl Plan {
                 storm: Duration::from_secs(20),
                 partition: Duration::from_secs(15),
                 converge_timeout: Duration::from_secs(120),
+                memory_rows: 100_000,
             }
         };
         Plan { scenarios, budget }
@@ -219,6 +229,7 @@ pub fn run(pg_config: &Path, plan: &Plan) -> Result<()> {
             Scenario::Shutdown => shutdown::run(&kernel),
             Scenario::Partition => partition::run(&kernel, b),
             Scenario::SlotLost => slot_lost::run(&kernel),
+            Scenario::Memory => memory::run(&kernel, b),
         };
         // A scenario that could not even set up is a failure of its own, not an abort of the
         // whole run: the other scenarios still say something.

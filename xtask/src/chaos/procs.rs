@@ -31,6 +31,18 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
+/// When a live (not zombie) process started, in clock ticks since boot (field 22 of
+/// /proc/<pid>/stat): with the pid, it tells one process from a later one that reused the pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
+    // Field 3 (the state) comes first after the command name.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
 /// Whether `pid` is a process that has not exited (a zombie has exited; nobody may reap it
 /// when the machine's init does not).
 pub fn alive(pid: u32) -> bool {
