@@ -164,7 +164,8 @@ impl Suite {
 
     /// `e` with the suite's differences and the assertion failures its server logged.
     fn failure(&self, e: anyhow::Error) -> String {
-        let mut text = format!("{}: {e:#}", self.name);
+        // The error names the suite (`Log::run` and the no-result error above).
+        let mut text = format!("{e:#}");
         let diffs = self.dir.join("regression.diffs");
         if let Ok(d) = fs::read_to_string(&diffs) {
             text.push_str(&format!(
@@ -207,10 +208,17 @@ fn abridge_diff(diff: &str) -> Vec<String> {
         }
         removed.clear();
     };
+    // Lines of a file header ("diff", "---", "+++") still to come; an echoed SQL comment that
+    // was removed also starts with "--- ".
+    let mut header = 0u8;
     for line in diff.lines() {
-        if line.starts_with('-') && !line.starts_with("--- ") {
+        if line.starts_with("diff ") {
+            header = 3;
+        }
+        if header == 0 && line.starts_with('-') {
             removed.push(line);
         } else {
+            header = header.saturating_sub(1);
             flush(&mut removed, &mut out);
             out.push(line.to_string());
         }
@@ -328,7 +336,7 @@ mod tests {
     fn abridged_diff_shows_what_replaced_a_long_removal() {
         let mut diff = String::from("diff -U3 a b\n--- a\n+++ b\n@@ -1,30 +1,3 @@\n COMMIT;\n");
         for i in 0..30 {
-            diff.push_str(&format!("-expected {i}\n"));
+            diff.push_str(&format!("-expected {i}\n--- a comment\n"));
         }
         diff.push_str("+server closed the connection unexpectedly\n-x\n+y\n");
         let out = abridge_diff(&diff);
@@ -337,9 +345,9 @@ mod tests {
             [
                 " COMMIT;",
                 "-expected 0",
+                "--- a comment",
                 "-expected 1",
-                "-expected 2",
-                "  … 27 more removed lines",
+                "  … 57 more removed lines",
                 "+server closed the connection unexpectedly",
                 "-x",
                 "+y"
