@@ -521,3 +521,35 @@ fn two_subscribers_cannot_share_a_slot() {
         );
     });
 }
+
+/// Tombstones are collected while the cluster is idle: the provider's heartbeat reaches the
+/// subscriber as progress (an empty transaction would not be decoded at all).
+#[test]
+fn tombstones_are_collected_when_idle() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = pair(
+            kernel,
+            ClusterOptions::default(),
+            "CREATE TABLE t(id int PRIMARY KEY)",
+            "",
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql("INSERT INTO t VALUES (1), (2); DELETE FROM t WHERE id = 1")
+            .unwrap();
+        wait_for(s, "SELECT count(*) FROM t", "1");
+        assert_eq!(
+            s.sql("SELECT count(*) FROM spock.tombstones").unwrap(),
+            "1",
+            "PostgreSQL {major}: the delete's tombstone"
+        );
+        // Nothing is written any more; the tombstone still goes.
+        common::wait_for(
+            s,
+            "postgres",
+            "SELECT count(*) FROM spock.tombstones",
+            "0",
+            90,
+        );
+    });
+}

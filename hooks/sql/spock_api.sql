@@ -574,9 +574,11 @@ BEGIN
         sub_create.enabled, v_slot, nullif(sub_create.replication_sets, '{}'),
         nullif(sub_create.forward_origins, '{}'), sub_create.apply_delay,
         sub_create.force_text_transfer, nullif(sub_create.skip_schema, '{}')::text);
+    -- Nothing applied yet: no tombstone may be collected on this subscription's account
+    -- until its first transaction (or the provider's heartbeat) arrives.
     INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, remote_insert_lsn,
                                 last_updated_ts, updated_by_decode)
-    VALUES (v_local, v_origin, now(), '0/0', '0/0', now(), false)
+    VALUES (v_local, v_origin, '-infinity', '0/0', '0/0', now(), false)
     ON CONFLICT (node_id, remote_node_id) DO NOTHING;
     v_kind := CASE WHEN sub_create.synchronize_structure AND sub_create.synchronize_data THEN 'f'
                    WHEN sub_create.synchronize_structure THEN 's'

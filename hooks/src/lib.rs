@@ -217,7 +217,8 @@ fn spock_drop_remote_slot(dsn: &str, slot: &str, appname: &str) -> bool {
                 PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
                 format!("replication slot \"{slot}\" is still in use on the provider"),
             ),
-            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            // Interruptible, and ends with the postmaster.
+            _ => apply::nap(std::time::Duration::from_millis(100)),
         }
     }
 }

@@ -200,13 +200,15 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
                 .unwrap_or_default()
             })
         });
-        // A heartbeat: an empty transaction every few seconds, which the peers' apply
-        // workers receive as progress even when nothing is written here (tombstone GC).
+        // A heartbeat every few seconds, which the peers' apply workers receive as progress
+        // even when nothing is written here (tombstone GC). It must be decoded: a
+        // transactional logical message is (a transaction with only an xid is not).
         if last_heartbeat.elapsed() >= HEARTBEAT {
             BackgroundWorker::transaction(|| {
                 Spi::run(
-                    "SELECT pg_current_xact_id() FROM pg_replication_slots \
-                     WHERE plugin = 'spock_output' AND database = current_database() LIMIT 1",
+                    "SELECT pg_catalog.pg_logical_emit_message(true, 'spock_heartbeat', '') \
+                     FROM pg_catalog.pg_replication_slots \
+                     WHERE plugin = 'spock_output' AND database = pg_catalog.current_database() LIMIT 1",
                 )
                 .unwrap_or_else(|e| error!("{e}"))
             });
