@@ -553,3 +553,63 @@ fn tombstones_are_collected_when_idle() {
         );
     });
 }
+
+/// Two subscriptions from the same provider: while one lags (disabled), the tombstones the
+/// other one's deletes left stay — the lagging one may still bring an older write of the row.
+#[test]
+fn a_lagging_subscription_holds_tombstones() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            n.sql("CREATE EXTENSION spock").unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('n{}', '{}')",
+                i + 1,
+                n.dsn("postgres")
+            ))
+            .unwrap();
+            n.sql("CREATE TABLE a(id int PRIMARY KEY); CREATE TABLE b(id int PRIMARY KEY)")
+                .unwrap();
+        }
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "SELECT spock.repset_create('set_a'); SELECT spock.repset_create('set_b'); \
+             SELECT spock.repset_add_table('set_a', 'a'); SELECT spock.repset_add_table('set_b', 'b')",
+        )
+        .unwrap();
+        for set in ["set_a", "set_b"] {
+            s.sql(&format!(
+                "SELECT spock.sub_create('sub_{set}', '{}', replication_sets := ARRAY['{set}'])",
+                p.dsn("postgres")
+            ))
+            .unwrap();
+        }
+        wait_for(
+            p,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "2",
+        );
+        p.sql("INSERT INTO b VALUES (1)").unwrap();
+        wait_for(s, "SELECT count(*) FROM b", "1");
+        s.sql("SELECT spock.sub_disable('sub_set_b')").unwrap();
+        p.sql("INSERT INTO a VALUES (1), (2); DELETE FROM a WHERE id = 1")
+            .unwrap();
+        wait_for(s, "SELECT count(*) FROM a", "1");
+        // Heartbeats keep sub_set_a moving; sub_set_b does not move.
+        std::thread::sleep(Duration::from_secs(30));
+        assert_eq!(
+            s.sql("SELECT count(*) FROM spock.tombstones").unwrap(),
+            "1",
+            "PostgreSQL {major}: a tombstone went while a subscription lagged behind it"
+        );
+        s.sql("SELECT spock.sub_enable('sub_set_b')").unwrap();
+        common::wait_for(
+            s,
+            "postgres",
+            "SELECT count(*) FROM spock.tombstones",
+            "0",
+            90,
+        );
+    });
+}

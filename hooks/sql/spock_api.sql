@@ -580,6 +580,7 @@ BEGIN
                                 last_updated_ts, updated_by_decode)
     VALUES (v_local, v_origin, '-infinity', '0/0', '0/0', now(), false)
     ON CONFLICT (node_id, remote_node_id) DO NOTHING;
+    INSERT INTO spock.subscription_progress (sub_id, commit_ts) VALUES (v_sub, '-infinity');
     v_kind := CASE WHEN sub_create.synchronize_structure AND sub_create.synchronize_data THEN 'f'
                    WHEN sub_create.synchronize_structure THEN 's'
                    WHEN sub_create.synchronize_data THEN 'd' ELSE 'i' END;

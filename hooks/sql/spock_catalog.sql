@@ -157,6 +157,14 @@ CREATE TABLE spock.progress (
     PRIMARY KEY (node_id, remote_node_id)
 ) WITH (fillfactor = 50);
 
+-- Ours: the commit timestamp up to which each subscription has applied its provider's changes.
+-- spock.progress (upstream's) has one row per provider node, shared by every subscription from
+-- it; tombstones may go only once the slowest subscription has moved past them.
+CREATE TABLE spock.subscription_progress (
+    sub_id oid PRIMARY KEY REFERENCES spock.subscription (sub_id) ON DELETE CASCADE,
+    commit_ts timestamptz NOT NULL
+);
+
 CREATE TABLE spock.pii (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pii_schema text NOT NULL,

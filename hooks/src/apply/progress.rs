@@ -1,9 +1,10 @@
-//! How far each subscription has applied, in `spock.progress` (saved about once a second, not
-//! per transaction), and the garbage collection of tombstones it allows: a tombstone can go
+//! How far each subscription has applied, in `spock.progress` (per provider node, upstream's)
+//! and `spock.subscription_progress` (per subscription), saved a few times a second, not per
+//! transaction; and the garbage collection of tombstones it allows: a tombstone can go
 //! once every peer has sent a commit newer than the delete it stands for — a peer's commit
 //! timestamps rise in stream order (kernel commit clock), so no write that could lose to the
-//! tombstone can arrive any more. Idle peers still commit an empty heartbeat transaction now
-//! and then (the manager does it), so their progress moves too. Subscriptions that forward
+//! tombstone can arrive any more. Idle peers still send a heartbeat now and then (the manager
+//! writes a transactional logical message), so their progress moves too. Subscriptions that forward
 //! other nodes' changes (cascades) stop the collection: forwarded timestamps are not ordered.
 
 use pgrx::bgworkers::BackgroundWorker;
@@ -31,7 +32,7 @@ impl Progress {
 
     /// Writes the progress row (between remote transactions) and now and then collects
     /// tombstones every subscription has moved past.
-    pub fn save(&mut self, provider: u32, received: u64) {
+    pub fn save(&mut self, sub_id: u32, provider: u32, received: u64) {
         if !self.dirty || self.commit_ts == 0 {
             return;
         }
@@ -60,16 +61,24 @@ impl Progress {
                 ],
             )
             .unwrap_or_else(|e| error!("cannot save the replication progress: {e}"));
+            Spi::run_with_args(
+                "INSERT INTO spock.subscription_progress (sub_id, commit_ts) \
+                 VALUES ($1, timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond') \
+                 ON CONFLICT (sub_id) DO UPDATE SET commit_ts = EXCLUDED.commit_ts",
+                &[pgrx::pg_sys::Oid::from(sub_id).into(), ts.into()],
+            )
+            .unwrap_or_else(|e| error!("cannot save the replication progress: {e}"));
             if gc {
-                // Only when every enabled subscription of this node has a progress row.
+                // Only when every subscription of this node has a progress row; the slowest
+                // one (each subscription's own, not its provider's) sets the horizon.
                 Spi::run(
                     "DELETE FROM spock.tombstones t USING ( \
-                       SELECT min(p.remote_commit_ts) AS horizon, \
+                       SELECT min(p.commit_ts) AS horizon, \
                        count(p.*) = count(*) AND NOT EXISTS (SELECT 1 FROM spock.subscription f \
                          WHERE 'all' = ANY (f.sub_forward_origins)) AS complete \
                        FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target \
-                       LEFT JOIN spock.progress p ON p.node_id = s.sub_target AND p.remote_node_id = s.sub_origin) h \
-                     WHERE h.complete AND pg_xact_commit_timestamp(t.xmin) < h.horizon",
+                       LEFT JOIN spock.subscription_progress p ON p.sub_id = s.sub_id) h \
+                     WHERE h.complete AND pg_catalog.pg_xact_commit_timestamp(t.xmin) < h.horizon",
                 )
                 .unwrap_or_else(|e| error!("cannot collect tombstones: {e}"));
             }
