@@ -65,6 +65,10 @@ struct Seen {
 /// The `PG*` variables of a process, if it still runs.
 fn pg_env(pid: &Path) -> Option<Vec<String>> {
     let raw = std::fs::read(pid.join("environ")).ok()?;
+    // A process that is exiting (or not yet exec'd) shows an empty environment: no reading.
+    if raw.is_empty() {
+        return None;
+    }
     let mut vars: Vec<String> = raw
         .split(|&b| b == 0)
         .map(|kv| String::from_utf8_lossy(kv).into_owned())
