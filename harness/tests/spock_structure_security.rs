@@ -75,7 +75,9 @@ fn pg_env(pid: &Path) -> Option<Vec<String>> {
         .filter(|kv| kv.starts_with("PG"))
         .collect();
     vars.sort();
-    Some(vars)
+    // Read at the very start or end of the process, the environment can come back without
+    // the variables it was started with: no reading either.
+    (!vars.is_empty()).then_some(vars)
 }
 
 /// Sets the flag when dropped.
