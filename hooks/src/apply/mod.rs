@@ -507,7 +507,8 @@ impl Applier {
                 let quiet = self.last_heard.elapsed() >= FEEDBACK_INTERVAL * 5;
                 self.feedback(quiet);
                 last_feedback = std::time::Instant::now();
-                self.progress.save(self.sub_id, self.sub.provider, self.received);
+                self.progress
+                    .save(self.sub_id, self.sub.provider, self.received);
                 self.check_stalled();
             }
             if !self.in_xact && self.last_sync_check.elapsed() >= TABLE_SYNC_CHECK_INTERVAL {
