@@ -12,10 +12,9 @@ fn wait_for(node: &Node, query: &str, want: &str) {
     common::wait_for(node, "postgres", query, want, 60);
 }
 
-/// Two spock nodes with `schema` on both (`schema_sub` only on the subscriber), n2 subscribed
-/// to n1's default sets holding every public table.
-fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub: &str) -> Cluster {
-    let cluster = Cluster::start(kernel, &opts.nodes(2)).unwrap();
+/// `n` spock nodes, each with `schema`.
+fn spock_nodes(kernel: &harness::Kernel, opts: ClusterOptions, n: usize, schema: &str) -> Cluster {
+    let cluster = Cluster::start(kernel, &opts.nodes(n)).unwrap();
     for (i, n) in cluster.nodes.iter().enumerate() {
         n.sql("CREATE EXTENSION spock").unwrap();
         n.sql(&format!(
@@ -26,6 +25,13 @@ fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub
         .unwrap();
         n.sql(schema).unwrap();
     }
+    cluster
+}
+
+/// Two spock nodes with `schema` on both (`schema_sub` only on the subscriber), n2 subscribed
+/// to n1's default sets holding every public table.
+fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub: &str) -> Cluster {
+    let cluster = spock_nodes(kernel, opts, 2, schema);
     let (p, s) = (cluster.node(0), cluster.node(1));
     if !schema_sub.is_empty() {
         s.sql(schema_sub).unwrap();
@@ -43,6 +49,18 @@ fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub
         "1",
     );
     cluster
+}
+
+/// Adds table `broken` to the provider's default set with a copy that cannot succeed: the
+/// subscriber's table lacks a column.
+fn add_uncopyable_table(p: &Node, s: &Node) {
+    p.sql(
+        "CREATE TABLE broken(id int PRIMARY KEY, extra text); INSERT INTO broken VALUES (1, 'x')",
+    )
+    .unwrap();
+    s.sql("CREATE TABLE broken(id int PRIMARY KEY)").unwrap();
+    p.sql("SELECT spock.repset_add_table('default', 'broken', synchronize_data := true)")
+        .unwrap();
 }
 
 fn status(s: &Node) -> String {
@@ -270,15 +288,7 @@ fn fast_shutdown_in_any_state() {
             "",
         );
         let (p, s) = (cluster.node(0), cluster.node(1));
-        // A copy that cannot succeed: the subscriber's table lacks a column.
-        p.sql(
-            "CREATE TABLE broken(id int PRIMARY KEY, extra text); \
-               INSERT INTO broken VALUES (1, 'x')",
-        )
-        .unwrap();
-        s.sql("CREATE TABLE broken(id int PRIMARY KEY)").unwrap();
-        p.sql("SELECT spock.repset_add_table('default', 'broken', synchronize_data := true)")
-            .unwrap();
+        add_uncopyable_table(p, s);
         p.sql("INSERT INTO broken VALUES (2, 'y')").unwrap();
         std::thread::sleep(Duration::from_secs(3));
         let started = Instant::now();
@@ -439,14 +449,7 @@ fn a_copy_that_cannot_succeed_stops_and_says_why() {
             "",
         );
         let (p, s) = (cluster.node(0), cluster.node(1));
-        p.sql(
-            "CREATE TABLE broken(id int PRIMARY KEY, extra text); \
-               INSERT INTO broken VALUES (1, 'x')",
-        )
-        .unwrap();
-        s.sql("CREATE TABLE broken(id int PRIMARY KEY)").unwrap();
-        p.sql("SELECT spock.repset_add_table('default', 'broken', synchronize_data := true)")
-            .unwrap();
+        add_uncopyable_table(p, s);
         wait_for(
             s,
             "SELECT status FROM spock.sub_show_table('sub', 'broken')",
@@ -486,17 +489,12 @@ fn a_copy_that_cannot_succeed_stops_and_says_why() {
 fn two_subscribers_cannot_share_a_slot() {
     common::for_each_kernel(|kernel| {
         let major = kernel.major;
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            n.sql("CREATE EXTENSION spock").unwrap();
-            n.sql(&format!(
-                "SELECT spock.node_create('n{}', '{}')",
-                i + 1,
-                n.dsn("postgres")
-            ))
-            .unwrap();
-            n.sql("CREATE TABLE t(id int PRIMARY KEY)").unwrap();
-        }
+        let cluster = spock_nodes(
+            kernel,
+            ClusterOptions::default(),
+            3,
+            "CREATE TABLE t(id int PRIMARY KEY)",
+        );
         let (p, a, b) = (cluster.node(0), cluster.node(1), cluster.node(2));
         p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
             .unwrap();
@@ -560,18 +558,12 @@ fn tombstones_are_collected_when_idle() {
 fn a_lagging_subscription_holds_tombstones() {
     common::for_each_kernel(|kernel| {
         let major = kernel.major;
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            n.sql("CREATE EXTENSION spock").unwrap();
-            n.sql(&format!(
-                "SELECT spock.node_create('n{}', '{}')",
-                i + 1,
-                n.dsn("postgres")
-            ))
-            .unwrap();
-            n.sql("CREATE TABLE a(id int PRIMARY KEY); CREATE TABLE b(id int PRIMARY KEY)")
-                .unwrap();
-        }
+        let cluster = spock_nodes(
+            kernel,
+            ClusterOptions::default(),
+            2,
+            "CREATE TABLE a(id int PRIMARY KEY); CREATE TABLE b(id int PRIMARY KEY)",
+        );
         let (p, s) = (cluster.node(0), cluster.node(1));
         p.sql(
             "SELECT spock.repset_create('set_a'); SELECT spock.repset_create('set_b'); \

@@ -21,6 +21,7 @@ mod kernel;
 mod naming;
 mod output;
 mod remote;
+mod scratch;
 mod settings;
 mod stats;
 mod workers;
@@ -174,17 +175,9 @@ fn spock_check_connection(dsn: &str, appname: &str) {
 /// Whether a replication slot of this name exists on the provider.
 #[pg_extern(sql = false)]
 fn spock_remote_slot_exists(dsn: &str, slot: &str, appname: &str) -> bool {
-    let remote = connect(dsn, appname);
-    let rows = remote
-        .query(
-            &format!(
-                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
-                slot.replace('\'', "''")
-            ),
-            1,
-        )
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e));
-    !rows.is_empty()
+    connect(dsn, appname)
+        .slot_exists(slot)
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e))
 }
 
 /// Drops a slot on the provider if it exists, waiting up to 10 s for its walsender to go.

@@ -353,6 +353,18 @@ impl Remote {
     }
 
     /// Runs a command that switches the connection to COPY BOTH (START_REPLICATION).
+    /// Whether a replication slot of this name exists on the remote node.
+    pub fn slot_exists(&self, slot: &str) -> Result<bool, String> {
+        let rows = self.query(
+            &format!(
+                "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
+                slot.replace('\'', "''")
+            ),
+            1,
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     pub fn start_copy_both(&self, command: &str) -> Result<(), String> {
         let res = self.exec(command, &[], pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_BOTH)?;
         // SAFETY: the result returned by `exec`.

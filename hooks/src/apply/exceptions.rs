@@ -362,6 +362,24 @@ impl Logged {
     }
 }
 
+/// An `exception_log` row about the subscription rather than a remote transaction (a lost
+/// slot, a copy that cannot succeed), written by the caller's transaction.
+pub fn log_event(provider: u32, table: Option<(&str, &str)>, operation: &str, message: &str) {
+    Spi::run_with_args(
+        "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
+         retry_errored_at, remote_xid, table_schema, table_name, operation, error_message) \
+         VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, $2, $3, $4, $5)",
+        &[
+            pg_sys::Oid::from(provider).into(),
+            table.map(|t| t.0).into(),
+            table.map(|t| t.1).into(),
+            operation.into(),
+            message.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("cannot write to spock.exception_log: {e}"));
+}
+
 pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }

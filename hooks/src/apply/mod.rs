@@ -15,6 +15,7 @@ pub(crate) mod sync;
 mod sync_worker;
 mod versions;
 
+use crate::scratch::Scratch;
 use crate::stats::{self, Counter};
 use crate::{compat, identity, raise, remote::Received, remote::Remote, settings};
 use conflict::{Kind, Local, Resolution, Version};
@@ -32,29 +33,6 @@ const TABLE_SYNC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the worker reports its position (also on the provider's request).
 const FEEDBACK_INTERVAL: Duration = Duration::from_millis(200);
-
-/// The memory context of one row change (see `Applier::apply`), made at first use.
-fn change_context() -> pg_sys::MemoryContext {
-    thread_local! {
-        static CONTEXT: std::cell::Cell<pg_sys::MemoryContext> =
-            const { std::cell::Cell::new(std::ptr::null_mut()) };
-    }
-    CONTEXT.with(|c| {
-        if c.get().is_null() {
-            // SAFETY: a long-lived child of TopMemoryContext, never deleted.
-            c.set(unsafe {
-                pg_sys::AllocSetContextCreateExtended(
-                    pg_sys::TopMemoryContext,
-                    c"spock apply change".as_ptr(),
-                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-                )
-            });
-        }
-        c.get()
-    })
-}
 
 /// How long a provider may send nothing before the subscription counts as stalled.
 const STALL_AFTER: Duration = Duration::from_secs(10);
@@ -358,17 +336,11 @@ fn ensure_slot(remote: &Remote, sub: &Subscription, sub_id: u32) {
     // SAFETY: no transaction is open in a fresh worker.
     unsafe { pg_sys::StartTransactionCommand() };
     let exists = remote
-        .query(
-            &format!(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
-                quote_literal(&sub.slot)
-            ),
-            1,
-        )
+        .slot_exists(&sub.slot)
         .unwrap_or_else(|e| error!("subscription \"{}\": {e}", sub.name));
     // SAFETY: reading our session origin's progress.
     let applied = unsafe { pg_sys::replorigin_session_get_progress(false) };
-    if exists.is_empty() && applied == 0 {
+    if !exists && applied == 0 {
         remote
             .query(
                 &format!(
@@ -381,7 +353,7 @@ fn ensure_slot(remote: &Remote, sub: &Subscription, sub_id: u32) {
     }
     // SAFETY: the transaction started above.
     unsafe { pg_sys::CommitTransactionCommand() };
-    if exists.is_empty() && applied != 0 {
+    if !exists && applied != 0 {
         slot_lost(sub, sub_id, applied);
     }
 }
@@ -399,16 +371,12 @@ fn slot_lost(sub: &Subscription, sub_id: u32, applied: u64) -> ! {
             &[pg_sys::Oid::from(sub_id).into()],
         )
         .unwrap_or_else(|e| error!("{e}"));
-        Spi::run_with_args(
-            "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
-             retry_errored_at, remote_xid, operation, error_message) \
-             VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, 'SUB_DISABLE', $2)",
-            &[
-                pg_sys::Oid::from(sub.provider).into(),
-                format!("disabling subscription {}: {message}", sub.name).into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("{e}"));
+        exceptions::log_event(
+            sub.provider,
+            None,
+            "SUB_DISABLE",
+            &format!("disabling subscription {}: {message}", sub.name),
+        );
     });
     ereport!(
         PgLogLevel::ERROR,
@@ -767,20 +735,10 @@ impl Applier {
         ) {
             return self.apply_message(message);
         }
-        let context = change_context();
-        // SAFETY: the context is ours and holds nothing that outlives one change (executor
-        // state, trigger queues, plans and caches live in contexts of their own); after an
-        // error the abort resets the current context and the next change empties this one.
-        let previous = unsafe {
-            pg_sys::MemoryContextReset(context);
-            pg_sys::MemoryContextSwitchTo(context)
-        };
-        self.apply_message(message);
-        // SAFETY: back to the caller's context, then the change's memory goes.
-        unsafe {
-            pg_sys::MemoryContextSwitchTo(previous);
-            pg_sys::MemoryContextReset(context);
+        thread_local! {
+            static CHANGE: Scratch = const { Scratch::new(c"spock apply change") };
         }
+        CHANGE.with(|scratch| scratch.run(|| self.apply_message(message)));
     }
 
     fn apply_message(&mut self, message: Message) {

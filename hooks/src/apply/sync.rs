@@ -230,22 +230,15 @@ fn mark_failed(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str, reason: &s
             &[pg_sys::Oid::from(sub_id).into(), nsp.into(), rel.into()],
         )
         .unwrap_or_else(|e| error!("cannot mark the copy failed: {e}"));
-        Spi::run_with_args(
-            "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
-             retry_errored_at, remote_xid, table_schema, table_name, operation, error_message) \
-             VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, $2, $3, 'SYNC', $4)",
-            &[
-                pg_sys::Oid::from(sub.provider).into(),
-                nsp.into(),
-                rel.into(),
-                format!(
-                    "copying the table failed and is not retried (fix the cause, then \
-                     spock.sub_resync_table): {reason}"
-                )
-                .into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("cannot log the failed copy: {e}"));
+        super::exceptions::log_event(
+            sub.provider,
+            Some((nsp, rel)),
+            "SYNC",
+            &format!(
+                "copying the table failed and is not retried (fix the cause, then \
+                 spock.sub_resync_table): {reason}"
+            ),
+        );
     });
 }
 

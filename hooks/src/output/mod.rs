@@ -10,6 +10,7 @@ mod params;
 mod tuples;
 
 use crate::compat;
+use crate::scratch::Scratch;
 use crate::stats::{self, Counter};
 use members::{Members, SetFlags};
 use params::Params;
@@ -265,30 +266,6 @@ fn startup_params(s: &Stream) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The memory of one change: detoasted values and output-function results are freed after
-/// each change, so a transaction of any size needs the memory of one row (as pgoutput does).
-fn change_context() -> pg_sys::MemoryContext {
-    thread_local! {
-        static CONTEXT: std::cell::Cell<pg_sys::MemoryContext> =
-            const { std::cell::Cell::new(std::ptr::null_mut()) };
-    }
-    CONTEXT.with(|c| {
-        if c.get().is_null() {
-            // SAFETY: a long-lived child of TopMemoryContext, never deleted.
-            c.set(unsafe {
-                pg_sys::AllocSetContextCreateExtended(
-                    pg_sys::TopMemoryContext,
-                    c"spock_output change".as_ptr(),
-                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-                )
-            });
-        }
-        c.get()
-    })
-}
-
 #[pg_guard]
 unsafe extern "C-unwind" fn change(
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -296,16 +273,13 @@ unsafe extern "C-unwind" fn change(
     relation: pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    let context = change_context();
-    // SAFETY: nothing made while sending one change outlives it (caches and row filters keep
-    // their own contexts); an error leaves the context to the next change, which empties it.
-    unsafe {
-        pg_sys::MemoryContextReset(context);
-        let previous = pg_sys::MemoryContextSwitchTo(context);
-        send_change(ctx, txn, relation, change);
-        pg_sys::MemoryContextSwitchTo(previous);
-        pg_sys::MemoryContextReset(context);
+    // Detoasted values and output-function results are freed after each change, so a
+    // transaction of any size needs the memory of one row (as pgoutput does).
+    thread_local! {
+        static CHANGE: Scratch = const { Scratch::new(c"spock_output change") };
     }
+    // SAFETY: the callback's arguments, passed on.
+    CHANGE.with(|scratch| scratch.run(|| unsafe { send_change(ctx, txn, relation, change) }));
 }
 
 unsafe fn send_change(
