@@ -108,6 +108,15 @@ pub fn build_and_install(
             sql,
         )?;
         fs::copy(&control, extdir.join(format!("{}.control", ext.name)))?;
+        for script in version_scripts(&repo.join(ext.dir), ext.name)? {
+            if script.ends_with(format!("{}--{default_version}.sql", ext.name)) {
+                bail!(
+                    "{} would replace the generated install script",
+                    script.display()
+                );
+            }
+            fs::copy(&script, extdir.join(script.file_name().unwrap()))?;
+        }
         let lib = pkglibdir.join(format!("{}.so", ext.name));
         install_file(&built, &lib)?;
         for alias in ext.aliases {
@@ -122,6 +131,26 @@ pub fn build_and_install(
         );
     }
     Ok(())
+}
+
+/// The hand-written scripts of older versions and update steps (`sql/<name>--*.sql`: base scripts
+/// of the versions upstream shipped, and each step of upstream's update chain), sorted.
+pub fn version_scripts(crate_dir: &Path, name: &str) -> Result<Vec<std::path::PathBuf>> {
+    let dir = crate_dir.join("sql");
+    let prefix = format!("{name}--");
+    let mut scripts = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        if file.starts_with(&prefix) && file.ends_with(".sql") {
+            scripts.push(path);
+        }
+    }
+    scripts.sort();
+    Ok(scripts)
 }
 
 /// Replaces `to` without rewriting a library a running server may have mapped.
