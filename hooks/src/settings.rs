@@ -85,6 +85,8 @@ pub static ALLOW_DDL_FROM_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(
 pub static DENY_ALL_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Apply every row change through SQL statements instead of the executor (a diagnostic).
 pub static USE_SPI: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Apply and sync workers commit with `synchronous_commit = local` when on, `off` otherwise.
+pub static SYNCHRONOUS_COMMIT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Set by replicate_ddl around the command it runs (already queued, so not queued again).
 pub static IN_REPLICATE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static COUNTRY: GucSetting<Option<std::ffi::CString>> =
@@ -131,6 +133,15 @@ pub fn define() {
         c"Apply replicated row changes through SQL statements instead of the executor.",
         c"Slower; for diagnosis. Tables without a replica identity index always use SQL.",
         &USE_SPI,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.synchronous_commit",
+        c"Make apply and sync workers wait for each applied transaction's WAL flush.",
+        c"Off (the default), as in PostgreSQL's own apply worker: the provider is told only \
+          positions whose local commit is flushed, so a crash loses nothing.",
+        &SYNCHRONOUS_COMMIT,
         GucContext::Postmaster,
         GucFlags::default(),
     );

@@ -190,19 +190,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
     let sub = load(sub_id);
     exec::watch_relations();
 
-    BackgroundWorker::transaction(|| {
-        // Replicated changes fire only REPLICA/ALWAYS triggers (and no FK checks), like core;
-        // names in the worker's statements and in user code it runs (an index expression, a
-        // trigger) cannot be redirected to someone's objects.
-        Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
-        identity::set_search_path(identity::SAFE_SEARCH_PATH);
-        // sub_show_status finds the running worker by its application_name.
-        Spi::run(&format!(
-            "SET application_name = {}",
-            quote_literal(&sub.slot)
-        ))
-        .unwrap_or_else(|e| error!("{e}"));
-    });
+    session_setup(&sub.slot);
 
     let remote = Remote::connect(&sub.dsn, &sub.slot).unwrap_or_else(|e| {
         raise(
@@ -325,6 +313,29 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         clean: HashSet::new(),
     }
     .run();
+}
+
+/// The session of an apply or sync worker. Replicated changes fire only REPLICA/ALWAYS triggers
+/// (and no FK checks), like core; names in the worker's statements and in user code it runs (an
+/// index expression, a trigger) cannot be redirected to someone's objects; commits do not wait
+/// for their WAL flush unless `spock.synchronous_commit` asks (feedback reports only flushed
+/// positions, so the provider keeps whatever a crash could lose); `sub_show_status` and
+/// `sub_drop` find the subscription's workers by their application_name.
+pub(super) fn session_setup(slot: &str) {
+    let sync = if settings::SYNCHRONOUS_COMMIT.get() {
+        "local"
+    } else {
+        "off"
+    };
+    BackgroundWorker::transaction(|| {
+        Spi::run(&format!(
+            "SET session_replication_role = replica; SET synchronous_commit = {sync}; \
+             SET application_name = {}",
+            quote_literal(slot)
+        ))
+        .unwrap_or_else(|e| error!("{e}"));
+        identity::set_search_path(identity::SAFE_SEARCH_PATH);
+    });
 }
 
 /// Creates the subscription's slot on the provider unless it exists. A slot that is gone

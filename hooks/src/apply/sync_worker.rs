@@ -44,18 +44,8 @@ pub extern "C-unwind" fn spock_sync_main(arg: pg_sys::Datum) {
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let sub = load(sub_id);
-    BackgroundWorker::transaction(|| {
-        // Copies fire only REPLICA/ALWAYS triggers, as the apply worker's writes do.
-        Spi::run("SET session_replication_role = replica").unwrap_or_else(|e| error!("{e}"));
-        // As in the apply worker: nobody's objects can stand in for the names it uses.
-        crate::identity::set_search_path(crate::identity::SAFE_SEARCH_PATH);
-        // sub_drop finds (and stops) the subscription's workers by their application_name.
-        Spi::run(&format!(
-            "SET application_name = '{}'",
-            sub.slot.replace('\'', "''")
-        ))
-        .unwrap_or_else(|e| error!("{e}"));
-    });
+    // Copies fire only REPLICA/ALWAYS triggers, as the apply worker's writes do.
+    super::session_setup(&sub.slot);
     let origin = origin(&sub.slot);
     compat::replorigin_session_share(origin, owner as i32);
     // SAFETY: the copies commit with the subscription's origin.

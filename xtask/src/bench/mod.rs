@@ -33,6 +33,12 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
     }
 }
 
+/// Replication benchmarks run with durable commits (the test harness turns `fsync` off for
+/// speed): the cost of waiting for WAL flushes is part of what is compared.
+fn durable(opts: harness::ClusterOptions) -> harness::ClusterOptions {
+    opts.setting("fsync", "on")
+}
+
 /// Runs a pgbench script against `node` and returns transactions per second.
 pub fn pgbench_tps(
     node: &Node,

@@ -14,7 +14,10 @@ const SECONDS: u32 = 15;
 const CLIENTS: u32 = 2;
 
 pub fn run(kernel: &harness::Kernel) -> Result<()> {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(NODES))?;
+    let cluster = Cluster::start(
+        kernel,
+        &super::durable(ClusterOptions::default().nodes(NODES)),
+    )?;
     for (i, n) in cluster.nodes.iter().enumerate() {
         n.sql("CREATE EXTENSION spock")?;
         n.sql(&format!(

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 const GOAL: f64 = 1.0;
 /// Rows per second for the lag measurement: well below what either side can apply.
 const LAG_RATE: u32 = 1000;
+/// One-row transactions queued for the capacity measurement.
+const BACKLOG: u32 = 200_000;
 
 pub fn run(kernel: &harness::Kernel) -> Result<()> {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2))?;
+    let cluster = Cluster::start(kernel, &super::durable(ClusterOptions::default().nodes(2)))?;
     let (p, s) = (cluster.node(0), cluster.node(1));
     for (n, name) in [(p, "n1"), (s, "n2")] {
         n.sql("CREATE EXTENSION spock")?;
@@ -105,6 +107,39 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     };
     let (ours, native) = (update("spock_t")?, update("native_t")?);
     rate("(c) one 100k-row update", ours, native);
+
+    // (e) capacity: one-row transactions queued while both subscriptions are disabled (as after
+    // an outage or during a burst), then applied from enable until the subscriber has them all.
+    // Both slots decode the whole backlog (each filters out the other table), so the work on the
+    // provider's side is the same for both.
+    s.sql("SELECT spock.sub_disable('bench', true); ALTER SUBSCRIPTION native_sub DISABLE")?;
+    until(
+        p,
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+        "0",
+        Instant::now(),
+    )?;
+    for t in ["spock_t", "native_t"] {
+        p.sql(&format!(
+            "DO $$ BEGIN PERFORM set_config('synchronous_commit', 'off', false); \
+             FOR i IN 1..{BACKLOG} LOOP \
+             INSERT INTO {t} VALUES (1000000 + i, 'queued'); COMMIT; END LOOP; END $$"
+        ))?;
+    }
+    let backlog = |t: &str, enable: &str| -> Result<f64> {
+        let started = Instant::now();
+        s.sql(enable)?;
+        until(
+            s,
+            &format!("SELECT count(*) FROM {t} WHERE v = 'queued'"),
+            &BACKLOG.to_string(),
+            started,
+        )?;
+        Ok(BACKLOG as f64 / started.elapsed().as_secs_f64())
+    };
+    let ours = backlog("spock_t", "SELECT spock.sub_enable('bench', true)")?;
+    let native = backlog("native_t", "ALTER SUBSCRIPTION native_sub ENABLE")?;
+    rate("(e) backlog of 1-row transactions", ours, native);
 
     // (d) lag at a fixed write rate: the subscriber stamps each row as it arrives.
     for t in ["lag_spock", "lag_native"] {
