@@ -560,6 +560,20 @@ fn upstream_old_versions_install_and_work() {
             "77\nold|1|t",
             "PostgreSQL {major}: lolor 1.2.1 stores objects in its tables and has no is_enabled()"
         );
+        // Without lolor.disable() (added in 1.2.2) DROP EXTENSION still gives the built-in
+        // functions their names back.
+        n.sql_in("lo121", "SELECT lo_unlink(77); DROP EXTENSION lolor")
+            .unwrap_or_else(|e| panic!("PostgreSQL {major}: DROP EXTENSION lolor at 1.2.1: {e}"));
+        assert_eq!(
+            n.sql_in(
+                "lo121",
+                "SELECT count(*) FROM pg_proc WHERE proname IN ('lo_open_orig', 'lo_get_orig', 'lolor_lo_open', 'lolor_lo_get'); \
+                 SELECT lo_unlink(lo_from_bytea(0, 'native'))"
+            )
+            .unwrap(),
+            "0\n1",
+            "PostgreSQL {major}: after DROP EXTENSION lolor at 1.2.1 the built-ins are back"
+        );
     });
 }
 
