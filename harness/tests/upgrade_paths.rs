@@ -546,6 +546,32 @@ fn upstream_old_versions_install_and_work() {
             "PostgreSQL {major}: snowflake 1.0 issues ids (its format() says \"node\")"
         );
 
+        // The pre-2.4 conversion finds the referencing columns with one recursive query (2.4
+        // has a helper function for that); a reference cycle must not loop.
+        install(n, "sf23", "snowflake", Some("2.3"))
+            .unwrap_or_else(|e| panic!("PostgreSQL {major}: snowflake VERSION '2.3': {e}"));
+        assert_eq!(
+            n.sql_in(
+                "sf23",
+                "CREATE TABLE a (id serial PRIMARY KEY); \
+                 CREATE TABLE b (id int PRIMARY KEY REFERENCES a); \
+                 ALTER TABLE a ADD FOREIGN KEY (id) REFERENCES b; \
+                 CREATE TABLE c (a_id int REFERENCES a, n int); \
+                 SET client_min_messages = warning; \
+                 SELECT snowflake.convert_sequence_to_snowflake('a_id_seq'); \
+                 SELECT string_agg(attrelid::regclass || '.' || attname || ':' || atttypid::regtype, ' ' \
+                                   ORDER BY attrelid::regclass::text, attname) \
+                   FROM pg_attribute \
+                  WHERE attrelid IN ('a'::regclass, 'b'::regclass, 'c'::regclass) AND attnum > 0; \
+                 SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'a'::regclass; \
+                 SELECT snowflake.get_node(snowflake.nextval('a_id_seq')) = 7"
+            )
+            .unwrap(),
+            "3\na.id:bigint b.id:bigint c.a_id:bigint c.n:integer\n\
+             snowflake.nextval('a_id_seq'::regclass)\nt",
+            "PostgreSQL {major}: snowflake 2.3 converts a serial and the columns referencing it"
+        );
+
         install(n, "lo121", "lolor", Some("1.2.1"))
             .unwrap_or_else(|e| panic!("PostgreSQL {major}: lolor VERSION '1.2.1': {e}"));
         assert_eq!(extversion(n, "lo121", "lolor"), "1.2.1");
