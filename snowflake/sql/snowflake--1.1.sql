@@ -1,6 +1,9 @@
 -- snowflake 1.1: the objects of upstream's version 1.1 (our own definitions, served by the current
 -- library). Reached only by CREATE EXTENSION snowflake VERSION '1.1'; ALTER EXTENSION snowflake
 -- UPDATE then follows the update steps to the current version.
+--
+-- Ids follow the current layout (msec << 22 | node << 12 | count): upstream 1.1 put the node in
+-- the low bits, but there is one library for all versions and it never re-encodes ids.
 
 GRANT USAGE ON SCHEMA snowflake TO public;
 

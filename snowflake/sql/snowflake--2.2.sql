@@ -1,6 +1,10 @@
 -- snowflake 2.2: the objects of upstream's version 2.2 (our own definitions, served by the current
 -- library). Reached only by CREATE EXTENSION snowflake VERSION '2.2'; ALTER EXTENSION snowflake
 -- UPDATE then follows the update steps to the current version.
+--
+-- The conversion functions behave as in our 2.4 (plain, serial and identity sequences; the
+-- sequence ends AS bigint with the full MAXVALUE). Upstream's bodies changed from version to
+-- version (2.3 refused plain sequences); only their names and signatures are kept here.
 
 GRANT USAGE ON SCHEMA snowflake TO public;
 
