@@ -76,10 +76,48 @@ fn before_drop() {
             )
         );
     }
-    Spi::run("SELECT lolor.disable() WHERE lolor.is_enabled()").unwrap_or_else(|e| {
+    // Versions before 1.2.2 (databases not yet updated) have no lolor.disable().
+    let has_disable = Spi::get_one::<bool>(
+        "SELECT to_regprocedure('lolor.is_enabled()') IS NOT NULL \
+         AND to_regprocedure('lolor.disable()') IS NOT NULL",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    let restore = if has_disable {
+        "SELECT lolor.disable() WHERE lolor.is_enabled()"
+    } else {
+        RESTORE_BEFORE_1_2_2
+    };
+    Spi::run(restore).unwrap_or_else(|e| {
         error!("lolor: cannot restore the built-in large-object functions: {e}")
     });
 }
+
+/// What `lolor.disable()` does, for versions before 1.2.2 (always enabled): each lolor function in
+/// pg_catalog becomes `lolor_<name>` and the built-in `<name>_orig` of the same signature gets its
+/// name back.
+const RESTORE_BEFORE_1_2_2: &str = r#"
+DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT ours.oid AS ours, orig.oid AS orig, ours.proname
+          FROM pg_catalog.pg_proc ours
+          JOIN pg_catalog.pg_proc orig
+            ON orig.pronamespace = ours.pronamespace
+           AND orig.proname = ours.proname || '_orig'
+           AND orig.proargtypes = ours.proargtypes
+         WHERE ours.pronamespace = 'pg_catalog'::regnamespace AND ours.probin = '$libdir/lolor'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s RENAME TO %I',
+                                  f.ours::regprocedure, 'lolor_' || f.proname);
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s RENAME TO %I', f.orig::regprocedure, f.proname);
+    END LOOP;
+END
+$$
+"#;
 
 crate::api::sql_function!(
     pg_finfo_lolor_on_drop_extension,

@@ -1,0 +1,2 @@
+-- snowflake 1.1 -> 1.2: no SQL object changed (1.2 changed the id layout inside the library,
+-- which serves every version). The file exists so that the update path is complete.

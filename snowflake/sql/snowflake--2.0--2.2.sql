@@ -1,0 +1,3 @@
+-- snowflake 2.0 -> 2.2: no SQL object added or dropped. Upstream rewrote the body of
+-- convert_sequence_to_snowflake in this step; our 2.0 and 2.2 definitions are the same, and a
+-- database created by upstream 2.0 gets ours in the step to 2.4.

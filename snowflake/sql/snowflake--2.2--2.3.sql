@@ -1,0 +1,3 @@
+-- snowflake 2.2 -> 2.3: no SQL object added or dropped. Upstream rewrote the body of
+-- convert_sequence_to_snowflake in this step; our 2.2 and 2.3 definitions are the same, and a
+-- database created by upstream 2.2 gets ours in the step to 2.4.
