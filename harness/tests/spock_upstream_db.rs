@@ -368,6 +368,17 @@ fn an_upstream_database_works_with_this_library() {
             ours,
             "PostgreSQL {major}: after the automatic update the objects differ from a fresh install"
         );
+        let legacy_oid = n1
+            .sql("SELECT oid FROM pg_database WHERE datname = 'legacy'")
+            .unwrap();
+        let log = n1.log_tail(2000);
+        assert!(
+            log.lines().any(
+                |l| l.contains(&format!("spock manager {legacy_oid}: brought"))
+                    && l.contains("UPDATE TO '5.0.5-1'")
+            ),
+            "PostgreSQL {major}: the update was not the manager's; log:\n{log}"
+        );
         assert!(
             c_symbols(n1, "legacy")
                 .iter()
@@ -465,6 +476,23 @@ fn an_upstream_database_works_with_this_library() {
         assert_eq!(
             warnings, 1,
             "PostgreSQL {major}: wanted exactly one WARNING for the failing update; log:\n{log}"
+        );
+
+        // A database made by a 4.0.x package (simulated: only its version number is 4.0.x)
+        // follows the 4.0.x steps to 5.0.0 and on to this build's objects.
+        n2.sql("CREATE DATABASE from400").unwrap();
+        n2.sql_in(
+            "from400",
+            "CREATE EXTENSION spock VERSION '5.0.0'; \
+             UPDATE pg_extension SET extversion = '4.0.0' WHERE extname = 'spock'",
+        )
+        .unwrap();
+        n2.sql_in("from400", "ALTER EXTENSION spock UPDATE")
+            .unwrap();
+        assert_eq!(
+            members(n2, "from400"),
+            ours,
+            "PostgreSQL {major}: 4.0.0 updated to 5.0.5 differs from a fresh install"
         );
 
         // The README's workflow between the updated node and a fresh one.
