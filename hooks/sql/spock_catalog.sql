@@ -1,10 +1,12 @@
 -- spock catalog (Spock 5.0.5 layout). Every object lives in the extension schema `spock`.
+-- Tables are created IF NOT EXISTS: the update from upstream's objects (spock_from_upstream.sql)
+-- runs this whole script over upstream's tables, which have the same layout and keep their rows.
 
 -- Anyone may call the informational functions; the tables and the management functions stay
 -- superuser-only.
 GRANT USAGE ON SCHEMA spock TO PUBLIC;
 
-CREATE TABLE spock.node (
+CREATE TABLE IF NOT EXISTS spock.node (
     node_id oid NOT NULL PRIMARY KEY,
     node_name name NOT NULL UNIQUE,
     location text,
@@ -12,7 +14,7 @@ CREATE TABLE spock.node (
     info jsonb
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.node_interface (
+CREATE TABLE IF NOT EXISTS spock.node_interface (
     if_id oid NOT NULL PRIMARY KEY,
     if_name name NOT NULL,
     if_nodeid oid REFERENCES spock.node(node_id) ON UPDATE CASCADE,
@@ -20,12 +22,12 @@ CREATE TABLE spock.node_interface (
     UNIQUE (if_nodeid, if_name)
 );
 
-CREATE TABLE spock.local_node (
+CREATE TABLE IF NOT EXISTS spock.local_node (
     node_id oid PRIMARY KEY REFERENCES spock.node(node_id),
     node_local_interface oid NOT NULL REFERENCES spock.node_interface(if_id)
 );
 
-CREATE TABLE spock.subscription (
+CREATE TABLE IF NOT EXISTS spock.subscription (
     sub_id oid NOT NULL PRIMARY KEY,
     sub_name name NOT NULL UNIQUE,
     sub_origin oid NOT NULL REFERENCES spock.node(node_id),
@@ -42,7 +44,7 @@ CREATE TABLE spock.subscription (
     sub_skip_schema text
 );
 
-CREATE TABLE spock.local_sync_status (
+CREATE TABLE IF NOT EXISTS spock.local_sync_status (
     sync_kind "char" NOT NULL CHECK (sync_kind IN ('i', 's', 'd', 'f')),
     sync_subid oid NOT NULL REFERENCES spock.subscription(sub_id),
     sync_nspname name,
@@ -52,7 +54,7 @@ CREATE TABLE spock.local_sync_status (
     UNIQUE (sync_subid, sync_nspname, sync_relname)
 );
 
-CREATE TABLE spock.replication_set (
+CREATE TABLE IF NOT EXISTS spock.replication_set (
     set_id oid NOT NULL PRIMARY KEY,
     set_nodeid oid NOT NULL REFERENCES spock.node(node_id) ON UPDATE CASCADE,
     set_name name NOT NULL,
@@ -63,7 +65,7 @@ CREATE TABLE spock.replication_set (
     UNIQUE (set_nodeid, set_name)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.replication_set_table (
+CREATE TABLE IF NOT EXISTS spock.replication_set_table (
     set_id oid NOT NULL,
     set_reloid regclass NOT NULL,
     set_att_list text[],
@@ -71,19 +73,19 @@ CREATE TABLE spock.replication_set_table (
     PRIMARY KEY (set_id, set_reloid)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.replication_set_seq (
+CREATE TABLE IF NOT EXISTS spock.replication_set_seq (
     set_id oid NOT NULL,
     set_seqoid regclass NOT NULL,
     PRIMARY KEY (set_id, set_seqoid)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.sequence_state (
+CREATE TABLE IF NOT EXISTS spock.sequence_state (
     seqoid oid NOT NULL PRIMARY KEY,
     cache_size integer NOT NULL,
     last_value bigint NOT NULL
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.depend (
+CREATE TABLE IF NOT EXISTS spock.depend (
     classid oid NOT NULL,
     objid oid NOT NULL,
     objsubid integer NOT NULL,
@@ -93,7 +95,7 @@ CREATE TABLE spock.depend (
     deptype "char" NOT NULL
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.queue (
+CREATE TABLE IF NOT EXISTS spock.queue (
     queued_at timestamptz NOT NULL,
     role name NOT NULL,
     replication_sets text[],
@@ -101,7 +103,7 @@ CREATE TABLE spock.queue (
     message json NOT NULL
 );
 
-CREATE TABLE spock.exception_log (
+CREATE TABLE IF NOT EXISTS spock.exception_log (
     remote_origin oid NOT NULL,
     remote_commit_ts timestamptz NOT NULL,
     command_counter integer NOT NULL,
@@ -121,7 +123,7 @@ CREATE TABLE spock.exception_log (
     PRIMARY KEY (remote_origin, remote_commit_ts, command_counter, retry_errored_at)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.exception_status (
+CREATE TABLE IF NOT EXISTS spock.exception_status (
     remote_origin oid NOT NULL,
     remote_commit_ts timestamptz NOT NULL,
     retry_errored_at timestamptz NOT NULL,
@@ -132,7 +134,7 @@ CREATE TABLE spock.exception_status (
     PRIMARY KEY (remote_origin, remote_commit_ts, retry_errored_at)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.exception_status_detail (
+CREATE TABLE IF NOT EXISTS spock.exception_status_detail (
     remote_origin oid NOT NULL,
     remote_commit_ts timestamptz NOT NULL,
     command_counter integer NOT NULL,
@@ -146,7 +148,7 @@ CREATE TABLE spock.exception_status_detail (
         REFERENCES spock.exception_status (remote_origin, remote_commit_ts, retry_errored_at)
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.progress (
+CREATE TABLE IF NOT EXISTS spock.progress (
     node_id oid NOT NULL,
     remote_node_id oid NOT NULL,
     remote_commit_ts timestamptz NOT NULL,
@@ -160,19 +162,19 @@ CREATE TABLE spock.progress (
 -- Ours: the commit timestamp up to which each subscription has applied its provider's changes.
 -- spock.progress (upstream's) has one row per provider node, shared by every subscription from
 -- it; tombstones may go only once the slowest subscription has moved past them.
-CREATE TABLE spock.subscription_progress (
+CREATE TABLE IF NOT EXISTS spock.subscription_progress (
     sub_id oid PRIMARY KEY REFERENCES spock.subscription (sub_id) ON DELETE CASCADE,
     commit_ts timestamptz NOT NULL
 );
 
-CREATE TABLE spock.pii (
+CREATE TABLE IF NOT EXISTS spock.pii (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     pii_schema text NOT NULL,
     pii_table text NOT NULL,
     pii_column text NOT NULL
 ) WITH (user_catalog_table = true);
 
-CREATE TABLE spock.resolutions (
+CREATE TABLE IF NOT EXISTS spock.resolutions (
     id integer GENERATED ALWAYS AS IDENTITY,
     node_name name NOT NULL,
     log_time timestamptz NOT NULL,
@@ -194,7 +196,7 @@ CREATE TABLE spock.resolutions (
 
 -- What is left of deleted rows of replicated tables: a key per row, whose xmin (the deleting
 -- transaction) carries the delete's commit timestamp and origin for last-update-wins.
-CREATE TABLE spock.tombstones (
+CREATE TABLE IF NOT EXISTS spock.tombstones (
     relid oid NOT NULL,
     key bytea NOT NULL,
     PRIMARY KEY (relid, key)

@@ -24,6 +24,8 @@ mod remote;
 mod scratch;
 mod settings;
 mod stats;
+mod upgrade;
+mod upstream_symbols;
 mod workers;
 
 pgrx::pg_module_magic!();

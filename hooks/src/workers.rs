@@ -170,7 +170,9 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let mut appliers = Workers::new();
     let mut last_heartbeat = Instant::now();
+    let mut catch_up = CatchUp::default();
     while BackgroundWorker::wait_latch(Some(TICK)) {
+        catch_up.attempt(db);
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
             Spi::connect(|c| {
                 let installed = c
@@ -222,5 +224,47 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
                 &db.to_string(),
             )
         });
+    }
+}
+
+/// The manager's automatic update of the database's spock objects (`upgrade`): tried at start,
+/// and again every `CATCH_UP_RETRY` while it fails, reporting each new failure once as a
+/// WARNING; the manager keeps running either way.
+#[derive(Default)]
+struct CatchUp {
+    done: bool,
+    next: Option<Instant>,
+    reported: Option<String>,
+}
+
+const CATCH_UP_RETRY: Duration = Duration::from_secs(60);
+
+impl CatchUp {
+    fn attempt(&mut self, db: u32) {
+        if self.done || self.next.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match crate::upgrade::catch_up_in_worker() {
+            Ok(steps) => {
+                if !steps.is_empty() {
+                    log!(
+                        "spock manager {db}: brought the spock objects up to this library: {}",
+                        steps.join("; ")
+                    );
+                }
+                self.done = true;
+            }
+            Err(e) => {
+                if self.reported.as_deref() != Some(e.as_str()) {
+                    warning!(
+                        "spock manager {db}: could not bring the spock objects up to this \
+                         library (retrying every {} s): {e}",
+                        CATCH_UP_RETRY.as_secs()
+                    );
+                    self.reported = Some(e);
+                }
+                self.next = Some(Instant::now() + CATCH_UP_RETRY);
+            }
+        }
     }
 }

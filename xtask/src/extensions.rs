@@ -105,7 +105,7 @@ pub fn build_and_install(
         let sql = sqlgen::generate(&built, &control, ext.name, version)?;
         fs::write(
             extdir.join(format!("{}--{default_version}.sql", ext.name)),
-            sql,
+            &sql,
         )?;
         fs::copy(&control, extdir.join(format!("{}.control", ext.name)))?;
         for script in version_scripts(&repo.join(ext.dir), ext.name)? {
@@ -116,6 +116,12 @@ pub fn build_and_install(
                 );
             }
             fs::copy(&script, extdir.join(script.file_name().unwrap()))?;
+        }
+        for (name, text) in version_templates(&repo.join(ext.dir), ext.name, &sql)? {
+            if name == format!("{}--{default_version}.sql", ext.name) {
+                bail!("template {name}.in would replace the generated install script");
+            }
+            fs::write(extdir.join(name), text)?;
         }
         let lib = pkglibdir.join(format!("{}.so", ext.name));
         install_file(&built, &lib)?;
@@ -153,6 +159,58 @@ pub fn version_scripts(crate_dir: &Path, name: &str) -> Result<Vec<std::path::Pa
     Ok(scripts)
 }
 
+/// Update steps that contain this build's generated install script (`sql/<name>--*.sql.in`),
+/// rendered: a line `-- @include <file>` is replaced by that file of `sql/` (itself rendered),
+/// a line `-- @install_script` by `install_script`. Returns (script name, text) pairs.
+pub fn version_templates(
+    crate_dir: &Path,
+    name: &str,
+    install_script: &str,
+) -> Result<Vec<(String, String)>> {
+    let dir = crate_dir.join("sql");
+    let prefix = format!("{name}--");
+    let mut rendered = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        if let Some(script) = file.strip_suffix(".in")
+            && file.starts_with(&prefix)
+            && script.ends_with(".sql")
+        {
+            let text = fs::read_to_string(&path)?;
+            rendered.push((script.to_string(), render(&dir, &text, install_script, 0)?));
+        }
+    }
+    rendered.sort();
+    Ok(rendered)
+}
+
+fn render(dir: &Path, text: &str, install_script: &str, depth: usize) -> Result<String> {
+    if depth > 4 {
+        bail!("@include nested too deep in {}", dir.display());
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_end() == "-- @install_script" {
+            out.push_str(install_script);
+        } else if let Some(file) = line.strip_prefix("-- @include ") {
+            let path = dir.join(file.trim());
+            let included = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            out.push_str(&render(dir, &included, install_script, depth + 1)?);
+        } else {
+            out.push_str(line);
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// Replaces `to` without rewriting a library a running server may have mapped.
 fn install_file(from: &Path, to: &Path) -> Result<()> {
     let tmp = to.with_extension("so.tmp");
@@ -178,6 +236,32 @@ pub fn control_version(control: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_splice_their_includes_and_the_install_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = dir.path().join("sql");
+        fs::create_dir(&sql).unwrap();
+        fs::write(
+            sql.join("x--1--2.sql.in"),
+            "-- head\n-- @include part.sql\n",
+        )
+        .unwrap();
+        fs::write(
+            sql.join("part.sql"),
+            "DROP a;\n-- @install_script\nSELECT 1;\n",
+        )
+        .unwrap();
+        fs::write(sql.join("x--0--1.sql"), "plain\n").unwrap();
+        let got = version_templates(dir.path(), "x", "CREATE a;").unwrap();
+        assert_eq!(
+            got,
+            [(
+                "x--1--2.sql".to_string(),
+                "-- head\nDROP a;\nCREATE a;\nSELECT 1;\n".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn control_versions_are_the_upstream_api_levels() {

@@ -1,0 +1,2 @@
+-- spock 4.0.3 -> 4.0.4: no change to the extension's SQL objects (upstream's step declares no
+-- C function; the objects 5.0.0 needs are put in place by spock--4.0.11--5.0.0.sql).

@@ -1,0 +1,1 @@
+-- spock 5.0.2 -> 5.0.3: no change to the extension's SQL objects.

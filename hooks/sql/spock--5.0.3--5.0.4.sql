@@ -1,0 +1,1 @@
+-- spock 5.0.3 -> 5.0.4: no change to the extension's SQL objects.

@@ -1,0 +1,2 @@
+-- The second half of the catch-up from upstream's 5.0.5 objects (see spock--5.0.5--5.0.5-1.sql):
+-- the objects are already this build's; only the version number returns to 5.0.5.
