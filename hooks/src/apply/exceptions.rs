@@ -92,6 +92,7 @@ impl Applier {
         // subtransaction still open in it (AbortCurrentTransaction would end only the innermost
         // one and leave the transaction half-aborted).
         unsafe { pg_sys::AbortOutOfAnyTransaction() };
+        self.forget_batch();
         self.in_xact = false;
         versions::STATE.with(|s| s.borrow_mut().remote = None);
     }
@@ -198,12 +199,17 @@ impl Applier {
                     unsafe {
                         pg_sys::BeginInternalSubTransaction(c"SpockExceptionReplay".as_ptr())
                     };
+                    // The change's executor state ends with its subtransaction.
                     let result = PgTryBuilder::new(AssertUnwindSafe(|| {
                         self.apply(message);
+                        self.end_batch();
                         Ok(())
                     }))
                     .catch_others(|e| Err(Failure::from_caught(e)))
                     .execute();
+                    if result.is_err() {
+                        self.forget_batch();
+                    }
                     // SAFETY: ends the subtransaction begun above, keeping it only when asked.
                     unsafe {
                         if result.is_ok() && keep {

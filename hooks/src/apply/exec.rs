@@ -14,6 +14,7 @@ use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 use spock_proto::Value;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 unsafe extern "C-unwind" {
     // executor/nodeModifyTable.h, which pgrx does not bind; the same in 15 to 17.
@@ -152,35 +153,47 @@ impl Target {
     }
 }
 
-/// The executor state of one remote change on one table; `finish` ends it.
-pub struct Change<'a> {
-    target: &'a Target,
+/// The executor state of a run of remote changes on one table within one remote transaction:
+/// opened at the first change, reused by the next ones (so the per-table setup — opening the
+/// table and its indexes, the owner switch, the executor state — is paid once per run, not per
+/// row), and ended by `finish`. Nothing here calls into PostgreSQL on drop: after an error the
+/// transaction's abort releases all of it, and the value is simply forgotten.
+#[must_use = "a change must be finished (or forgotten after an error)"]
+pub struct Change {
+    target: Rc<Target>,
     rel: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     rri: *mut pg_sys::ResultRelInfo,
     epq: *mut pg_sys::EPQState,
-    /// The locked local row `lock_row` found.
-    found: *mut pg_sys::TupleTableSlot,
-    old_context: pg_sys::MemoryContext,
-    /// The worker's own identity, back at `finish`: the change runs as the table's owner.
+    /// Slots reused by every row: the key searched for, the locked local row, the new row.
+    search: *mut pg_sys::TupleTableSlot,
+    local: *mut pg_sys::TupleTableSlot,
+    row: *mut pg_sys::TupleTableSlot,
+    /// Whether `local` holds the row `lock_row` found and locked.
+    found: bool,
+    /// The table has triggers: their AFTER events fire at the end of each row, as for a
+    /// statement of its own.
+    triggers: bool,
+    /// The worker's own identity, back at `finish`: the changes run as the table's owner.
     worker: crate::identity::Switched,
 }
 
-impl<'a> Change<'a> {
-    /// Opens the table for one change (inside the apply transaction). Until `finish`, the
-    /// change runs with the rights of the table's owner (read from the open relation, so
-    /// always current): its values' input functions, triggers, constraints and index
+impl Change {
+    /// Opens the table for a run of changes (inside the apply transaction). Until `finish`,
+    /// the changes run with the rights of the table's owner (read from the open relation, so
+    /// always current): their values' input functions, triggers, constraints and index
     /// expressions never run as the worker's superuser.
-    pub fn open(target: &'a Target) -> Change<'a> {
-        // SAFETY: executor setup as for a single-table modification, in memory that
-        // `finish` frees; an error aborts the transaction, which releases all of it and
-        // restores the worker's identity.
+    pub fn open(target: Rc<Target>) -> Change {
+        // SAFETY: executor setup as for a single-table modification, in the transaction's
+        // memory (the caller's context is reset after each row) that `finish` frees; an error
+        // aborts the transaction, which releases all of it and restores the worker's identity.
         unsafe {
             let rel = pg_sys::table_open(target.relid, pg_sys::RowExclusiveLock as i32);
             let worker = crate::identity::become_owner((*(*rel).rd_rel).relowner);
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            let caller = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
             let estate = pg_sys::CreateExecutorState();
-            let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+            pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
             let rte = PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry)
                 .into_pg();
             (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
@@ -199,20 +212,31 @@ impl<'a> Change<'a> {
             pg_sys::ExecOpenIndices(rri, true);
             let epq = pg_sys::palloc0(std::mem::size_of::<pg_sys::EPQState>()).cast();
             compat::epq_init(epq, estate);
+            let slot = || pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
+            let (search, local, row) = (slot(), slot(), slot());
+            pg_sys::MemoryContextSwitchTo(caller);
             Change {
+                triggers: !(*rri).ri_TrigDesc.is_null(),
                 target,
                 rel,
                 estate,
                 rri,
                 epq,
-                found: std::ptr::null_mut(),
-                old_context,
+                search,
+                local,
+                row,
+                found: false,
                 worker,
             }
         }
     }
 
-    /// Runs the queued AFTER triggers and frees the executor state.
+    /// The local table this change writes.
+    pub fn relid(&self) -> pg_sys::Oid {
+        self.target.relid
+    }
+
+    /// Ends the run: the last AFTER triggers fire and the executor state is freed.
     pub fn finish(self) {
         // SAFETY: undoes `open` in reverse; the relation lock stays to the end of the
         // transaction.
@@ -221,7 +245,6 @@ impl<'a> Change<'a> {
             pg_sys::EvalPlanQualEnd(self.epq);
             pg_sys::AfterTriggerEndQuery(self.estate);
             pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
-            pg_sys::MemoryContextSwitchTo(self.old_context);
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::PopActiveSnapshot();
             pg_sys::CommandCounterIncrement();
@@ -230,21 +253,33 @@ impl<'a> Change<'a> {
         self.worker.restore();
     }
 
-    fn new_slot(&self) -> *mut pg_sys::TupleTableSlot {
-        // SAFETY: a slot of the open relation, freed with the executor state.
-        unsafe { pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable) }
+    /// After each written row: its AFTER triggers fire, and the next row sees it (a remote
+    /// transaction may change the same row twice), as between two statements.
+    fn row_done(&mut self) {
+        // SAFETY: the executor state is open; the active snapshot is the one `open` pushed.
+        unsafe {
+            if self.triggers {
+                pg_sys::AfterTriggerEndQuery(self.estate);
+                pg_sys::AfterTriggerBeginQuery();
+            }
+            pg_sys::ExecClearTuple(self.local);
+            self.found = false;
+            pg_sys::CommandCounterIncrement();
+            (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::UpdateActiveSnapshotCommandId();
+            let econtext = (*self.estate).es_per_tuple_exprcontext;
+            if !econtext.is_null() {
+                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            }
+        }
     }
 
-    /// A slot holding `values`; columns the provider left unchanged (TOAST) or did not send
+    /// `row` holding `values`; columns the provider left unchanged (TOAST) or did not send
     /// keep `base`'s values.
-    fn slot_of(
-        &self,
-        values: &[Value],
-        base: Option<*mut pg_sys::TupleTableSlot>,
-    ) -> *mut pg_sys::TupleTableSlot {
-        let slot = self.new_slot();
+    fn fill_row(&self, values: &[Value], base: Option<*mut pg_sys::TupleTableSlot>) {
+        let slot = self.row;
         // SAFETY: the slot's arrays have one entry per attribute of the relation, which every
-        // `Column::att` indexes; datums are made in the executor's memory.
+        // `Column::att` indexes; datums are made in the caller's (per-row) memory.
         unsafe {
             let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
             pg_sys::ExecClearTuple(slot);
@@ -274,7 +309,6 @@ impl<'a> Change<'a> {
             }
             pg_sys::ExecStoreVirtualTuple(slot);
         }
-        slot
     }
 
     fn name(&self) -> String {
@@ -292,7 +326,7 @@ impl<'a> Change<'a> {
 
     /// Finds the local row with `values`' key and locks it; returns its xmin.
     pub fn lock_row(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
-        let search = self.new_slot();
+        let search = self.search;
         // SAFETY: only the key columns are read by the index lookup.
         unsafe {
             let natts = (*(*search).tts_tupleDescriptor).natts as usize;
@@ -304,22 +338,23 @@ impl<'a> Change<'a> {
                 *(*search).tts_isnull.add(c.att) = false;
             }
             pg_sys::ExecStoreVirtualTuple(search);
-            let out = self.new_slot();
-            let found = pg_sys::RelationFindReplTupleByIndex(
+            pg_sys::ExecClearTuple(self.local);
+            self.found = pg_sys::RelationFindReplTupleByIndex(
                 self.rel,
                 self.target.index,
                 pg_sys::LockTupleMode::LockTupleExclusive,
                 search,
-                out,
+                self.local,
             );
-            if !found {
-                self.found = std::ptr::null_mut();
+            if !self.found {
                 return None;
             }
-            self.found = out;
             let mut isnull = false;
-            let xmin =
-                pg_sys::slot_getsysattr(out, pg_sys::MinTransactionIdAttributeNumber, &mut isnull);
+            let xmin = pg_sys::slot_getsysattr(
+                self.local,
+                pg_sys::MinTransactionIdAttributeNumber,
+                &mut isnull,
+            );
             Some(pg_sys::TransactionId::from(xmin.value() as u32))
         }
     }
@@ -327,25 +362,21 @@ impl<'a> Change<'a> {
     /// Inserts the row unless a unique index already holds its key (then returns false and
     /// changes nothing). A concurrent insert of the same key waits or loses, like
     /// `INSERT … ON CONFLICT DO NOTHING`.
+    ///
+    /// The insert is tried first, speculatively, and unique indexes report a duplicate instead
+    /// of raising an error; only then is the conflict looked at (waiting for an insert still
+    /// in progress). The usual case — a new key — thus costs one index search, not two.
     pub fn insert_or_skip(&mut self, values: &[Value]) -> bool {
-        let slot = self.slot_of(values, None);
+        self.fill_row(values, None);
+        let slot = self.row;
         // SAFETY: the executor steps of an insert, with speculative insertion for the unique
         // indexes opened in `open`; the table AM calls go through pgrx's shims.
         unsafe {
             if !self.before_insert(slot) {
+                self.row_done();
                 return true;
             }
             loop {
-                let mut conflict = pg_sys::ItemPointerData::default();
-                if !pg_sys::ExecCheckIndexConstraints(
-                    self.rri,
-                    slot,
-                    self.estate,
-                    &mut conflict,
-                    std::ptr::null_mut(),
-                ) {
-                    return false;
-                }
                 let xid = pg_sys::GetCurrentTransactionId();
                 let token = pg_sys::SpeculativeInsertionLockAcquire(xid);
                 pg_sys::table_tuple_insert_speculative(
@@ -366,20 +397,31 @@ impl<'a> Change<'a> {
                 );
                 pg_sys::table_tuple_complete_speculative(self.rel, slot, token, !spec_conflict);
                 pg_sys::SpeculativeInsertionLockRelease(xid);
-                if spec_conflict {
-                    // Someone inserted the key meanwhile: look again.
+                if !spec_conflict {
+                    pg_sys::ExecARInsertTriggers(
+                        self.estate,
+                        self.rri,
+                        slot,
+                        recheck,
+                        std::ptr::null_mut(),
+                    );
                     pg_sys::list_free(recheck);
-                    continue;
+                    self.row_done();
+                    return true;
                 }
-                pg_sys::ExecARInsertTriggers(
-                    self.estate,
+                pg_sys::list_free(recheck);
+                // A unique index holds the key, perhaps by an insert still in progress: wait
+                // for it; if it went away (rolled back), insert again.
+                let mut conflict = pg_sys::ItemPointerData::default();
+                if !pg_sys::ExecCheckIndexConstraints(
                     self.rri,
                     slot,
-                    recheck,
+                    self.estate,
+                    &mut conflict,
                     std::ptr::null_mut(),
-                );
-                pg_sys::list_free(recheck);
-                return true;
+                ) {
+                    return false;
+                }
             }
         }
     }
@@ -419,19 +461,26 @@ impl<'a> Change<'a> {
 
     /// Updates the row `lock_row` found with `values` (unchanged TOAST values kept).
     pub fn update_found(&mut self, values: &[Value]) {
-        assert!(!self.found.is_null(), "update_found without a locked row");
-        let slot = self.slot_of(values, Some(self.found));
-        // SAFETY: `found` holds the locked row's tid; both slots belong to this relation.
+        assert!(self.found, "update_found without a locked row");
+        self.fill_row(values, Some(self.local));
+        // SAFETY: `local` holds the locked row's tid; both slots belong to this relation.
         unsafe {
-            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, self.epq, self.found, slot)
+            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, self.epq, self.local, self.row)
         };
+        self.row_done();
     }
 
     /// Deletes the row `lock_row` found.
     pub fn delete_found(&mut self) {
-        assert!(!self.found.is_null(), "delete_found without a locked row");
-        // SAFETY: `found` holds the locked row's tid.
-        unsafe { pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, self.epq, self.found) };
+        assert!(self.found, "delete_found without a locked row");
+        // SAFETY: `local` holds the locked row's tid.
+        unsafe { pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, self.epq, self.local) };
+        self.row_done();
+    }
+
+    /// Lets go of the row `lock_row` found without changing it (last-update-wins kept it).
+    pub fn keep_found(&mut self) {
+        self.row_done();
     }
 }
 

@@ -311,6 +311,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         last_heard: std::time::Instant::now(),
         stalled: false,
         clean: HashSet::new(),
+        batch: std::cell::RefCell::new(None),
     }
     .run();
 }
@@ -429,6 +430,9 @@ struct Applier {
     idle_end: u64,
     /// Tables that had no tombstones when the last transaction touching them committed.
     clean: HashSet<u32>,
+    /// The executor state of the table the last row changes wrote, kept open while the next
+    /// changes are on the same table (see `exec::Change`).
+    batch: std::cell::RefCell<Option<exec::Change>>,
     /// Tables waiting for or in a copy by the sync worker: their changes wait for it.
     syncing: HashSet<(String, String)>,
     sync_worker: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
@@ -594,6 +598,7 @@ impl Applier {
         if !self.syncing.contains(&key) {
             return;
         }
+        self.end_batch();
         loop {
             let done = Spi::get_one_with_args::<bool>(
                 "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) FROM spock.local_sync_status \
@@ -753,6 +758,12 @@ impl Applier {
     }
 
     fn apply_message(&mut self, message: Message) {
+        if !matches!(
+            message,
+            Message::Insert { .. } | Message::Update { .. } | Message::Delete { .. }
+        ) {
+            self.end_batch();
+        }
         match message {
             Message::Begin {
                 final_lsn,
@@ -917,14 +928,52 @@ impl Applier {
         t.has_key(key_values).then_some(t)
     }
 
+    /// The open executor state for `t`'s table: the one the previous change left open when it
+    /// was on the same table, else a new one (any other is finished first).
+    fn change(&self, t: &Rc<exec::Target>) -> exec::Change {
+        match self.batch.borrow_mut().take() {
+            Some(open) if open.relid() == t.relid => open,
+            other => {
+                if let Some(open) = other {
+                    open.finish();
+                }
+                exec::Change::open(t.clone())
+            }
+        }
+    }
+
+    /// Leaves a change's executor state open for the next change of the same table.
+    fn keep_open(&self, change: exec::Change) {
+        let previous = self.batch.borrow_mut().replace(change);
+        debug_assert!(previous.is_none());
+    }
+
+    /// Finishes the open executor state, if any: before anything else runs in the transaction
+    /// (SQL, a change of another kind, the commit), so it sees every row written so far.
+    fn end_batch(&self) {
+        if let Some(open) = self.batch.borrow_mut().take() {
+            open.finish();
+        }
+    }
+
+    /// After an error: the transaction's abort has released the open executor state.
+    pub(super) fn forget_batch(&self) {
+        // Change holds only pointers into the aborted transaction and does nothing on drop.
+        drop(self.batch.borrow_mut().take());
+    }
+
     /// Remote INSERT through the executor: a new row, unless the key exists (then
     /// last-update-wins decides) or a newer delete of it is remembered.
-    fn insert_exec(&mut self, rel: &RemoteRel, t: &exec::Target, new: &[Value]) {
-        let mut change = exec::Change::open(t);
+    fn insert_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, new: &[Value]) {
+        // Looked at (and cached for the transaction) before the table is opened: it may query.
+        let tombstones = self.may_have_tombstones(rel);
+        let mut change = self.change(t);
         if change.insert_or_skip(new) {
-            change.finish();
-            if self.may_have_tombstones(rel) {
+            if tombstones {
+                change.finish();
                 self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
+            } else {
+                self.keep_open(change);
             }
             return;
         }
@@ -934,6 +983,8 @@ impl Applier {
                 let wins = conflict::remote_wins(self.remote_version(), local);
                 if wins {
                     change.update_found(new);
+                } else {
+                    change.keep_found();
                 }
                 change.finish();
                 self.resolved(
@@ -957,29 +1008,33 @@ impl Applier {
     fn update_exec(
         &mut self,
         rel: &RemoteRel,
-        t: &exec::Target,
+        t: &Rc<exec::Target>,
         old: Option<&[Value]>,
         new: &[Value],
     ) {
         let remote = self.remote_version();
-        let mut change = exec::Change::open(t);
+        let mut change = self.change(t);
         match change.lock_row(old.unwrap_or(new)) {
             Some(xmin) => {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
                 if wins {
                     change.update_found(new);
+                } else {
+                    change.keep_found();
+                }
+                if wins && !conflict::is_conflict(remote, local) {
+                    self.keep_open(change);
+                    return;
                 }
                 change.finish();
-                if !wins || conflict::is_conflict(remote, local) {
-                    self.resolved(
-                        rel,
-                        Kind::UpdateUpdate,
-                        wins,
-                        local,
-                        &binary::as_text(rel, new),
-                    );
-                }
+                self.resolved(
+                    rel,
+                    Kind::UpdateUpdate,
+                    wins,
+                    local,
+                    &binary::as_text(rel, new),
+                );
             }
             None => {
                 change.finish();
@@ -991,16 +1046,18 @@ impl Applier {
 
     /// Remote DELETE through the executor: applied to the locked row if newer and remembered
     /// as a tombstone; a missing row goes to the SQL path.
-    fn delete_exec(&mut self, rel: &RemoteRel, t: &exec::Target, old: &[Value]) {
+    fn delete_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, old: &[Value]) {
         let remote = self.remote_version();
-        let mut change = exec::Change::open(t);
+        let mut change = self.change(t);
         let found = change.lock_row(old);
         let wins = found.map(|xmin| {
             let local = versions::local_version(xmin);
             (conflict::remote_wins(remote, local), local)
         });
-        if let Some((true, _)) = wins {
-            change.delete_found();
+        match wins {
+            Some((true, _)) => change.delete_found(),
+            Some((false, _)) => change.keep_found(),
+            None => {}
         }
         change.finish();
         let old = binary::as_text(rel, old);
@@ -1033,6 +1090,7 @@ impl Applier {
             )
         };
         let (nspname, relname, columns) = &*described;
+        self.end_batch();
         let local = describe_local(nspname, relname, columns).unwrap_or_else(|e| {
             ereport!(
                 PgLogLevel::ERROR,
@@ -1058,6 +1116,7 @@ impl Applier {
     /// Runs a statement of spock's own (its catalog) with the worker's rights; returns the
     /// rows it processed and the first column of its first row.
     fn exec(&self, stmt: Result<Statement, String>) -> (u64, Option<String>) {
+        self.end_batch();
         let stmt = stmt.unwrap_or_else(|e| self.bad_change(e));
         run_with_text_params(&stmt)
     }
@@ -1065,6 +1124,7 @@ impl Applier {
     /// Runs a statement on `rel`'s local table with the table owner's rights: its triggers,
     /// constraints, defaults and index expressions never run as the worker's superuser.
     fn write(&self, rel: &RemoteRel, stmt: Result<Statement, String>) -> (u64, Option<String>) {
+        self.end_batch();
         let stmt = stmt.unwrap_or_else(|e| self.bad_change(e));
         let owner = identity::rel_owner(pg_sys::Oid::from(rel.local_relid));
         identity::as_owner(owner, || run_with_text_params(&stmt))
@@ -1116,7 +1176,10 @@ impl Applier {
         }
         // Clean at the end of the previous transaction: assumed clean now, and checked again
         // before this one commits.
-        let had = !self.clean.contains(&rel.local_relid) && has_tombstones(rel.local_relid);
+        let had = !self.clean.contains(&rel.local_relid) && {
+            self.end_batch();
+            has_tombstones(rel.local_relid)
+        };
         self.xact.had_tombstones.insert(rel.local_relid, had);
         had
     }
