@@ -381,13 +381,14 @@ impl Remote {
     }
 
     /// The next CopyData payload, if one is buffered. ERRORs when the connection breaks.
-    pub fn receive(&self) -> Received<'_> {
+    pub fn receive(&mut self) -> Received<'_> {
         let receive = functions()
             .walrcv_receive
             .unwrap_or_else(|| missing("walrcv_receive"));
         let mut buf: *mut std::ffi::c_char = std::ptr::null_mut();
         let mut fd: pg_sys::pgsocket = -1;
-        // SAFETY: guarded call; the buffer stays valid until the next receive.
+        // SAFETY: guarded call; the buffer stays valid until the next call on the connection,
+        // which the mutable borrow of the returned data rules out.
         unsafe {
             let len = pg_guard_ffi_boundary(|| receive(self.conn, &mut buf, &mut fd));
             match len {

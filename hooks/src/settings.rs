@@ -71,6 +71,8 @@ pub enum ExceptionLogging {
 pub static CONFLICT_RESOLUTION: GucSetting<ConflictResolution> =
     GucSetting::<ConflictResolution>::new(ConflictResolution::LastUpdateWins);
 pub static CONFLICT_LOG_LEVEL: GucSetting<LogLevel> = GucSetting::<LogLevel>::new(LogLevel::Log);
+/// Conflicts reported one by one per worker and 10-second window (the rest are summed up).
+pub static CONFLICT_LOG_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static SAVE_RESOLUTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static EXCEPTION_BEHAVIOUR: GucSetting<ExceptionBehaviour> =
     GucSetting::<ExceptionBehaviour>::new(ExceptionBehaviour::TransDiscard);
@@ -184,6 +186,17 @@ pub fn define() {
         c"Sets the log level for reporting detected conflicts.",
         c"",
         &CONFLICT_LOG_LEVEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"spock.conflict_log_limit",
+        c"Sets how many conflicts each apply worker reports one by one in 10 seconds.",
+        c"Further conflicts in the same 10 seconds are reported at DEBUG1 and summed up in one \
+          LOG line; -1 reports every one at spock.conflict_log_level.",
+        &CONFLICT_LOG_LIMIT,
+        -1,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -1,10 +1,12 @@
 //! Per-table replication counters in shared memory (`spock.get_channel_stats`): rows each
 //! subscription's apply worker inserted, updated and deleted, the conflicts it resolved and
-//! the delta merges it kept, and (subscription 0) the rows the walsenders sent. Counters are
-//! not transactional, and a full table drops new keys rather than evicting.
+//! the delta merges it kept, and (subscription 0) the rows the walsenders sent. Each backend adds
+//! its counts at the end of each transaction. Counters are not transactional, and a full table drops new keys rather than evicting.
 
 use pgrx::prelude::*;
 use pgrx::{PgLwLock, pg_shmem_init, pg_sys, shmem::PGRXSharedMemory};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Slots of the shared table (one per database, subscription and table).
 const CAPACITY: usize = 4096;
@@ -54,26 +56,44 @@ fn slot_of(db: u32, sub: u32, rel: u32) -> usize {
     (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize % CAPACITY
 }
 
-/// Counts one event of `counter` for `rel` in this database (`sub` 0: the output side).
+thread_local! {
+    /// Counts of this backend not yet added to the shared table: one apply worker or
+    /// walsender counts rows by the thousand per second, and a cluster-wide exclusive lock per
+    /// row would serialise them all.
+    static PENDING: RefCell<HashMap<(u32, u32), [i64; 5]>> = RefCell::new(HashMap::new());
+}
+
+/// Counts one event of `counter` for `rel` (`sub` 0: the output side); shown once `flush`ed.
 pub fn count(sub: u32, rel: u32, counter: Counter) {
+    PENDING.with(|p| p.borrow_mut().entry((sub, rel)).or_default()[counter as usize] += 1);
+}
+
+/// Adds this backend's counts to the shared table (at each transaction's end).
+pub fn flush() {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if pending.is_empty() {
+        return;
+    }
     // SAFETY: reading the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let mut table = STATS.exclusive();
-    let start = slot_of(db, sub, rel);
-    for i in 0..CAPACITY {
-        let e = &mut table.0[(start + i) % CAPACITY];
-        if !e.used {
-            *e = Entry {
-                used: true,
-                db,
-                sub,
-                rel,
-                counts: [0; 5],
-            };
-        }
-        if (e.db, e.sub, e.rel) == (db, sub, rel) {
-            e.counts[counter as usize] += 1;
-            return;
+    for ((sub, rel), counts) in pending {
+        let start = slot_of(db, sub, rel);
+        for i in 0..CAPACITY {
+            let e = &mut table.0[(start + i) % CAPACITY];
+            if !e.used {
+                *e = Entry {
+                    used: true,
+                    db,
+                    sub,
+                    rel,
+                    counts: [0; 5],
+                };
+            }
+            if (e.db, e.sub, e.rel) == (db, sub, rel) {
+                e.counts.iter_mut().zip(counts).for_each(|(c, n)| *c += n);
+                break;
+            }
         }
     }
 }

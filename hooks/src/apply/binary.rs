@@ -6,20 +6,32 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use spock_proto::Value;
 
+/// A function's call information, kept from call to call. The function manager and the
+/// function itself write into it (`fn_extra` caches), so it is handed out only as a raw
+/// pointer to its cell, never through a shared reference.
+pub struct CallInfo(std::cell::UnsafeCell<pg_sys::FmgrInfo>);
+
+impl CallInfo {
+    /// The call information of function `func`, its extra data kept in `context`.
+    pub fn new(func: pg_sys::Oid, context: pg_sys::MemoryContext) -> CallInfo {
+        let info = CallInfo(std::cell::UnsafeCell::new(pg_sys::FmgrInfo::default()));
+        // SAFETY: a catalog lookup filling the cell, which nothing else refers to yet.
+        unsafe { pg_sys::fmgr_info_cxt(func, info.as_ptr(), context) };
+        info
+    }
+
+    pub fn as_ptr(&self) -> *mut pg_sys::FmgrInfo {
+        self.0.get()
+    }
+}
+
 /// The receive function of `typid` (its call data kept in `context`) and its type parameter.
-pub fn receive_info(
-    typid: pg_sys::Oid,
-    context: pg_sys::MemoryContext,
-) -> (pg_sys::FmgrInfo, pg_sys::Oid) {
+pub fn receive_info(typid: pg_sys::Oid, context: pg_sys::MemoryContext) -> (CallInfo, pg_sys::Oid) {
     let mut recv = pg_sys::InvalidOid;
     let mut param = pg_sys::InvalidOid;
-    let mut info = pg_sys::FmgrInfo::default();
-    // SAFETY: catalog lookups; the call info's extra data lives in `context`.
-    unsafe {
-        pg_sys::getTypeBinaryInputInfo(typid, &mut recv, &mut param);
-        pg_sys::fmgr_info_cxt(recv, &mut info, context);
-    }
-    (info, param)
+    // SAFETY: a catalog lookup.
+    unsafe { pg_sys::getTypeBinaryInputInfo(typid, &mut recv, &mut param) };
+    (CallInfo::new(recv, context), param)
 }
 
 /// The datum of `bytes`, read by `typid`'s receive function (in the current memory context).
@@ -31,7 +43,7 @@ pub fn receive(typid: pg_sys::Oid, typmod: i32, bytes: &[u8]) -> pg_sys::Datum {
 
 /// The datum of `bytes`, read by the receive function `info`.
 pub fn receive_with(
-    info: &pg_sys::FmgrInfo,
+    info: &CallInfo,
     param: pg_sys::Oid,
     typmod: i32,
     bytes: &[u8],
@@ -48,7 +60,7 @@ pub fn receive_with(
             maxlen: bytes.len() as i32 + 1,
             cursor: 0,
         };
-        pg_sys::ReceiveFunctionCall(info as *const _ as *mut _, &mut buf, param, typmod)
+        pg_sys::ReceiveFunctionCall(info.as_ptr(), &mut buf, param, typmod)
     }
 }
 

@@ -7,6 +7,7 @@
 //! Tables this path cannot serve (no replica-identity index, partitioned, local columns the
 //! provider does not send, delta-apply columns) keep the SQL path in `sql.rs`.
 
+use super::binary::CallInfo;
 use super::sql::RemoteRel;
 use crate::compat;
 use pgrx::pg_sys;
@@ -34,10 +35,10 @@ struct Column {
     typmod: i32,
     /// The provider's type when it is a built-in one (its oid means the same type here).
     remote_builtin: Option<pg_sys::Oid>,
-    input: pg_sys::FmgrInfo,
+    input: CallInfo,
     input_param: pg_sys::Oid,
     /// The local type's receive function, looked up at the first binary value.
-    receive: std::cell::OnceCell<(pg_sys::FmgrInfo, pg_sys::Oid)>,
+    receive: std::cell::OnceCell<(CallInfo, pg_sys::Oid)>,
 }
 
 /// A local table the executor path serves, with the mapping of the provider's columns.
@@ -117,8 +118,7 @@ impl Target {
                 let mut input_fn = pg_sys::InvalidOid;
                 let mut input_param = pg_sys::InvalidOid;
                 pg_sys::getTypeInputInfo(a.atttypid, &mut input_fn, &mut input_param);
-                let mut input = pg_sys::FmgrInfo::default();
-                pg_sys::fmgr_info_cxt(input_fn, &mut input, pg_sys::TopMemoryContext);
+                let input = CallInfo::new(input_fn, pg_sys::TopMemoryContext);
                 columns.push(Column {
                     att,
                     typid: a.atttypid,
@@ -516,6 +516,6 @@ fn input(c: &Column, text: &[u8]) -> pg_sys::Datum {
     // current (executor) memory.
     unsafe {
         let s = pg_sys::pnstrdup(text.as_ptr().cast(), text.len());
-        pg_sys::InputFunctionCall(&c.input as *const _ as *mut _, s, c.input_param, c.typmod)
+        pg_sys::InputFunctionCall(c.input.as_ptr(), s, c.input_param, c.typmod)
     }
 }

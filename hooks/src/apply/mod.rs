@@ -5,6 +5,7 @@
 
 mod binary;
 mod conflict;
+mod conflict_log;
 mod exceptions;
 mod exec;
 mod progress;
@@ -192,7 +193,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
 
     session_setup(&sub.slot);
 
-    let remote = Remote::connect(&sub.dsn, &sub.slot).unwrap_or_else(|e| {
+    let mut remote = Remote::connect(&sub.dsn, &sub.slot).unwrap_or_else(|e| {
         raise(
             Code::ERRCODE_CONNECTION_FAILURE,
             format!(
@@ -207,7 +208,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         structure::restore(&sub, structure::Section::PreData);
     }
     if sub.needs_data_sync || sub.needs_structure_sync {
-        sync::copy_tables(&remote, &sub, sub_id, origin, sub.needs_data_sync);
+        sync::copy_tables(&mut remote, &sub, sub_id, origin, sub.needs_data_sync);
     } else {
         ensure_slot(&remote, &sub, sub_id);
     }
@@ -312,6 +313,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         stalled: false,
         clean: HashSet::new(),
         batch: std::cell::RefCell::new(None),
+        conflict_log: Default::default(),
     }
     .run();
 }
@@ -433,6 +435,8 @@ struct Applier {
     /// The executor state of the table the last row changes wrote, kept open while the next
     /// changes are on the same table (see `exec::Change`).
     batch: std::cell::RefCell<Option<exec::Change>>,
+    /// Conflicts reported one by one in the current window (see `conflict_log`).
+    conflict_log: std::cell::RefCell<conflict_log::Budget>,
     /// Tables waiting for or in a copy by the sync worker: their changes wait for it.
     syncing: HashSet<(String, String)>,
     sync_worker: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
@@ -493,6 +497,7 @@ impl Applier {
                 self.progress
                     .save(self.sub_id, self.sub.provider, self.received);
                 self.check_stalled();
+                self.report_conflict_summary();
             }
             if !self.in_xact && self.last_sync_check.elapsed() >= TABLE_SYNC_CHECK_INTERVAL {
                 self.sync_waiting_tables();
@@ -859,6 +864,7 @@ impl Applier {
                     pg_sys::CommitTransactionCommand();
                 }
                 self.in_xact = false;
+                stats::flush();
                 versions::STATE.with(|s| s.borrow_mut().remote = None);
                 self.reconcile();
                 self.progress.applied(commit_time, end_lsn);
@@ -1422,14 +1428,15 @@ impl Applier {
         )
     }
 
-    /// Reports a resolved conflict in the server log (and in spock.resolutions if asked).
-    fn resolved(&self, rel: &RemoteRel, kind: Kind, applied: bool, local: Local, tuple: &[Value]) {
-        stats::count(self.sub_id, rel.local_relid, Counter::Conflict);
-        let resolution = match (applied, kind) {
-            (true, _) => Resolution::ApplyRemote,
-            (false, Kind::DeleteDelete) => Resolution::Skip,
-            (false, _) => Resolution::KeepLocal,
-        };
+    /// The detailed report of one conflict.
+    fn report_conflict(
+        &self,
+        rel: &RemoteRel,
+        kind: Kind,
+        level: PgLogLevel,
+        resolution: Resolution,
+        local: Local,
+    ) {
         let remote = self.remote_version();
         let local_text = match local {
             Local::Known(v) => format!("local change at {} from node {}", fmt_ts(v.ts), v.node),
@@ -1437,7 +1444,7 @@ impl Applier {
             Local::Unknown => "no local version".into(),
         };
         ereport!(
-            settings::CONFLICT_LOG_LEVEL.get().level(),
+            level,
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
             format!(
                 "CONFLICT: remote {} on relation {}.{} ({}). Resolution: {}.",
@@ -1455,6 +1462,43 @@ impl Applier {
                 self.xact.commit_lsn & 0xFFFF_FFFF
             ),
         );
+    }
+
+    /// Every few seconds: the summary of conflicts not reported one by one.
+    fn report_conflict_summary(&self) {
+        let summary = self
+            .conflict_log
+            .borrow_mut()
+            .summary(std::time::Instant::now());
+        if let Some(text) = summary {
+            log!("subscription \"{}\": {text}", self.sub.name);
+        }
+    }
+
+    /// Reports a resolved conflict in the server log (and in spock.resolutions if asked).
+    fn resolved(&self, rel: &RemoteRel, kind: Kind, applied: bool, local: Local, tuple: &[Value]) {
+        stats::count(self.sub_id, rel.local_relid, Counter::Conflict);
+        let resolution = match (applied, kind) {
+            (true, _) => Resolution::ApplyRemote,
+            (false, Kind::DeleteDelete) => Resolution::Skip,
+            (false, _) => Resolution::KeepLocal,
+        };
+        let remote = self.remote_version();
+        let detailed = self.conflict_log.borrow_mut().admit(
+            kind,
+            std::time::Instant::now(),
+            settings::CONFLICT_LOG_LIMIT.get(),
+        );
+        let level = if detailed {
+            settings::CONFLICT_LOG_LEVEL.get().level()
+        } else {
+            PgLogLevel::DEBUG1
+        };
+        // SAFETY: asks whether a message of that level would go anywhere.
+        let wanted = unsafe { pg_sys::message_level_is_interesting(level as i32) };
+        if wanted {
+            self.report_conflict(rel, kind, level, resolution, local);
+        }
         if settings::SAVE_RESOLUTIONS.get() {
             let local_tuple = if rel.key.is_empty() {
                 None

@@ -29,7 +29,7 @@ fn ident(s: &str) -> String {
 /// subscribed tables under it. `origin` is the subscription's replication origin, already set
 /// up for this session.
 pub(super) fn copy_tables(
-    remote: &Remote,
+    remote: &mut Remote,
     sub: &Subscription,
     sub_id: u32,
     origin: pg_sys::RepOriginId,
@@ -272,7 +272,7 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
         );
         unreachable!("ereport(ERROR) does not return")
     };
-    let remote = Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| {
+    let mut remote = Remote::connect(&sub.dsn, &format!("{}_sync", sub.slot)).unwrap_or_else(|e| {
         ereport!(
             PgLogLevel::ERROR,
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
@@ -294,8 +294,8 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
         .and_then(|r| r[0].clone())
         .unwrap_or_else(|| fail("the provider returned no WAL position".into()));
     let snapshot_time = snapshot_time(&remote).unwrap_or_else(|e| fail(e));
-    let copied =
-        copy_table(&remote, nsp, rel, &set_literals(&sub.sets), true).unwrap_or_else(|e| fail(e));
+    let copied = copy_table(&mut remote, nsp, rel, &set_literals(&sub.sets), true)
+        .unwrap_or_else(|e| fail(e));
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
     Spi::run_with_args(
         "UPDATE spock.local_sync_status SET sync_status = 'r', sync_statuslsn = $4::pg_lsn \
@@ -345,7 +345,7 @@ fn parse_lsn(text: &str) -> Option<u64> {
 /// and returns how many rows. With `merge`, rows whose key already exists here are left alone
 /// (the copy goes through a temporary table and `INSERT … ON CONFLICT DO NOTHING`).
 fn copy_table(
-    remote: &Remote,
+    remote: &mut Remote,
     nsp: &str,
     rel: &str,
     sets: &str,
@@ -452,7 +452,7 @@ fn copy_table(
         .map_err(|_| "bad column name".to_string())?;
     SOURCE.with(|s| {
         *s.borrow_mut() = Some(Source {
-            remote: remote as *const Remote,
+            remote: remote as *mut Remote,
             pending: Vec::new(),
             pos: 0,
             done: false,
@@ -460,8 +460,9 @@ fn copy_table(
     });
     let as_owner = identity::become_owner(owner);
     // SAFETY: a COPY FROM into the table inside the sync transaction, fed by `read_copy_data`;
-    // the names are copied into palloc'd memory before use.
-    let copied = unsafe {
+    // the names are copied into palloc'd memory before use. An error clears the source, so
+    // no pointer to the connection outlives the copy.
+    let copy = || unsafe {
         let rv = pg_sys::makeRangeVar(
             pg_sys::pstrdup(nsp_c.as_ptr()),
             pg_sys::pstrdup(rel_c.as_ptr()),
@@ -500,6 +501,12 @@ fn copy_table(
         pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
         copied
     };
+    let copied = PgTryBuilder::new(std::panic::AssertUnwindSafe(copy))
+        .catch_others(|e| {
+            SOURCE.with(|s| s.borrow_mut().take());
+            e.rethrow()
+        })
+        .execute();
     as_owner.restore();
     let done = SOURCE.with(|s| s.borrow_mut().take().is_some_and(|s| s.done));
     if !done {
@@ -528,7 +535,7 @@ fn copy_table(
 
 /// The provider's COPY stream the local COPY FROM reads (it takes a plain callback).
 struct Source {
-    remote: *const Remote,
+    remote: *mut Remote,
     pending: Vec<u8>,
     pos: usize,
     done: bool,
@@ -561,8 +568,9 @@ unsafe extern "C-unwind" fn read_copy_data(
                 src.pos += n;
                 continue;
             }
-            // SAFETY: the connection outlives the copy (`copy_table` holds it).
-            match unsafe { &*src.remote }.receive() {
+            // SAFETY: the connection outlives the copy (`copy_table` holds it, mutably borrowed,
+            // and clears this pointer however the copy ends).
+            match unsafe { &mut *src.remote }.receive() {
                 Received::Data(d) => {
                     src.pending.clear();
                     src.pending.extend_from_slice(d);

@@ -502,4 +502,5 @@ unsafe extern "C-unwind" fn commit(
         .encode(&mut s.buf);
         send(ctx, &s.buf, true);
     }
+    stats::flush();
 }

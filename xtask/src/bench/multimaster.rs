@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 const NODES: usize = 3;
 const SECONDS: u32 = 15;
 const CLIENTS: u32 = 2;
+const STORM_SECONDS: u64 = 60;
 
 pub fn run(kernel: &harness::Kernel) -> Result<()> {
     let cluster = Cluster::start(
@@ -97,6 +98,17 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         );
     }
     cluster.stop()?;
+
+    // Conflicts: every node rewrites the same 50 keys (native logical replication has no
+    // conflict resolution, so there is no baseline); goal: converged within 5 s of the stop.
+    let storm = crate::chaos::storm_outcome(kernel, STORM_SECONDS)?;
+    println!(
+        "conflict storm, 3 nodes x 2 clients on 50 keys for {STORM_SECONDS} s: {}",
+        storm.figures.join("; ")
+    );
+    if !storm.failures.is_empty() {
+        println!("  BELOW goal: {}", storm.failures.join("; "));
+    }
     Ok(())
 }
 

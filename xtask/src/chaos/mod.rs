@@ -200,6 +200,13 @@ impl Outcome {
     }
 }
 
+/// The `storm` scenario for `seconds`: the conflict-storm figures of `bench multimaster`.
+pub fn storm_outcome(kernel: &harness::Kernel, seconds: u64) -> Result<Outcome> {
+    let mut budget = Plan::new(false, vec![Scenario::Storm]).budget;
+    budget.storm = Duration::from_secs(seconds);
+    storm::run(kernel, &budget)
+}
+
 /// Seconds with one decimal, the unit of every duration in the table.
 pub fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())

@@ -31,6 +31,9 @@ INSERT INTO kv VALUES (:k, 'r' || :client_id, current_setting('application_name'
 END;\n\
 \\endif\n";
 
+/// How soon after the writers stop every node must hold the same rows.
+const CONVERGE_GOAL: Duration = Duration::from_secs(5);
+
 const DIGEST: &str = "SELECT count(*) || ':' || md5(coalesce(string_agg(format('%s=%s/%s', id, v, who), ' ' ORDER BY id), '')) FROM kv";
 const APPLY_PIDS: &str = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'spock apply'";
 
@@ -112,6 +115,25 @@ pub fn run(kernel: &harness::Kernel, b: &Budget) -> Result<Outcome> {
         secs(b.storm)
     ));
     mesh::record(&mut out, &c);
+    if let mesh::Convergence::Converged(took) = c {
+        out.goal(
+            took <= CONVERGE_GOAL,
+            format!(
+                "converged {} after the writers stopped (goal {})",
+                secs(took),
+                secs(CONVERGE_GOAL)
+            ),
+        );
+    }
+    // A storm resolves conflicts by the thousand: the log gets a bounded number of lines.
+    let lines: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            format!("{} {}", n.name, text.matches("CONFLICT: remote").count())
+        })
+        .collect();
+    out.figure(format!("conflict log lines: {}", lines.join(", ")));
     for n in nodes {
         pids.extend(apply_pids(n));
     }
