@@ -1760,12 +1760,11 @@ fn has_tombstones(relid: u32) -> bool {
     if tombstone_table_is_empty() {
         return false;
     }
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM spock.tombstones WHERE relid = $1)",
-        &[pg_sys::Oid::from(relid).into()],
-    )
-    .unwrap_or_else(|e| error!("{e}"))
-    .unwrap_or(false)
+    let stmt = Statement {
+        sql: "SELECT EXISTS (SELECT 1 FROM spock.tombstones WHERE relid = $1::oid)".into(),
+        params: vec![Some(relid.to_string())],
+    };
+    run_with_text_params(&stmt).1.as_deref() == Some("t")
 }
 
 /// Whether `spock.tombstones` has no pages at all.
@@ -1877,7 +1876,15 @@ fn run_with_text_params(stmt: &Statement) -> (u64, Option<String>) {
                 .or_insert_with(|| {
                     let sql = CString::new(stmt.sql.as_str()).expect("no NUL in generated SQL");
                     let mut types = vec![pg_sys::TEXTOID; n];
-                    let plan = pg_sys::SPI_prepare(sql.as_ptr(), n as i32, types.as_mut_ptr());
+                    // A generic plan, planned once: the statements are small key lookups and
+                    // writes, and a custom plan per execution (plancache's default for the
+                    // first runs and whenever it looks cheaper) costs more than running them.
+                    let plan = pg_sys::SPI_prepare_cursor(
+                        sql.as_ptr(),
+                        n as i32,
+                        types.as_mut_ptr(),
+                        pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+                    );
                     if plan.is_null() {
                         error!("cannot prepare {}", stmt.sql);
                     }
