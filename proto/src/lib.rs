@@ -149,8 +149,8 @@ impl<'a> Writer<'a> {
 
     pub fn value(&mut self, v: &Value) -> &mut Self {
         match v {
-            Value::Null => self.u8(b'n'),
-            Value::UnchangedToast => self.u8(b'u'),
+            Value::Null => self.null_value(),
+            Value::UnchangedToast => self.unchanged_toast_value(),
             Value::Internal(b) => self.u8(b'i').u32(b.len() as u32).bytes(b),
             Value::Binary(b) => self.u8(b'b').u32(b.len() as u32).bytes(b),
             Value::Text(t) => self.text_value(t),
@@ -173,6 +173,42 @@ impl<'a> Writer<'a> {
             self.value(v);
         }
         self
+    }
+
+    /// An INSERT of relation `relid`; the new tuple follows.
+    pub fn insert_header(&mut self, relid: u32) -> &mut Self {
+        self.u8(b'I').u8(0).u32(relid).u8(b'N')
+    }
+
+    /// An UPDATE of relation `relid`; the old key tuple (after [`Writer::old_tuple`], when
+    /// sent) and then the new tuple (after [`Writer::new_tuple`]) follow.
+    pub fn update_header(&mut self, relid: u32) -> &mut Self {
+        self.u8(b'U').u8(0).u32(relid)
+    }
+
+    /// A DELETE of relation `relid`; the old key tuple follows.
+    pub fn delete_header(&mut self, relid: u32) -> &mut Self {
+        self.u8(b'D').u8(0).u32(relid).old_tuple()
+    }
+
+    /// Marks the tuple that follows as the old row (or its key).
+    pub fn old_tuple(&mut self) -> &mut Self {
+        self.u8(b'K')
+    }
+
+    /// Marks the tuple that follows as the new row.
+    pub fn new_tuple(&mut self) -> &mut Self {
+        self.u8(b'N')
+    }
+
+    /// A value that is NULL.
+    pub fn null_value(&mut self) -> &mut Self {
+        self.u8(b'n')
+    }
+
+    /// A TOASTed value the change left unchanged (not sent).
+    pub fn unchanged_toast_value(&mut self) -> &mut Self {
+        self.u8(b'u')
     }
 
     /// The RELATION message header; columns follow with [`Writer::relation_column`].
@@ -253,17 +289,17 @@ impl Message {
                 }
             }
             Message::Insert { relid, new } => {
-                w.u8(b'I').u8(0).u32(*relid).u8(b'N').tuple(new);
+                w.insert_header(*relid).tuple(new);
             }
             Message::Update { relid, old, new } => {
-                w.u8(b'U').u8(0).u32(*relid);
+                w.update_header(*relid);
                 if let Some(old) = old {
-                    w.u8(b'K').tuple(old);
+                    w.old_tuple().tuple(old);
                 }
-                w.u8(b'N').tuple(new);
+                w.new_tuple().tuple(new);
             }
             Message::Delete { relid, old } => {
-                w.u8(b'D').u8(0).u32(*relid).u8(b'K').tuple(old);
+                w.delete_header(*relid).tuple(old);
             }
             Message::Truncate {
                 relids,
@@ -620,6 +656,36 @@ mod tests {
     fn round_trip(m: Message) {
         let bytes = m.to_bytes();
         assert_eq!(Message::decode(&bytes).unwrap(), m);
+    }
+
+    /// The output plugin writes changes value by value from the server's tuples; what it
+    /// writes must decode as the message it stands for.
+    #[test]
+    fn changes_written_piece_by_piece_decode() {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        w.update_header(7).old_tuple().tuple_header(2);
+        w.text_value(b"1").null_value();
+        w.new_tuple().tuple_header(2);
+        w.text_value(b"1").unchanged_toast_value();
+        assert_eq!(
+            Message::decode(&buf).unwrap(),
+            Message::Update {
+                relid: 7,
+                old: Some(vec![Value::Text(b"1".to_vec()), Value::Null]),
+                new: vec![Value::Text(b"1".to_vec()), Value::UnchangedToast],
+            }
+        );
+        buf.clear();
+        let mut w = Writer::new(&mut buf);
+        w.delete_header(7).tuple_header(1).binary_value(&[0, 1]);
+        assert_eq!(
+            Message::decode(&buf).unwrap(),
+            Message::Delete {
+                relid: 7,
+                old: vec![Value::Binary(vec![0, 1])],
+            }
+        );
     }
 
     #[test]

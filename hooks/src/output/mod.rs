@@ -365,20 +365,20 @@ unsafe fn send_change(
         let mut w = Writer::new(&mut s.buf);
         match action {
             Kind::REORDER_BUFFER_CHANGE_INSERT => {
-                w.u8(b'I').u8(0).u32(relid_u32).u8(b'N');
+                w.insert_header(relid_u32);
                 tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
             }
             Kind::REORDER_BUFFER_CHANGE_UPDATE => {
-                w.u8(b'U').u8(0).u32(relid_u32);
+                w.update_header(relid_u32);
                 if !old.is_null() {
-                    w.u8(b'K');
+                    w.old_tuple();
                     tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
                 }
-                w.u8(b'N');
+                w.new_tuple();
                 tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
             }
             _ => {
-                w.u8(b'D').u8(0).u32(relid_u32).u8(b'K');
+                w.delete_header(relid_u32);
                 tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
             }
         }

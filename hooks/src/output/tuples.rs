@@ -185,14 +185,14 @@ pub unsafe fn write_tuple(
         w.tuple_header(atts.len() as u16);
         for (i, a) in atts {
             if nulls[i] {
-                w.u8(b'n');
+                w.null_value();
                 continue;
             }
             let value = values[i];
             if a.attlen == -1 {
                 let p = value.cast_mut_ptr::<u8>();
                 if *p == 0x01 && *p.add(1) == VARTAG_ONDISK {
-                    w.u8(b'u');
+                    w.unchanged_toast_value();
                     continue;
                 }
             }
