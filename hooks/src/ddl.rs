@@ -353,10 +353,10 @@ unsafe fn after_ddl(
         && (context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
             || s::ALLOW_DDL_FROM_FUNCTIONS.get());
     if replicate && ours {
-        // SAFETY: forwarded from the caller.
         let treatment = if touched_temp {
             Treatment::Skipped
         } else {
+            // SAFETY: forwarded from the caller.
             unsafe { treatment(stmt) }
         };
         if treatment == Treatment::Skipped {

@@ -42,6 +42,7 @@ impl Default for Table {
 // SAFETY: plain data with no pointers.
 unsafe impl PGRXSharedMemory for Table {}
 
+// SAFETY: a static lock, initialised once by `pg_shmem_init!` in `init` before any use.
 static STATS: PgLwLock<Table> = unsafe { PgLwLock::new(c"spock_channel_stats") };
 
 /// Reserves the shared table (from `_PG_init` of the preloaded library).

@@ -424,6 +424,7 @@ sql_function!(pg_finfo_lolor_lo_export, lolor_lo_export, |fcinfo| {
         .truncate(true)
         .mode(0o644)
         .open(&path);
+    // SAFETY: restores the process's file mode mask saved above.
     unsafe { umask(old_mask) };
     let mut file =
         opened.unwrap_or_else(|e| file_error(&e, "could not create server file", &shown));

@@ -20,9 +20,12 @@ use std::ffi::CStr;
 
 /// String nodes of a parse-tree list, as Rust strings.
 unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
+    // SAFETY: the caller's list is a parse-tree list of nodes.
     unsafe { node_list(list) }
         .into_iter()
+        // SAFETY: every cell is a node; its tag is read before the node is used as a String.
         .filter(|&n| unsafe { (*n).type_ } == pg_sys::NodeTag::T_String)
+        // SAFETY: a String node, whose value is a NUL-terminated string.
         .map(|n| unsafe {
             let s = n as *mut pg_sys::String;
             CStr::from_ptr((*s).sval).to_string_lossy().into_owned()
@@ -44,6 +47,7 @@ unsafe fn node_list(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
 
 /// Role OIDs of a list of RoleSpec nodes; `None` for roles that do not exist.
 unsafe fn role_list(list: *mut pg_sys::List) -> Vec<Option<Oid>> {
+    // SAFETY: the caller's list holds RoleSpec nodes.
     unsafe {
         node_list(list)
             .into_iter()
@@ -179,6 +183,7 @@ pub fn install_hook() {
 
 /// Native-like refusal of DROP ROLE for owners of lolor objects (current database only).
 unsafe fn check_drop_role(stmt: *mut pg_sys::DropRoleStmt) {
+    // SAFETY: the caller's statement is a DropRoleStmt of the utility hook.
     unsafe {
         for role in role_list((*stmt).roles).into_iter().flatten() {
             let owned = storage::objects_owned_by(&[role]);
@@ -219,6 +224,7 @@ unsafe extern "C-unwind" fn utility_hook(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // SAFETY: the utility hook's arguments, valid for the call and passed on unchanged.
     unsafe {
         let tree = (*pstmt).utilityStmt;
         let tag = if tree.is_null() {

@@ -56,6 +56,7 @@ pub fn rels() -> Rels {
         let oid = if nsp == pg_sys::InvalidOid {
             pg_sys::InvalidOid
         } else {
+            // SAFETY: a catalog lookup by a NUL-terminated name.
             unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) }
         };
         if oid == pg_sys::InvalidOid {
@@ -702,13 +703,14 @@ unsafe fn new_oid(rel: pg_sys::Relation, pkey: Oid) -> Oid {
     let mut retries: u64 = 0;
     let mut next_log = logic::OID_RETRY_LOG_FIRST;
     loop {
-        // SAFETY: the caller holds `rel` open; SnapshotAny sees dead and uncommitted rows too.
+        // SAFETY: the next value of the cluster's OID counter.
         let candidate = unsafe {
             let counter = pg_sys::GetNewObjectId().to_u32();
             Oid::from(logic::compose_oid(counter, node as u32))
         };
         let mut keys = empty_keys::<1>();
         oid_key(&mut keys[0], 1, candidate);
+        // SAFETY: the caller holds `rel` open; SnapshotAny sees dead and uncommitted rows too.
         let taken = unsafe {
             let scan = pg_sys::systable_beginscan(
                 rel,

@@ -243,9 +243,9 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
             "binary.basetypes_major_version",
             (pg_sys::PG_VERSION_NUM / 100).to_string(),
         ),
-        // SAFETY: the database encoding name is a static string.
         (
             "expected_encoding",
+            // SAFETY: the database encoding name is a static string.
             unsafe { std::ffi::CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }
                 .to_string_lossy()
                 .into_owned(),

@@ -257,6 +257,7 @@ impl Members {
                     relation_sent: false,
                 })
             } else {
+                // SAFETY: the decoding callback's relation, open for the call.
                 unsafe { self.read(relation, params, sets) }
             };
             self.by_rel.insert(relid, member);
