@@ -16,7 +16,16 @@ pub fn for_each_kernel(mut f: impl FnMut(&harness::Kernel)) {
             kernel.major, major,
             "PGEDGE_PG_CONFIG_{major} points at another major"
         );
-        f(&kernel);
+        // A failure names the major it happened on, whatever the assertion's own message says.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&kernel)));
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!("failed on PostgreSQL {major}: {what}");
+        }
     }
 }
 
