@@ -96,7 +96,7 @@ struct ChaosArgs {
 
 #[derive(Args)]
 struct KernelArgs {
-    /// PostgreSQL major version (15, 16 or 17).
+    /// PostgreSQL major version (15, 16, 17 or 18).
     #[arg(long, default_value_t = 17)]
     pg: u32,
     /// A pinned release other than the major's default (see sources.toml).

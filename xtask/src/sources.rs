@@ -93,6 +93,9 @@ mod tests {
         assert_eq!(resolve(17, None).unwrap().version, "17.11");
         assert_eq!(resolve(15, None).unwrap().version, "15.18");
         assert_eq!(resolve(16, None).unwrap().version, "16.15");
+        let r18 = resolve(18, None).unwrap();
+        assert_eq!(r18.version, "18.6");
+        assert_eq!(r18.debian_suite.as_deref(), Some("forky"));
         let r = resolve(15, Some("15.19")).unwrap();
         assert_eq!(
             r.url,
