@@ -18,7 +18,7 @@ pub struct Kernel {
     pub libdir: Option<PathBuf>,
     pub pkglibdir: PathBuf,
     pub sharedir: PathBuf,
-    /// Server major version (15, 16, 17).
+    /// Server major version (15, 16, 17, 18).
     pub major: u32,
 }
 

@@ -12,6 +12,8 @@ use compat15 as compat;
 use compat16 as compat;
 #[cfg(feature = "pg17")]
 use compat17 as compat;
+#[cfg(feature = "pg18")]
+use compat18 as compat;
 
 mod apply;
 mod commit_lsn;

@@ -11,6 +11,8 @@ pub(crate) use compat15 as compat;
 pub(crate) use compat16 as compat;
 #[cfg(feature = "pg17")]
 pub(crate) use compat17 as compat;
+#[cfg(feature = "pg18")]
+pub(crate) use compat18 as compat;
 
 pub mod id;
 mod raw;

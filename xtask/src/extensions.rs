@@ -44,6 +44,7 @@ pub const INPUTS: &[&str] = &[
     "compat15",
     "compat16",
     "compat17",
+    "compat18",
     "hooks",
     "snowflake",
     "lolor",

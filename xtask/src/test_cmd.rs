@@ -64,7 +64,7 @@ pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[Strin
         }
         cargo_args.extend(["--skip".into(), STOCK_SERVER_TEST.into()]);
     }
-    cmd!(sh, "{cargo} test --locked --workspace --exclude spock --exclude snowflake --exclude lolor --exclude compat15 --exclude compat16 --exclude compat17 {cargo_args...}")
+    cmd!(sh, "{cargo} test --locked --workspace --exclude spock --exclude snowflake --exclude lolor --exclude compat15 --exclude compat16 --exclude compat17 --exclude compat18 {cargo_args...}")
         .env_remove("RUST_BACKTRACE")
         .run()
         .context("tests failed")?;
