@@ -39,6 +39,51 @@ pub unsafe fn xlog_register_data(data: *const u8, len: usize) {
     unsafe { pg_sys::XLogRegisterData(data as *mut std::ffi::c_char, len as u32) }
 }
 
+/// The attributes of a tuple descriptor (`attrs`, a flexible array member up to 17).
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor that outlives the returned slice.
+pub unsafe fn tuple_desc_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
+    // SAFETY: forwarded from the caller.
+    unsafe { (*desc).attrs.as_slice((*desc).natts as usize) }
+}
+
+/// Installs a signal handler in a backend (`pqsignal`).
+///
+/// # Safety
+/// `handler` must be async-signal-safe, as the server's own handlers are.
+pub unsafe fn set_signal_handler(signo: i32, handler: pg_sys::pqsigfunc) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        pg_sys::pqsignal(signo, handler);
+    }
+}
+
+/// `ExecCheckIndexConstraints` over every unique index of the result relation (18 added the
+/// arbiter index list); false when a conflicting row exists, its TID in `conflict`.
+///
+/// # Safety
+/// The result relation's indexes are open and `slot` holds the candidate row.
+pub unsafe fn check_index_constraints(
+    rri: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    estate: *mut pg_sys::EState,
+    conflict: *mut pg_sys::ItemPointerData,
+) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { pg_sys::ExecCheckIndexConstraints(rri, slot, estate, conflict, std::ptr::null_mut()) }
+}
+
+/// Acquires the replication slot `name` for this process (ERROR if another holds it and
+/// `nowait`).
+///
+/// # Safety
+/// Release it with `ReplicationSlotRelease` (or the transaction's error cleanup).
+pub unsafe fn replication_slot_acquire(name: *const std::ffi::c_char, nowait: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe { pg_sys::ReplicationSlotAcquire(name, nowait) }
+}
+
 /// Text of the error core raises when ownership of a missing large object is checked (e.g. by
 /// a non-superuser's `lo_unlink`).
 pub fn lo_ownercheck_missing_message(oid: u32) -> String {

@@ -112,7 +112,7 @@ fn get_lsn_from_commit_ts(slot_name: &CStr, commit_ts: i64) -> i64 {
     // SAFETY: the slot is acquired (erroring if another process holds it) and released below;
     // an error in between releases it with the transaction's cleanup.
     unsafe {
-        pg_sys::ReplicationSlotAcquire(name.as_ptr(), true);
+        crate::compat::replication_slot_acquire(name.as_ptr(), true);
         let slot = pg_sys::MyReplicationSlot;
         let data = &(*slot).data;
         if data.database != pg_sys::MyDatabaseId {

@@ -200,7 +200,7 @@ fn check_natts(desc: pg_sys::TupleDesc, expected: usize, table: &str) {
 fn check_data_shape(desc: pg_sys::TupleDesc) {
     check_natts(desc, DATA_NATTS, "pg_largeobject");
     // SAFETY: desc has DATA_NATTS attributes.
-    let attrs = unsafe { (*desc).attrs.as_slice(DATA_NATTS) };
+    let attrs = unsafe { crate::compat::tuple_desc_attrs(desc) };
     let types = [pg_sys::OIDOID, pg_sys::INT4OID, pg_sys::BYTEAOID];
     if attrs
         .iter()

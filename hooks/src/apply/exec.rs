@@ -105,7 +105,7 @@ impl Target {
                 return None;
             }
             let desc = (*r).rd_att;
-            let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+            let attrs = compat::tuple_desc_attrs(desc);
             let mut columns = Vec::with_capacity(rel.columns.len());
             for c in &rel.columns {
                 let att = attrs.iter().position(|a| {
@@ -413,13 +413,7 @@ impl Change {
                 // A unique index holds the key, perhaps by an insert still in progress: wait
                 // for it; if it went away (rolled back), insert again.
                 let mut conflict = pg_sys::ItemPointerData::default();
-                if !pg_sys::ExecCheckIndexConstraints(
-                    self.rri,
-                    slot,
-                    self.estate,
-                    &mut conflict,
-                    std::ptr::null_mut(),
-                ) {
+                if !compat::check_index_constraints(self.rri, slot, self.estate, &mut conflict) {
                     return false;
                 }
             }

@@ -159,7 +159,7 @@ unsafe extern "C-unwind" {
 pub(super) fn stop_on_sigterm() {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // SAFETY: installing the server's own handler.
-    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(backend_die)) };
+    unsafe { compat::set_signal_handler(libc::SIGTERM, Some(backend_die)) };
 }
 
 /// Sleeps up to `timeout` on the process latch; a stop request or the postmaster's death ends

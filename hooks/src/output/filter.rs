@@ -214,7 +214,7 @@ unsafe fn has_ondisk_toast(slot: *mut pg_sys::TupleTableSlot) -> bool {
         let desc = (*slot).tts_tupleDescriptor;
         let natts = (*desc).natts as usize;
         pg_sys::slot_getsomeattrs_int(slot, natts as i32);
-        let attrs = (*desc).attrs.as_slice(natts);
+        let attrs = crate::compat::tuple_desc_attrs(desc);
         (0..natts).any(|i| {
             let isnull = *(*slot).tts_isnull.add(i);
             if isnull || attrs[i].attlen != -1 || attrs[i].attisdropped {

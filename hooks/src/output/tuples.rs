@@ -106,7 +106,7 @@ unsafe fn published(
     // SAFETY: the relation is open; its descriptor has `natts` attributes.
     unsafe {
         let desc = (*relation).rd_att;
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let attrs = crate::compat::tuple_desc_attrs(desc);
         attrs
             .iter()
             .enumerate()
