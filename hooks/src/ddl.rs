@@ -299,6 +299,7 @@ unsafe extern "C-unwind" fn process_utility(
             && crate::settings::ENABLE_DDL_REPLICATION.get()
             && pg_sys::IsTransactionState()
             && targets_temp_relation(stmt);
+        let cascade = crate::depend::enter_statement(crate::depend::statement_cascades(stmt));
         match PREVIOUS {
             Some(previous) => pg_guard_ffi_boundary(|| {
                 previous(pstmt, query, read_only_tree, context, params, env, dest, qc)
@@ -314,6 +315,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        crate::depend::restore(cascade);
         if ddl {
             after_ddl(pstmt, query, context, touched_temp);
         }

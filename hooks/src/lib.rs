@@ -16,6 +16,7 @@ use compat17 as compat;
 mod apply;
 mod commit_lsn;
 mod ddl;
+mod depend;
 mod identity;
 mod kernel;
 mod naming;
@@ -62,6 +63,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::define();
     stats::init();
     ddl::install();
+    depend::install();
     // SAFETY: read-only flag.
     if unsafe { !pg_sys::IsBinaryUpgrade } {
         workers::register();

@@ -1,0 +1,206 @@
+//! Behaviours upstream Spock's users rely on (issue 15, item 4), each on real nodes: set
+//! memberships as dependencies, repset_show_table's column list, repair mode keeping DDL
+//! local, row filters as upstream accepts them, automatic DDL filing tables created in
+//! schemas and functions, and upstream's error texts.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node};
+use std::time::{Duration, Instant};
+
+/// Nodes n1 (provider) and n2, each a spock node with `schema`, with `settings` in both
+/// servers' configuration.
+fn nodes(kernel: &harness::Kernel, schema: &str, settings: &[(&str, &str)]) -> Cluster {
+    let mut opts = ClusterOptions::default().nodes(2);
+    for (name, value) in settings {
+        opts = opts.setting(name, value);
+    }
+    let cluster = Cluster::start(kernel, &opts).unwrap();
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            n.dsn("postgres")
+        ))
+        .unwrap();
+        if !schema.is_empty() {
+            n.sql(schema).unwrap();
+        }
+    }
+    cluster
+}
+
+/// Subscribes `s` to `p`'s default sets and waits until the apply worker streams.
+fn subscribe(p: &Node, s: &Node, extra: &str) {
+    s.sql(&format!(
+        "SELECT spock.sub_create('sub_n1_n2', '{}'{extra})",
+        p.dsn("postgres")
+    ))
+    .unwrap();
+    let started = Instant::now();
+    while p
+        .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
+        .unwrap()
+        != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "apply worker never streamed:\n{}",
+            s.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Everything psql prints for `sql` (stdout and stderr, so NOTICEs, DETAILs, HINTs and
+/// CONTEXT lines too), and whether it succeeded.
+fn psql(node: &Node, sql: &str) -> (String, bool) {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), format!("\\set ON_ERROR_STOP 1\n{sql}\n")).unwrap();
+    common::psql_file(node, "postgres", script.path(), &["-A", "-t", "-q"])
+}
+
+/// The lines psql printed for a failing statement, from its ERROR on.
+fn error_of(node: &Node, sql: &str, major: u32) -> String {
+    let (out, ok) = psql(node, sql);
+    assert!(!ok, "PostgreSQL {major}: `{sql}` succeeded:\n{out}");
+    let from = out.find("ERROR:").unwrap_or(0);
+    out[from..].trim_end().to_string()
+}
+
+fn wait_for(node: &Node, sql: &str, want: &str) {
+    common::wait_for(node, "postgres", sql, want, 60);
+}
+
+#[test]
+fn set_memberships_are_dependencies() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "CREATE TABLE t(id int PRIMARY KEY, c text, d int); \
+             CREATE TABLE t2(id int PRIMARY KEY, v text); \
+             CREATE TABLE t3(id int PRIMARY KEY, v text);",
+            &[],
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        p.sql(
+            "SELECT spock.repset_create('s'); \
+             SELECT spock.repset_add_table('s', 't', row_filter := 'd > 0'); \
+             SELECT spock.repset_add_table('default', 't', columns := ARRAY['id', 'c']); \
+             SELECT spock.repset_add_table('default', 't2'); \
+             SELECT spock.repset_add_table('default', 't3'); \
+             INSERT INTO t2 VALUES (1, 'a'); INSERT INTO t3 VALUES (1, 'a');",
+        )
+        .unwrap();
+        subscribe(p, s, ", synchronize_data := true");
+        s.sql("SET statement_timeout = '60s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
+            .unwrap();
+        wait_for(s, "SELECT count(*) FROM t2", "1");
+
+        // Without CASCADE: core's error, with every membership in DETAIL.
+        assert_eq!(
+            error_of(p, "DROP TABLE t", major),
+            "ERROR:  cannot drop table t because other objects depend on it\n\
+             DETAIL:  table t membership in replication set default depends on table t\n\
+             table t membership in replication set s depends on table t\n\
+             HINT:  Use DROP ... CASCADE to drop the dependent objects too.",
+            "PostgreSQL {major}"
+        );
+        // A column named by a column list, and one read by a row filter.
+        assert_eq!(
+            error_of(p, "ALTER TABLE t DROP COLUMN c", major),
+            "ERROR:  cannot drop column c of table t because other objects depend on it\n\
+             DETAIL:  table t membership in replication set default depends on column c of table t\n\
+             HINT:  Use DROP ... CASCADE to drop the dependent objects too.",
+            "PostgreSQL {major}"
+        );
+        assert!(
+            error_of(p, "ALTER TABLE t DROP COLUMN d", major).contains(
+                "DETAIL:  table t membership in replication set s depends on column d of table t"
+            ),
+            "PostgreSQL {major}"
+        );
+        // Other columns are free to go.
+        p.sql("ALTER TABLE t ADD COLUMN e int; ALTER TABLE t DROP COLUMN e")
+            .unwrap();
+        // CASCADE removes the membership that depends on the column, and only that one.
+        let (out, ok) = psql(p, "ALTER TABLE t DROP COLUMN c CASCADE");
+        assert!(ok, "PostgreSQL {major}: {out}");
+        assert!(
+            out.contains("NOTICE:  drop cascades to table t membership in replication set default"),
+            "PostgreSQL {major}: {out}"
+        );
+        assert_eq!(
+            p.sql(
+                "SELECT string_agg(s.set_name, ',' ORDER BY s.set_name) \
+                   FROM spock.replication_set_table r JOIN spock.replication_set s USING (set_id) \
+                   WHERE r.set_reloid = 't'::regclass"
+            )
+            .unwrap(),
+            "s",
+            "PostgreSQL {major}"
+        );
+        let (out, ok) = psql(p, "DROP TABLE t2 CASCADE");
+        assert!(ok, "PostgreSQL {major}: {out}");
+        let notices: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.find("NOTICE:").map(|i| &l[i..]))
+            .collect();
+        assert_eq!(
+            notices,
+            vec!["NOTICE:  drop cascades to table t2 membership in replication set default"],
+            "PostgreSQL {major}: {out}"
+        );
+        // The rest of the provider's catalog is as it was; the subscriber still has its copy.
+        assert_eq!(
+            p.sql(
+                "SELECT string_agg(set_reloid::text, ',' ORDER BY set_reloid::text) \
+                   FROM spock.replication_set_table"
+            )
+            .unwrap(),
+            "t,t3",
+            "PostgreSQL {major}"
+        );
+        // On the subscriber the tables are in no set, so they drop freely; their sync-status
+        // rows go with them.
+        assert_eq!(
+            s.sql("SELECT string_agg(sync_relname, ',' ORDER BY sync_relname) FROM spock.local_sync_status \
+                   WHERE sync_relname IS NOT NULL")
+                .unwrap(),
+            "t,t2,t3",
+            "PostgreSQL {major}"
+        );
+        s.sql("DROP TABLE t2").unwrap();
+        assert_eq!(
+            s.sql("SELECT string_agg(sync_relname, ',' ORDER BY sync_relname) FROM spock.local_sync_status \
+                   WHERE sync_relname IS NOT NULL")
+                .unwrap(),
+            "t,t3",
+            "PostgreSQL {major}"
+        );
+        // With automatic DDL, DROP treats the memberships as CASCADE does (as upstream), and
+        // the subscriber drops its table too.
+        let (out, ok) = psql(p, "SET spock.enable_ddl_replication = on; DROP TABLE t3");
+        assert!(ok, "PostgreSQL {major}: {out}");
+        assert!(
+            out.contains("drop cascades to table t3 membership in replication set default"),
+            "PostgreSQL {major}: {out}"
+        );
+        wait_for(s, "SELECT to_regclass('t3') IS NULL", "t");
+        assert_eq!(
+            s.sql("SELECT string_agg(sync_relname, ',' ORDER BY sync_relname) FROM spock.local_sync_status \
+                   WHERE sync_relname IS NOT NULL")
+                .unwrap(),
+            "t",
+            "PostgreSQL {major}"
+        );
+        assert_eq!(
+            p.sql("SELECT string_agg(set_reloid::text, ',') FROM spock.replication_set_table")
+                .unwrap(),
+            "t",
+            "PostgreSQL {major}"
+        );
+    });
+}
