@@ -204,3 +204,47 @@ fn set_memberships_are_dependencies() {
         );
     });
 }
+
+#[test]
+fn repset_show_table_lists_every_column() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "CREATE TABLE full_t(id int PRIMARY KEY, a text, b int); \
+             CREATE TABLE part_t(id int PRIMARY KEY, a text, b int); \
+             CREATE TABLE none_t(id int PRIMARY KEY, a text);",
+            &[],
+        );
+        for n in &cluster.nodes {
+            n.sql(
+                "SELECT spock.repset_add_table('default', 'full_t'); \
+                 SELECT spock.repset_add_table('default', 'part_t', columns := ARRAY['id', 'b'])",
+            )
+            .unwrap();
+            for (table, want) in [
+                ("full_t", "{id,a,b}|f"),
+                ("part_t", "{id,b}|f"),
+                ("none_t", "{id,a}|f"),
+            ] {
+                assert_eq!(
+                    n.sql(&format!(
+                        "SELECT att_list, has_row_filter FROM spock.repset_show_table('{table}', ARRAY['default'])"
+                    ))
+                    .unwrap(),
+                    want,
+                    "PostgreSQL {major}, {}: {table}",
+                    n.name
+                );
+            }
+            let e = n
+                .sql("SELECT * FROM spock.repset_show_table('full_t', ARRAY['nonexisting'])")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("replication set nonexisting not found"),
+                "PostgreSQL {major}: {e}"
+            );
+        }
+    });
+}

@@ -281,7 +281,7 @@ BEGIN
     SELECT s.* INTO v_set FROM spock.replication_set s
      WHERE s.set_nodeid = spock.local_node_id() AND s.set_name = p_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'replication set "%" not found', p_name USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'replication set % not found', p_name USING ERRCODE = 'undefined_object';
     END IF;
     RETURN v_set;
 END $$;
@@ -325,7 +325,7 @@ BEGIN
         IF repset_drop.ifexists THEN
             RETURN false;
         END IF;
-        RAISE EXCEPTION 'replication set "%" not found', repset_drop.set_name USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'replication set % not found', repset_drop.set_name USING ERRCODE = 'undefined_object';
     END IF;
     DELETE FROM spock.replication_set_table WHERE set_id = v_set;
     DELETE FROM spock.replication_set_seq WHERE set_id = v_set;
@@ -1097,7 +1097,8 @@ REVOKE EXECUTE ON PROCEDURE
 FROM PUBLIC;
 
 -- Provider-side description of a table for a subscriber's copy: its replicated columns (the
--- union of the sets' column lists, or all) and whether a row filter applies.
+-- union of the sets' column lists; all of them when a set has no list or the table is in none
+-- of the sets) and whether a row filter applies.
 CREATE FUNCTION spock.repset_show_table(relation regclass, repsets text[], OUT relid oid, OUT nspname text,
     OUT relname text, OUT att_list text[], OUT has_row_filter boolean, OUT relkind "char",
     OUT relispartition boolean)
@@ -1110,12 +1111,15 @@ RETURNS record LANGUAGE sql STRICT STABLE SET search_path = pg_catalog AS $$
     SELECT c.oid, n.nspname::text, c.relname::text,
            ARRAY(SELECT a.attname::text FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                    AND (EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NULL)
+                    AND (NOT EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NOT NULL)
+                         OR EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NULL)
                          OR EXISTS (SELECT 1 FROM m WHERE a.attname::text = ANY (m.set_att_list)))
                   ORDER BY a.attnum),
            EXISTS (SELECT 1 FROM m WHERE m.set_row_filter IS NOT NULL), c.relkind, c.relispartition
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = relation
+       -- every named set must exist (ERROR otherwise, as upstream)
+       AND (SELECT count(*) FROM unnest(repsets) r, LATERAL spock.local_repset(r::name) l) >= 0
 $$;
 
 -- The table's rows that pass the row filters of the given sets (any of them, as upstream).
@@ -1160,7 +1164,7 @@ BEGIN
     FOREACH v_set IN ARRAY replication_sets LOOP
         IF NOT EXISTS (SELECT 1 FROM spock.replication_set s
                         WHERE s.set_nodeid = v_node AND s.set_name = v_set) THEN
-            RAISE EXCEPTION 'replication set "%" not found', v_set USING ERRCODE = 'undefined_object';
+            RAISE EXCEPTION 'replication set % not found', v_set USING ERRCODE = 'undefined_object';
         END IF;
     END LOOP;
     PERFORM spock.spock_check_ddl(command);
