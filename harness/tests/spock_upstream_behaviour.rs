@@ -248,3 +248,49 @@ fn repset_show_table_lists_every_column() {
         }
     });
 }
+
+#[test]
+fn repair_mode_keeps_ddl_local() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "",
+            &[
+                ("spock.enable_ddl_replication", "on"),
+                ("spock.include_ddl_repset", "on"),
+            ],
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe(p, s, "");
+        p.sql(
+            "BEGIN; SELECT spock.repair_mode(true); \
+             CREATE TABLE local_only(id int PRIMARY KEY); \
+             SELECT spock.repair_mode(false); COMMIT;",
+        )
+        .unwrap();
+        p.sql("CREATE TABLE everywhere(id int PRIMARY KEY); INSERT INTO everywhere VALUES (1)")
+            .unwrap();
+        wait_for(s, "SELECT count(*) FROM everywhere", "1");
+        assert_eq!(
+            s.sql("SELECT to_regclass('local_only') IS NULL").unwrap(),
+            "t",
+            "PostgreSQL {major}: DDL run in repair mode reached the subscriber"
+        );
+        assert_eq!(
+            p.sql("SELECT count(*) FROM spock.queue WHERE message::text LIKE '%local_only%'")
+                .unwrap(),
+            "0",
+            "PostgreSQL {major}: DDL run in repair mode was queued"
+        );
+        assert_eq!(
+            p.sql(
+                "SELECT to_regclass('local_only') IS NOT NULL, \
+                   current_setting('spock.replication_repair_mode')"
+            )
+            .unwrap(),
+            "t|off",
+            "PostgreSQL {major}"
+        );
+    });
+}

@@ -962,6 +962,9 @@ CREATE FUNCTION spock.spock_message(mtype integer, node_id oid) RETURNS bytea
 -- The switch is a write to a superuser-only table, which the output plugin sees in the
 -- stream (anyone may emit a logical message, so a message alone cannot be trusted); the
 -- upstream message is written too, for its LSN.
+CREATE FUNCTION spock.spock_set_repair_mode(enabled boolean) RETURNS void
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'spock_set_repair_mode_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_set_repair_mode(boolean) FROM PUBLIC;
 CREATE TABLE spock.repair_mode_switch (enabled boolean NOT NULL);
 REVOKE ALL ON spock.repair_mode_switch FROM PUBLIC;
 CREATE FUNCTION spock.repair_mode(enabled boolean) RETURNS pg_lsn
@@ -969,6 +972,8 @@ LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
 BEGIN
     INSERT INTO spock.repair_mode_switch VALUES (enabled);
     DELETE FROM spock.repair_mode_switch;
+    -- spock.replication_repair_mode, for this transaction: DDL run meanwhile is not queued.
+    PERFORM spock.spock_set_repair_mode(enabled);
     RETURN pg_logical_emit_message(true, 'Spock', spock.spock_message(CASE WHEN enabled THEN 1 ELSE 2 END, 0));
 END $$;
 

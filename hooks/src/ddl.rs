@@ -350,8 +350,10 @@ unsafe fn after_ddl(
     }
     // Statements run by the apply worker or by replicate_ddl were queued where they came from.
     let by_replicate_ddl = s::IN_REPLICATE_DDL.get();
+    // In repair mode (spock.repair_mode(true)) the transaction's DDL stays here too.
     let ours = !applying
         && !by_replicate_ddl
+        && !s::REPAIR_MODE.get()
         && (context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
             || s::ALLOW_DDL_FROM_FUNCTIONS.get());
     if replicate && ours {
