@@ -294,3 +294,82 @@ fn repair_mode_keeps_ddl_local() {
         );
     });
 }
+
+#[test]
+fn row_filters_resolve_names_as_upstream() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let schema = "CREATE TABLE f(id int PRIMARY KEY, v text); \
+                      CREATE FUNCTION wanted(text) RETURNS boolean LANGUAGE plpgsql STABLE \
+                        AS $$ BEGIN RETURN $1 <> 'hidden'; END $$;";
+        let cluster = nodes(kernel, schema, &[]);
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        // The caller's search_path ("$user", public) finds public.wanted; volatile functions
+        // are allowed too.
+        p.sql(
+            "SELECT spock.repset_add_table('default', 'f', \
+               row_filter := 'wanted(v) AND random() >= 0')",
+        )
+        .unwrap();
+        // The stored filter names the function by oid: shown under spock's own search_path
+        // it is qualified.
+        assert_eq!(
+            p.sql(
+                "SET search_path = pg_catalog; \
+                   SELECT pg_get_expr(set_row_filter, set_reloid) FROM spock.replication_set_table"
+            )
+            .unwrap(),
+            "(public.wanted(v) AND (random() >= (0)::double precision))",
+            "PostgreSQL {major}"
+        );
+        subscribe(p, s, "");
+        p.sql("INSERT INTO f VALUES (1, 'shown'), (2, 'hidden'), (3, 'shown')")
+            .unwrap();
+        wait_for(
+            s,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM f",
+            "1,3",
+        );
+        // What both refuse keeps upstream's wording, with only upstream's context line.
+        let e = error_of(
+            p,
+            "SELECT spock.repset_add_table('default_insert_only', 'f', row_filter := 'SELECT true')",
+            major,
+        );
+        assert!(
+            e.starts_with("ERROR:  syntax error at or near \"SELECT\""),
+            "PostgreSQL {major}: {e}"
+        );
+        let context: Vec<&str> = e
+            .lines()
+            .filter(|l| l.starts_with("CONTEXT:") || !l.contains(':'))
+            .filter(|l| !l.trim().starts_with('^') && !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            context,
+            vec!["CONTEXT:  invalid row_filter expression \"SELECT true\""],
+            "PostgreSQL {major}: {e}"
+        );
+        assert!(
+            !e.contains("PL/pgSQL") && !e.contains("SQL function") && !e.contains("SQL statement"),
+            "PostgreSQL {major}: {e}"
+        );
+        // A name the caller's search_path does not reach is still an error.
+        let e = error_of(
+            p,
+            "SET search_path = pg_catalog; \
+             SELECT spock.repset_add_table('default_insert_only', 'public.f', row_filter := 'wanted(v)')",
+            major,
+        );
+        assert!(
+            e.contains("function wanted(text) does not exist"),
+            "PostgreSQL {major}: {e}"
+        );
+        assert_eq!(
+            s.sql("SELECT count(*) FROM spock.replication_set_table")
+                .unwrap(),
+            "0",
+            "PostgreSQL {major}"
+        );
+    });
+}

@@ -333,50 +333,54 @@ BEGIN
     RETURN true;
 END $$;
 
-CREATE FUNCTION spock.spock_parse_row_filter(relation regclass, row_filter text) RETURNS pg_node_tree
-    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_parse_row_filter_wrapper';
-REVOKE EXECUTE ON FUNCTION spock.spock_parse_row_filter(regclass, text) FROM PUBLIC;
+-- Parses a row filter with the names of `search_path` (the caller's, as upstream) into a
+-- node tree, which names everything by oid: it evaluates the same under any search_path.
+CREATE FUNCTION spock.spock_parse_row_filter(relation regclass, row_filter text, search_path text)
+RETURNS pg_node_tree LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_parse_row_filter_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_parse_row_filter(regclass, text, text) FROM PUBLIC;
 
-CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
-                                       columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
-                                       include_partitions boolean DEFAULT true)
+-- repset_add_table itself only hands the caller's search_path (for the row filter's names)
+-- to its body, which runs with search_path = pg_catalog. Every name here is qualified.
+CREATE FUNCTION spock.repset_add_table_in_path(set_name name, relation regclass, synchronize_data boolean,
+                                               columns text[], row_filter text, include_partitions boolean,
+                                               caller_search_path text)
 RETURNS boolean LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
 #variable_conflict use_column
 DECLARE
-    v_set spock.replication_set := spock.local_repset(repset_add_table.set_name);
+    v_set spock.replication_set := spock.local_repset(repset_add_table_in_path.set_name);
     v_rel regclass;
     v_col text;
     v_members regclass[];
 BEGIN
-    IF repset_add_table.relation IS NULL THEN
+    IF repset_add_table_in_path.relation IS NULL THEN
         RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF repset_add_table.synchronize_data IS NULL THEN
+    IF repset_add_table_in_path.synchronize_data IS NULL THEN
         RAISE EXCEPTION 'synchronize_data cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF repset_add_table.columns IS NOT NULL THEN
-        FOREACH v_col IN ARRAY repset_add_table.columns LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = repset_add_table.relation
+    IF repset_add_table_in_path.columns IS NOT NULL THEN
+        FOREACH v_col IN ARRAY repset_add_table_in_path.columns LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = repset_add_table_in_path.relation
                               AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
                 RAISE EXCEPTION 'table % does not have column %',
-                    (SELECT relname FROM pg_class WHERE oid = repset_add_table.relation), v_col
+                    (SELECT relname FROM pg_class WHERE oid = repset_add_table_in_path.relation), v_col
                     USING ERRCODE = 'undefined_column';
             END IF;
         END LOOP;
         IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                    WHERE i.indrelid = repset_add_table.relation
+                    WHERE i.indrelid = repset_add_table_in_path.relation
                       AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
-                      AND NOT a.attname = ANY (repset_add_table.columns)) THEN
+                      AND NOT a.attname = ANY (repset_add_table_in_path.columns)) THEN
             RAISE EXCEPTION 'REPLICA IDENTITY columns must be replicated' USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
 
-    v_members := ARRAY[repset_add_table.relation];
-    IF repset_add_table.include_partitions
-       AND (SELECT relkind FROM pg_class WHERE oid = repset_add_table.relation) = 'p' THEN
-        v_members := v_members || ARRAY(SELECT relid FROM pg_partition_tree(repset_add_table.relation)
-                                         WHERE relid <> repset_add_table.relation ORDER BY level, relid::text);
+    v_members := ARRAY[repset_add_table_in_path.relation];
+    IF repset_add_table_in_path.include_partitions
+       AND (SELECT relkind FROM pg_class WHERE oid = repset_add_table_in_path.relation) = 'p' THEN
+        v_members := v_members || ARRAY(SELECT relid FROM pg_partition_tree(repset_add_table_in_path.relation)
+                                         WHERE relid <> repset_add_table_in_path.relation ORDER BY level, relid::text);
     END IF;
     FOREACH v_rel IN ARRAY v_members LOOP
         IF (SELECT relpersistence FROM pg_class WHERE oid = v_rel) <> 'p' THEN
@@ -392,23 +396,31 @@ BEGIN
         -- The filter is parsed against each member: a partition's columns may be numbered
         -- differently from its parent's.
         INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
-            VALUES (v_set.set_id, v_rel, repset_add_table.columns,
-                    CASE WHEN repset_add_table.row_filter IS NOT NULL
-                         THEN spock.spock_parse_row_filter(v_rel, repset_add_table.row_filter) END);
+            VALUES (v_set.set_id, v_rel, repset_add_table_in_path.columns,
+                    CASE WHEN repset_add_table_in_path.row_filter IS NOT NULL
+                         THEN spock.spock_parse_row_filter(v_rel, repset_add_table_in_path.row_filter,
+                                                      repset_add_table_in_path.caller_search_path) END);
         IF v_set.replicate_delete THEN
             PERFORM spock.track_deletes(v_rel);
         END IF;
     END LOOP;
 
-    IF repset_add_table.synchronize_data THEN
+    IF repset_add_table_in_path.synchronize_data THEN
         INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
         SELECT now(), current_user, ARRAY[v_set.set_name::text], 'A',
                json_build_object('schema_name', n.nspname, 'table_name', c.relname)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.oid = repset_add_table.relation;
+         WHERE c.oid = repset_add_table_in_path.relation;
     END IF;
     RETURN true;
 END $$;
+
+CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
+                                       columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
+                                       include_partitions boolean DEFAULT true)
+RETURNS boolean LANGUAGE sql CALLED ON NULL INPUT AS $$
+    SELECT spock.repset_add_table_in_path($1, $2, $3, $4, $5, $6, pg_catalog.current_setting('search_path'))
+$$;
 
 CREATE FUNCTION spock.repset_add_all_tables(set_name name, schema_names text[], synchronize_data boolean DEFAULT false)
 RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
@@ -468,6 +480,7 @@ REVOKE EXECUTE ON FUNCTION
     spock.repset_alter(name, boolean, boolean, boolean, boolean),
     spock.repset_drop(name, boolean),
     spock.repset_add_table(name, regclass, boolean, text[], text, boolean),
+    spock.repset_add_table_in_path(name, regclass, boolean, text[], text, boolean, text),
     spock.repset_add_all_tables(name, text[], boolean),
     spock.repset_remove_table(name, regclass, boolean)
 FROM PUBLIC;
@@ -1400,8 +1413,8 @@ $$;
 
 -- Adds a partition (or all) of a partitioned table to every set holding the parent, with the
 -- parent's column list and row filter unless another filter is given.
-CREATE FUNCTION spock.repset_add_partition(parent regclass, partition regclass DEFAULT NULL,
-    row_filter text DEFAULT NULL)
+CREATE FUNCTION spock.repset_add_partition_in_path(parent regclass, partition regclass,
+    row_filter text, caller_search_path text)
 RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
 #variable_conflict use_column
 DECLARE
@@ -1409,28 +1422,36 @@ DECLARE
     m record;
     v_part regclass;
 BEGIN
-    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_partition.parent) <> 'p' THEN
+    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_partition_in_path.parent) <> 'p' THEN
         RETURN 0;
     END IF;
     FOR m IN SELECT t.set_id, t.set_att_list, t.set_row_filter FROM spock.replication_set_table t
-              WHERE t.set_reloid = repset_add_partition.parent LOOP
-        FOR v_part IN SELECT relid FROM pg_partition_tree(repset_add_partition.parent)
-                       WHERE relid <> repset_add_partition.parent AND isleaf
-                         AND (repset_add_partition.partition IS NULL OR relid = repset_add_partition.partition)
+              WHERE t.set_reloid = repset_add_partition_in_path.parent LOOP
+        FOR v_part IN SELECT relid FROM pg_partition_tree(repset_add_partition_in_path.parent)
+                       WHERE relid <> repset_add_partition_in_path.parent AND isleaf
+                         AND (repset_add_partition_in_path.partition IS NULL OR relid = repset_add_partition_in_path.partition)
                        ORDER BY relid::text LOOP
             INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
                 VALUES (m.set_id, v_part, m.set_att_list,
-                        CASE WHEN repset_add_partition.row_filter IS NOT NULL
-                             THEN spock.spock_parse_row_filter(v_part, repset_add_partition.row_filter)
+                        CASE WHEN repset_add_partition_in_path.row_filter IS NOT NULL
+                             THEN spock.spock_parse_row_filter(v_part, repset_add_partition_in_path.row_filter,
+                                                          repset_add_partition_in_path.caller_search_path)
                              WHEN m.set_row_filter IS NOT NULL
                              THEN spock.spock_parse_row_filter(v_part,
-                                      pg_get_expr(m.set_row_filter, repset_add_partition.parent)) END);
+                                      pg_get_expr(m.set_row_filter, repset_add_partition_in_path.parent),
+                                      'pg_catalog') END);
             PERFORM spock.track_deletes(v_part);
             v_count := v_count + 1;
         END LOOP;
     END LOOP;
     RETURN v_count;
 END $$;
+
+CREATE FUNCTION spock.repset_add_partition(parent regclass, partition regclass DEFAULT NULL,
+    row_filter text DEFAULT NULL)
+RETURNS int LANGUAGE sql CALLED ON NULL INPUT AS $$
+    SELECT spock.repset_add_partition_in_path($1, $2, $3, pg_catalog.current_setting('search_path'))
+$$;
 
 CREATE FUNCTION spock.repset_remove_partition(parent regclass, partition regclass DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
@@ -1474,6 +1495,7 @@ REVOKE EXECUTE ON FUNCTION
     spock.wait_slot_confirm_lsn(name, pg_lsn),
     spock.terminate_active_transactions(),
     spock.repset_add_partition(regclass, regclass, text),
+    spock.repset_add_partition_in_path(regclass, regclass, text, text),
     spock.repset_remove_partition(regclass, regclass),
     spock.convert_sequence_to_snowflake(regclass),
     spock.convert_column_to_int8(regclass, smallint)
