@@ -373,3 +373,53 @@ fn row_filters_resolve_names_as_upstream() {
         );
     });
 }
+
+#[test]
+fn automatic_ddl_files_tables_of_create_schema_and_functions() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "",
+            &[
+                ("spock.enable_ddl_replication", "on"),
+                ("spock.include_ddl_repset", "on"),
+                ("spock.allow_ddl_from_functions", "on"),
+            ],
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        subscribe(p, s, "");
+        p.sql(
+            "CREATE SCHEMA app CREATE TABLE a(id int PRIMARY KEY, v text) CREATE TABLE b(v text)",
+        )
+        .unwrap();
+        p.sql(
+            "CREATE FUNCTION make_tables() RETURNS void LANGUAGE plpgsql AS $$ \
+             BEGIN \
+                 CREATE TABLE fn_t(id int PRIMARY KEY, v text); \
+                 EXECUTE 'CREATE TABLE fn_u(v text)'; \
+             END $$",
+        )
+        .unwrap();
+        p.sql("SELECT make_tables()").unwrap();
+        let members = "SELECT string_agg(r.set_reloid::text || ':' || s.set_name, ',' \
+                       ORDER BY r.set_reloid::text) \
+                       FROM spock.replication_set_table r JOIN spock.replication_set s USING (set_id)";
+        let want = "app.a:default,app.b:default_insert_only,fn_t:default,fn_u:default_insert_only";
+        assert_eq!(p.sql(members).unwrap(), want, "PostgreSQL {major}, n1");
+        wait_for(s, "SELECT to_regclass('fn_u') IS NOT NULL", "t");
+        assert_eq!(s.sql(members).unwrap(), want, "PostgreSQL {major}, n2");
+        // The memberships carry the rows.
+        p.sql(
+            "INSERT INTO app.a VALUES (1, 'x'); INSERT INTO app.b VALUES ('y'); \
+             INSERT INTO fn_t VALUES (1, 'z'); INSERT INTO fn_u VALUES ('w')",
+        )
+        .unwrap();
+        wait_for(
+            s,
+            "SELECT (SELECT v FROM app.a) || (SELECT v FROM app.b) || (SELECT v FROM fn_t) \
+             || (SELECT v FROM fn_u)",
+            "xyzw",
+        );
+    });
+}
