@@ -978,7 +978,7 @@ CREATE FUNCTION spock.spock_message(mtype integer, node_id oid) RETURNS bytea
 CREATE FUNCTION spock.spock_set_repair_mode(enabled boolean) RETURNS void
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'spock_set_repair_mode_wrapper';
 REVOKE EXECUTE ON FUNCTION spock.spock_set_repair_mode(boolean) FROM PUBLIC;
-CREATE TABLE spock.repair_mode_switch (enabled boolean NOT NULL);
+CREATE TABLE IF NOT EXISTS spock.repair_mode_switch (enabled boolean NOT NULL);
 REVOKE ALL ON spock.repair_mode_switch FROM PUBLIC;
 CREATE FUNCTION spock.repair_mode(enabled boolean) RETURNS pg_lsn
 LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
