@@ -423,3 +423,92 @@ fn automatic_ddl_files_tables_of_create_schema_and_functions() {
         );
     });
 }
+
+#[test]
+fn api_errors_read_as_upstream() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "CREATE TABLE t(id int PRIMARY KEY); CREATE TABLE nopk(v text);",
+            &[],
+        );
+        let (p, s) = (cluster.node(0), cluster.node(1));
+        // Each failure shows upstream's message, DETAIL and HINT, and no CONTEXT about
+        // spock's own functions (the management functions, the set lookup they share).
+        let cases: [(&Node, &str, &str); 6] = [
+            (
+                p,
+                "SELECT spock.repset_add_table('nonexisting', 't')",
+                "ERROR:  replication set nonexisting not found",
+            ),
+            (
+                p,
+                "SELECT spock.repset_drop('nonexisting')",
+                "ERROR:  replication set nonexisting not found",
+            ),
+            (
+                p,
+                "SELECT spock.repset_add_table('default', 'nopk')",
+                "ERROR:  table nopk cannot be added to replication set default\n\
+                 DETAIL:  table does not have PRIMARY KEY and given replication set is configured to \
+                 replicate UPDATEs and/or DELETEs\n\
+                 HINT:  Add a PRIMARY KEY to the table",
+            ),
+            (
+                p,
+                "SELECT spock.repset_add_all_tables('default', ARRAY['public'])",
+                "ERROR:  table nopk cannot be added to replication set default\n\
+                 DETAIL:  table does not have PRIMARY KEY and given replication set is configured to \
+                 replicate UPDATEs and/or DELETEs\n\
+                 HINT:  Add a PRIMARY KEY to the table",
+            ),
+            (
+                p,
+                "SELECT spock.node_add_interface('n1', 'n1', 'dbname=x')",
+                "ERROR:  node \"n1\" already has interface named \"n1\"",
+            ),
+            (
+                s,
+                "SELECT spock.sub_drop('nosuch')",
+                "ERROR:  subscription \"nosuch\" not found",
+            ),
+        ];
+        for (node, sql, want) in cases {
+            assert_eq!(
+                error_of(node, sql, major),
+                want,
+                "PostgreSQL {major}: {sql}"
+            );
+        }
+        // The provider's slot is in use: its node cannot be dropped.
+        p.sql("SELECT spock.repset_add_table('default', 't')")
+            .unwrap();
+        subscribe(p, s, "");
+        assert_eq!(
+            error_of(p, "SELECT spock.node_drop('n1')", major),
+            "ERROR:  cannot drop node \"n1\" because one or more replication slots for the node \
+             are still active\n\
+             HINT:  drop the subscriptions connected to the node first",
+            "PostgreSQL {major}"
+        );
+        assert_eq!(
+            error_of(s, "SELECT spock.node_drop('n1')", major),
+            "ERROR:  cannot drop node \"n1\" because it still has subscriptions associated with it\n\
+             HINT:  drop the subscriptions first",
+            "PostgreSQL {major}"
+        );
+        // \dx shows upstream's description.
+        for n in [p, s] {
+            assert_eq!(
+                n.sql(
+                    "SELECT obj_description(oid, 'pg_extension') FROM pg_extension \
+                       WHERE extname = 'spock'"
+                )
+                .unwrap(),
+                "PostgreSQL Logical Replication",
+                "PostgreSQL {major}"
+            );
+        }
+    });
+}
