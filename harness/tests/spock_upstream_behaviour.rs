@@ -202,6 +202,12 @@ fn set_memberships_are_dependencies() {
             "t",
             "PostgreSQL {major}"
         );
+        // Dropping spock itself drops its catalog, memberships and all (CASCADE: the
+        // tombstone triggers of replicated tables); the tables stay.
+        for n in [s, p] {
+            n.sql("DROP EXTENSION spock CASCADE").unwrap();
+            n.sql("DROP TABLE t").unwrap();
+        }
     });
 }
 

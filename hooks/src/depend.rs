@@ -99,14 +99,15 @@ unsafe extern "C-unwind" fn object_access(
     };
     // SAFETY: a syscache lookup of the relation being dropped (still in the catalog).
     let relkind = unsafe { pg_sys::get_rel_relkind(object_id) } as u8;
-    if internal || !matches!(relkind, b'r' | b'p') || !catalog_present() {
+    if internal || !matches!(relkind, b'r' | b'p') || !catalog_present(object_id) {
         return;
     }
     dropping(object_id, sub_id);
 }
 
-/// Whether this database has spock's membership catalog (and is not dropping it).
-fn catalog_present() -> bool {
+/// Whether this database has spock's membership catalog and `relid` is not part of it (DROP
+/// EXTENSION drops spock's tables one by one).
+fn catalog_present(relid: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups inside the dropping transaction.
     unsafe {
         if pg_sys::get_extension_oid(c"spock".as_ptr(), true) == pg_sys::InvalidOid {
@@ -114,9 +115,14 @@ fn catalog_present() -> bool {
         }
         let nsp = pg_sys::get_namespace_oid(c"spock".as_ptr(), true);
         nsp != pg_sys::InvalidOid
-            && pg_sys::get_relname_relid(c"replication_set_table".as_ptr(), nsp)
-                != pg_sys::InvalidOid
-            && pg_sys::get_relname_relid(c"local_sync_status".as_ptr(), nsp) != pg_sys::InvalidOid
+            && pg_sys::get_rel_namespace(relid) != nsp
+            && [
+                c"replication_set_table",
+                c"replication_set",
+                c"local_sync_status",
+            ]
+            .iter()
+            .all(|name| pg_sys::get_relname_relid(name.as_ptr(), nsp) != pg_sys::InvalidOid)
     }
 }
 
