@@ -18,6 +18,7 @@ CREATE FUNCTION spock.spock_gen_slot_name(name, name, name) RETURNS name
 -- functions show them.
 CREATE FUNCTION spock.spock_error(sqlstate text, message text, detail text DEFAULT NULL, hint text DEFAULT NULL)
 RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'spock_error_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_error(text, text, text, text) FROM PUBLIC;
 
 -- The local node's id; ERROR when this database is not a spock node.
 CREATE FUNCTION spock.local_node_id() RETURNS oid
