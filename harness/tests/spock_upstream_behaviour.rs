@@ -377,6 +377,27 @@ fn row_filters_resolve_names_as_upstream() {
             "0",
             "PostgreSQL {major}"
         );
+        // The function the filter calls is a dependency of the membership.
+        assert_eq!(
+            error_of(p, "DROP FUNCTION wanted(text)", major),
+            "ERROR:  cannot drop function wanted(text) because other objects depend on it\n\
+             DETAIL:  table f membership in replication set default depends on function wanted(text)\n\
+             HINT:  Use DROP ... CASCADE to drop the dependent objects too.",
+            "PostgreSQL {major}"
+        );
+        let (out, ok) = psql(p, "DROP FUNCTION wanted(text) CASCADE");
+        assert!(
+            ok && out.contains(
+                "NOTICE:  drop cascades to table f membership in replication set default"
+            ),
+            "PostgreSQL {major}: {out}"
+        );
+        assert_eq!(
+            p.sql("SELECT count(*) FROM spock.replication_set_table")
+                .unwrap(),
+            "0",
+            "PostgreSQL {major}"
+        );
     });
 }
 

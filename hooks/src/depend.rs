@@ -1,8 +1,8 @@
 //! A table's memberships in replication sets are dependencies, as upstream's are: dropping a
-//! member table (or a column its membership names in a column list or row filter) without
-//! CASCADE fails with core's wording, and with CASCADE the memberships go with it (NOTICE
-//! "drop cascades to table t membership in replication set s"). A dropped table's
-//! synchronisation rows and tombstones go too.
+//! member table (or a column its membership names in a column list or row filter, or a
+//! function its row filter calls) without CASCADE fails with core's wording, and with CASCADE
+//! the memberships go with it (NOTICE "drop cascades to table t membership in replication set
+//! s"). A dropped table's synchronisation rows and tombstones go too.
 //!
 //! Upstream keeps `spock.depend` rows and runs its own copy of core's dependency code from an
 //! object-access hook. Here the memberships themselves are the dependency records (the
@@ -84,10 +84,7 @@ unsafe extern "C-unwind" fn object_access(
             });
         }
     }
-    if access != pg_sys::ObjectAccessType::OAT_DROP
-        || class_id != pg_sys::RelationRelationId
-        || sub_id < 0
-    {
+    if access != pg_sys::ObjectAccessType::OAT_DROP || sub_id < 0 {
         return;
     }
     // SAFETY: a drop's argument is an ObjectAccessDrop; the flag reads need no lock.
@@ -97,17 +94,33 @@ unsafe extern "C-unwind" fn object_access(
                 & pg_sys::PERFORM_DELETION_INTERNAL as i32
                 != 0
     };
-    // SAFETY: a syscache lookup of the relation being dropped (still in the catalog).
-    let relkind = unsafe { pg_sys::get_rel_relkind(object_id) } as u8;
-    if internal || !matches!(relkind, b'r' | b'p') || !catalog_present(object_id) {
+    if internal {
         return;
     }
-    dropping(object_id, sub_id);
+    if class_id == pg_sys::RelationRelationId {
+        // SAFETY: syscache lookups of the relation being dropped (still in the catalog).
+        let (relkind, nsp) = unsafe {
+            (
+                pg_sys::get_rel_relkind(object_id) as u8,
+                pg_sys::get_rel_namespace(object_id),
+            )
+        };
+        if matches!(relkind, b'r' | b'p') && catalog_present(nsp) {
+            dropping_relation(object_id, sub_id);
+        }
+    } else if class_id == pg_sys::ProcedureRelationId {
+        // SAFETY: a syscache lookup of the function being dropped.
+        let nsp = unsafe { pg_sys::get_func_namespace(object_id) };
+        if catalog_present(nsp) {
+            dropping_function(object_id);
+        }
+    }
 }
 
-/// Whether this database has spock's membership catalog and `relid` is not part of it (DROP
-/// EXTENSION drops spock's tables one by one).
-fn catalog_present(relid: pg_sys::Oid) -> bool {
+/// Whether this database has spock's membership catalog and the object being dropped (in
+/// namespace `object_nsp`) is not part of spock (DROP EXTENSION drops spock's objects one by
+/// one).
+fn catalog_present(object_nsp: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups inside the dropping transaction.
     unsafe {
         if pg_sys::get_extension_oid(c"spock".as_ptr(), true) == pg_sys::InvalidOid {
@@ -115,7 +128,7 @@ fn catalog_present(relid: pg_sys::Oid) -> bool {
         }
         let nsp = pg_sys::get_namespace_oid(c"spock".as_ptr(), true);
         nsp != pg_sys::InvalidOid
-            && pg_sys::get_rel_namespace(relid) != nsp
+            && object_nsp != nsp
             && [
                 c"replication_set_table",
                 c"replication_set",
@@ -129,14 +142,15 @@ fn catalog_present(relid: pg_sys::Oid) -> bool {
 /// One membership that depends on what is being dropped.
 struct Member {
     set_id: pg_sys::Oid,
+    relid: pg_sys::Oid,
     description: String,
 }
 
-/// Core's description of a relation or column ("table t", "column c of table t").
-fn describe(relid: pg_sys::Oid, sub_id: i32) -> String {
+/// Core's description of an object ("table t", "column c of table t", "function f(text)").
+fn describe(class_id: pg_sys::Oid, object_id: pg_sys::Oid, sub_id: i32) -> String {
     let address = pg_sys::ObjectAddress {
-        classId: pg_sys::RelationRelationId,
-        objectId: relid,
+        classId: class_id,
+        objectId: object_id,
         objectSubId: sub_id,
     };
     // SAFETY: the object exists (it is being dropped); the result is a palloc'd string.
@@ -211,9 +225,54 @@ fn dependents(relid: pg_sys::Oid, sub_id: i32) -> Vec<Member> {
         })
         .map(|(set_id, set, _, _, relname)| Member {
             set_id,
+            relid,
             description: membership_description(&relname, &set),
         })
         .collect()
+}
+
+/// Whether the stored row filter `tree` calls function `funcid` (directly or as an
+/// operator's implementation).
+fn filter_calls(tree: &str, funcid: pg_sys::Oid) -> bool {
+    let oid = funcid.to_u32();
+    [format!(":funcid {oid} "), format!(":opfuncid {oid} ")]
+        .iter()
+        .any(|token| tree.contains(token.as_str()))
+}
+
+/// The memberships whose row filter calls function `funcid`.
+fn function_dependents(funcid: pg_sys::Oid) -> Vec<Member> {
+    as_superuser(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT t.set_id, t.set_reloid::oid, s.set_name::text, c.relname::text, \
+                        t.set_row_filter::text \
+                   FROM spock.replication_set_table t \
+                   JOIN spock.replication_set s ON s.set_id = t.set_id \
+                   JOIN pg_catalog.pg_class c ON c.oid = t.set_reloid \
+                  WHERE t.set_row_filter IS NOT NULL \
+                  ORDER BY c.relname, s.set_name",
+                None,
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let tree = row.get::<String>(5)?.unwrap_or_default();
+                if filter_calls(&tree, funcid) {
+                    out.push(Member {
+                        set_id: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                        relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                        description: membership_description(
+                            &row.get::<String>(4)?.unwrap_or_default(),
+                            &row.get::<String>(3)?.unwrap_or_default(),
+                        ),
+                    });
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+    })
+    .unwrap_or_else(|e| error!("cannot read the row filters of replication sets: {e}"))
 }
 
 /// How a membership is named in dependency messages (upstream's wording).
@@ -230,39 +289,56 @@ fn cascading() -> bool {
 }
 
 /// The relation `relid` (or its column `sub_id`) is being dropped.
-fn dropping(relid: pg_sys::Oid, sub_id: i32) {
+fn dropping_relation(relid: pg_sys::Oid, sub_id: i32) {
     let members = dependents(relid, sub_id);
     if !members.is_empty() {
-        let what = describe(relid, sub_id);
-        if !cascading() {
-            let detail = members
-                .iter()
-                .map(|m| format!("{} depends on {what}", m.description))
-                .collect::<Vec<_>>()
-                .join("\n");
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-                format!("cannot drop {what} because other objects depend on it"),
-                "dropping",
-            )
-            .set_detail(detail)
-            .set_hint("Use DROP ... CASCADE to drop the dependent objects too.")
-            .report(PgLogLevel::ERROR);
-        }
-        report_cascade(&members);
-        let sets: Vec<pg_sys::Oid> = members.iter().map(|m| m.set_id).collect();
-        as_superuser(|| {
-            Spi::run_with_args(
-                "DELETE FROM spock.replication_set_table \
-                  WHERE set_reloid = $1 AND set_id = ANY ($2)",
-                &[relid.into(), sets.into()],
-            )
-        })
-        .unwrap_or_else(|e| error!("cannot remove the memberships of a dropped table: {e}"));
+        drop_members(
+            &describe(pg_sys::RelationRelationId, relid, sub_id),
+            &members,
+        );
     }
     if sub_id == 0 {
         forget_table(relid);
     }
+}
+
+/// The function `funcid` is being dropped: row filters calling it depend on it.
+fn dropping_function(funcid: pg_sys::Oid) {
+    let members = function_dependents(funcid);
+    if !members.is_empty() {
+        drop_members(&describe(pg_sys::ProcedureRelationId, funcid, 0), &members);
+    }
+}
+
+/// Refuses the drop of `what` (core's error), or drops the memberships that depend on it.
+fn drop_members(what: &str, members: &[Member]) {
+    if !cascading() {
+        let detail = members
+            .iter()
+            .map(|m| format!("{} depends on {what}", m.description))
+            .collect::<Vec<_>>()
+            .join("\n");
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop {what} because other objects depend on it"),
+            "drop_members",
+        )
+        .set_detail(detail)
+        .set_hint("Use DROP ... CASCADE to drop the dependent objects too.")
+        .report(PgLogLevel::ERROR);
+    }
+    report_cascade(members);
+    let sets: Vec<pg_sys::Oid> = members.iter().map(|m| m.set_id).collect();
+    let rels: Vec<pg_sys::Oid> = members.iter().map(|m| m.relid).collect();
+    as_superuser(|| {
+        Spi::run_with_args(
+            "DELETE FROM spock.replication_set_table t \
+              USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::pg_catalog.oid[])) m(set_id, relid) \
+              WHERE t.set_id = m.set_id AND t.set_reloid::pg_catalog.oid = m.relid",
+            &[sets.into(), rels.into()],
+        )
+    })
+    .unwrap_or_else(|e| error!("cannot remove replication set memberships: {e}"));
 }
 
 /// Core's NOTICE for objects dropped by CASCADE.
