@@ -7,7 +7,7 @@
 //! Upstream keeps `spock.depend` rows and runs its own copy of core's dependency code from an
 //! object-access hook. Here the memberships themselves are the dependency records (the
 //! catalog cannot disagree with them), read by the same kind of hook when core drops a
-//! relation or a column; `spock.depend` stays empty.
+//! relation, a column or a function; `spock.depend` stays empty.
 
 use crate::identity::as_superuser;
 use pgrx::pg_sys;
