@@ -512,6 +512,30 @@ fn api_errors_read_as_upstream() {
         p.sql("SELECT spock.repset_add_table('default', 't')")
             .unwrap();
         subscribe(p, s, "");
+        // A second subscription to sets the first one already has: upstream's WARNING, one
+        // per set.
+        let (out, ok) = psql(
+            s,
+            &format!(
+                "SELECT spock.sub_create('sub_two', '{}', \
+                   replication_sets := ARRAY['default', 'ddl_sql'], enabled := false)",
+                p.dsn("postgres")
+            ),
+        );
+        let warnings: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.find("WARNING:").map(|i| &l[i..]))
+            .collect();
+        assert!(
+            ok && warnings
+                == [
+                    "WARNING:  existing subscription \"sub_n1_n2\" to node \"n1\" already \
+                     subscribes to replication set \"ddl_sql\"",
+                    "WARNING:  existing subscription \"sub_n1_n2\" to node \"n1\" already \
+                     subscribes to replication set \"default\"",
+                ],
+            "PostgreSQL {major}: {out}"
+        );
         assert_eq!(
             error_of(p, "SELECT spock.node_drop('n1')", major),
             "ERROR:  cannot drop node \"n1\" because one or more replication slots for the node \

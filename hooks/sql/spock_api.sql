@@ -515,6 +515,7 @@ DECLARE
     v_slot name;
     v_kind "char";
     v_overlap name;
+    v_overlap_set text;
 BEGIN
     IF sub_create.subscription_name !~ '^[a-z0-9_]{1,63}$' THEN
         PERFORM spock.spock_error('42602', format('subscription name "%s" is invalid', sub_create.subscription_name),
@@ -552,15 +553,18 @@ BEGIN
             VALUES (v_origin_if, v_origin_name, v_origin, sub_create.provider_dsn);
     ELSIF v_known_dsn <> sub_create.provider_dsn THEN
         -- Upstream's message, without the passwords (errors reach the log and clients).
-        PERFORM spock.spock_error('42710', format('dsn "%s" points to existing node "%s" with different dsn "%s"', spock.spock_mask_dsn(sub_create.provider_dsn), v_origin_name, spock.spock_mask_dsn(v_known_dsn)));
+        PERFORM spock.spock_error('22023', format('dsn "%s" points to existing node "%s" with different dsn "%s"', spock.spock_mask_dsn(sub_create.provider_dsn), v_origin_name, spock.spock_mask_dsn(v_known_dsn)));
     END IF;
 
-    SELECT s.sub_name INTO v_overlap FROM spock.subscription s
-     WHERE s.sub_origin = v_origin AND s.sub_replication_sets && sub_create.replication_sets LIMIT 1;
-    IF FOUND THEN
-        RAISE WARNING 'existing subscription "%" to node "%" already subscribes to one of the replication sets',
-            v_overlap, v_origin_name;
-    END IF;
+    FOR v_overlap, v_overlap_set IN
+        SELECT s.sub_name, x.set_name FROM spock.subscription s
+         CROSS JOIN LATERAL unnest(s.sub_replication_sets) AS x(set_name)
+         WHERE s.sub_origin = v_origin AND x.set_name = ANY (sub_create.replication_sets)
+         ORDER BY s.sub_name, x.set_name
+    LOOP
+        RAISE WARNING 'existing subscription "%" to node "%" already subscribes to replication set "%"',
+            v_overlap, v_origin_name, v_overlap_set;
+    END LOOP;
 
     v_sub := spock.spock_sub_id(sub_create.subscription_name);
     v_slot := spock.spock_gen_slot_name(current_database(), v_origin_name, sub_create.subscription_name);
