@@ -563,3 +563,71 @@ fn api_errors_read_as_upstream() {
         }
     });
 }
+
+/// A remote INSERT whose row holds the value of a unique index (other than the key) that a
+/// local row already holds is a conflict, resolved by last-update-wins, never an apply error:
+/// a newer remote row makes the local one give way; an older one is dropped and reported.
+#[test]
+fn unique_index_collisions_are_conflicts() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let schema = "CREATE TABLE people(id int PRIMARY KEY, email text UNIQUE, who text)";
+        let cluster = nodes(
+            kernel,
+            schema,
+            &[("spock.exception_behaviour", "sub_disable")],
+        );
+        let (n1, n2) = (cluster.node(0), cluster.node(1));
+        n1.sql("SELECT spock.repset_add_table('default', 'people')")
+            .unwrap();
+        subscribe(n1, n2, "");
+        // Remote newer: n2's older local row with the same email gives way.
+        n2.sql("INSERT INTO people VALUES (2, 'a@x', 'n2')")
+            .unwrap();
+        n1.sql("INSERT INTO people VALUES (1, 'a@x', 'n1')")
+            .unwrap();
+        wait_for(
+            n2,
+            "SELECT string_agg(id || ':' || email || ':' || who, ',' ORDER BY id) FROM people",
+            "1:a@x:n1",
+        );
+        // Remote older: n2's row is stamped 10 s ahead (the kernel's test offset of its commit
+        // clock), so n1's row with the same email, arriving afterwards, loses.
+        n2.sql(
+            "SET pgedge.commit_clock_test_offset = 10000; \
+             INSERT INTO people VALUES (4, 'b@x', 'n2')",
+        )
+        .unwrap();
+        n1.sql("INSERT INTO people VALUES (3, 'b@x', 'n1')")
+            .unwrap();
+        n1.sql("INSERT INTO people VALUES (5, 'c@x', 'n1')")
+            .unwrap();
+        wait_for(n2, "SELECT count(*) FROM people WHERE id = 5", "1");
+        assert_eq!(
+            n2.sql(
+                "SELECT string_agg(id || ':' || email || ':' || who, ',' ORDER BY id) FROM people"
+            )
+            .unwrap(),
+            "1:a@x:n1,4:b@x:n2,5:c@x:n1",
+            "PostgreSQL {major}: the newer row keeps the email"
+        );
+        assert_eq!(
+            n2.sql("SELECT sub_enabled FROM spock.subscription")
+                .unwrap(),
+            "t",
+            "PostgreSQL {major}: the collision disabled the subscription:\n{}",
+            n2.log_tail(30)
+        );
+        assert_eq!(
+            n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
+            "0",
+            "PostgreSQL {major}: a collision is not an apply error"
+        );
+        let log = std::fs::read_to_string(&n2.log).unwrap();
+        assert!(
+            log.contains("CONFLICT: remote INSERT") && log.contains("Resolution: keep_local"),
+            "PostgreSQL {major}: the dropped remote row is reported:\n{}",
+            n2.log_tail(30)
+        );
+    });
+}

@@ -171,6 +171,8 @@ pub struct Change {
     row: *mut pg_sys::TupleTableSlot,
     /// Whether `local` holds the row `lock_row` found and locked.
     found: bool,
+    /// The row a unique index reported when `insert_or_skip` last skipped.
+    conflicting: Option<pg_sys::ItemPointerData>,
     /// The table has triggers: their AFTER events fire at the end of each row, as for a
     /// statement of its own.
     triggers: bool,
@@ -226,6 +228,7 @@ impl Change {
                 local,
                 row,
                 found: false,
+                conflicting: None,
                 worker,
             }
         }
@@ -420,6 +423,7 @@ impl Change {
                     &mut conflict,
                     std::ptr::null_mut(),
                 ) {
+                    self.conflicting = Some(conflict);
                     return false;
                 }
             }
@@ -456,6 +460,41 @@ impl Change {
                 pg_sys::ExecPartitionCheck(self.rri, slot, self.estate, true);
             }
             true
+        }
+    }
+
+    /// Locks the row a unique index reported when `insert_or_skip` last skipped (it may hold
+    /// another key: the conflict was on a unique index other than the replica identity) and
+    /// returns its xmin; `None` when that row changed meanwhile (try the insert again).
+    pub fn lock_conflicting(&mut self) -> Option<pg_sys::TransactionId> {
+        let mut tid = self.conflicting.take()?;
+        // SAFETY: locks the tuple at `tid` of the open relation into `local`, as
+        // RelationFindReplTupleByIndex does after its index scan.
+        unsafe {
+            pg_sys::ExecClearTuple(self.local);
+            let mut failure = pg_sys::TM_FailureData::default();
+            let result = pg_sys::table_tuple_lock(
+                self.rel,
+                &mut tid,
+                pg_sys::GetLatestSnapshot(),
+                self.local,
+                pg_sys::GetCurrentCommandId(false),
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                pg_sys::LockWaitPolicy::LockWaitBlock,
+                0,
+                &mut failure,
+            );
+            self.found = result == pg_sys::TM_Result::TM_Ok;
+            if !self.found {
+                return None;
+            }
+            let mut isnull = false;
+            let xmin = pg_sys::slot_getsysattr(
+                self.local,
+                pg_sys::MinTransactionIdAttributeNumber,
+                &mut isnull,
+            );
+            Some(pg_sys::TransactionId::from(xmin.value() as u32))
         }
     }
 

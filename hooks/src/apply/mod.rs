@@ -969,24 +969,39 @@ impl Applier {
     }
 
     /// Remote INSERT through the executor: a new row, unless the key exists (then
-    /// last-update-wins decides) or a newer delete of it is remembered.
+    /// last-update-wins decides) or a newer delete of it is remembered. A row that holds the
+    /// same value of another unique index is a conflict too: if the remote row is the newer,
+    /// the local one gives way; otherwise the remote row is dropped (and reported).
     fn insert_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, new: &[Value]) {
         // Looked at (and cached for the transaction) before the table is opened: it may query.
         let tombstones = self.may_have_tombstones(rel);
+        let remote = self.remote_version();
+        let mut gave_way = None;
         let mut change = self.change(t);
-        if change.insert_or_skip(new) {
-            if tombstones {
-                change.finish();
-                self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
-            } else {
-                self.keep_open(change);
+        for _ in 0..MAX_ATTEMPTS {
+            if change.insert_or_skip(new) {
+                if tombstones || gave_way.is_some() {
+                    change.finish();
+                    if let Some(local) = gave_way {
+                        self.resolved(
+                            rel,
+                            Kind::InsertExists,
+                            true,
+                            local,
+                            &binary::as_text(rel, new),
+                        );
+                    }
+                    if tombstones {
+                        self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
+                    }
+                } else {
+                    self.keep_open(change);
+                }
+                return;
             }
-            return;
-        }
-        match change.lock_row(new) {
-            Some(xmin) => {
+            if let Some(xmin) = change.lock_row(new) {
                 let local = versions::local_version(xmin);
-                let wins = conflict::remote_wins(self.remote_version(), local);
+                let wins = conflict::remote_wins(remote, local);
                 if wins {
                     change.update_found(new);
                 } else {
@@ -1000,13 +1015,34 @@ impl Applier {
                     local,
                     &binary::as_text(rel, new),
                 );
+                return;
             }
-            None => {
-                // The conflict is on another unique index: the SQL path reports it.
-                change.finish();
-                self.insert(rel, &binary::as_text(rel, new));
+            // The key is new: another unique index holds the value.
+            let Some(xmin) = change.lock_conflicting() else {
+                continue;
+            };
+            let local = versions::local_version(xmin);
+            if conflict::remote_wins(remote, local) {
+                change.delete_found();
+                gave_way = Some(local);
+                continue;
             }
+            change.keep_found();
+            change.finish();
+            self.resolved(
+                rel,
+                Kind::InsertExists,
+                false,
+                local,
+                &binary::as_text(rel, new),
+            );
+            return;
         }
+        change.finish();
+        raise(
+            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            self.moving_row(rel, "INSERT"),
+        );
     }
 
     /// Remote UPDATE through the executor: applied to the locked row if newer; a missing row
