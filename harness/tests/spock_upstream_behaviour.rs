@@ -631,3 +631,41 @@ fn unique_index_collisions_are_conflicts() {
         );
     });
 }
+
+/// `sub_create(…, apply_delay := interval)` applies each transaction that long after its
+/// commit on the provider, no sooner.
+#[test]
+fn apply_delay_holds_each_transaction() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = nodes(
+            kernel,
+            "CREATE TABLE d(id int PRIMARY KEY, at timestamptz)",
+            &[],
+        );
+        let (n1, n2) = (cluster.node(0), cluster.node(1));
+        n1.sql("SELECT spock.repset_add_table('default', 'd')")
+            .unwrap();
+        n2.sql("ALTER TABLE d ADD COLUMN arrived timestamptz DEFAULT clock_timestamp()")
+            .unwrap();
+        subscribe(n1, n2, ", apply_delay := '2 seconds'");
+        n1.sql("INSERT INTO d VALUES (1, clock_timestamp())")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(
+            n2.sql("SELECT count(*) FROM d").unwrap(),
+            "0",
+            "PostgreSQL {major}: applied before its delay"
+        );
+        wait_for(n2, "SELECT count(*) FROM d", "1");
+        let waited: f64 = n2
+            .sql("SELECT extract(epoch FROM arrived - at) FROM d")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (2.0..10.0).contains(&waited),
+            "PostgreSQL {major}: applied {waited} s after its commit, wanted 2 s"
+        );
+    });
+}

@@ -61,6 +61,9 @@ struct Subscription {
     needs_structure_sync: bool,
     /// `force_text_transfer`: values travel as text even where both sides could use binary.
     force_text: bool,
+    /// `apply_delay` in microseconds: each transaction is applied no sooner than this after
+    /// its commit on the provider.
+    apply_delay_us: i64,
 }
 
 fn load(sub_id: u32) -> Subscription {
@@ -82,7 +85,8 @@ fn load(sub_id: u32) -> Subscription {
                      s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text, \
                      EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
                              AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r'), \
-                     coalesce(s.sub_force_text_transfer, false) \
+                     coalesce(s.sub_force_text_transfer, false), \
+                     (extract(epoch FROM coalesce(s.sub_apply_delay, '0')) * 1000000)::bigint \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -109,6 +113,7 @@ fn load(sub_id: u32) -> Subscription {
                 skip_lsn: text(8).parse().unwrap_or(0),
                 needs_structure_sync: row.get::<bool>(9).ok().flatten().unwrap_or(false),
                 force_text: row.get::<bool>(10).ok().flatten().unwrap_or(false),
+                apply_delay_us: row.get::<i64>(11).ok().flatten().unwrap_or(0).max(0),
             }
         })
     })
@@ -691,6 +696,24 @@ impl Applier {
         }
     }
 
+    /// `apply_delay`: holds a remote transaction until that long after its commit (the
+    /// provider's commit timestamp against the local clock), answering the provider meanwhile.
+    fn wait_for_delay(&mut self, commit_time: i64) {
+        if self.sub.apply_delay_us == 0 {
+            return;
+        }
+        loop {
+            // SAFETY: reading the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let left = commit_time + self.sub.apply_delay_us - now;
+            if left <= 0 {
+                return;
+            }
+            self.feedback(false);
+            nap(Duration::from_micros(left.clamp(1000, 1_000_000) as u64));
+        }
+    }
+
     /// Applies a message of the stream; an error rolls the transaction back, and at its COMMIT
     /// it is replayed (see `exceptions`).
     fn on_message(&mut self, message: Message, raw: &[u8]) {
@@ -701,6 +724,7 @@ impl Applier {
         };
         if let (Some(_), Message::Begin { commit_time, .. }) = (begin, &message) {
             self.wait_for_clock(*commit_time);
+            self.wait_for_delay(*commit_time);
         }
         if let Some(final_lsn) = begin {
             self.pending = exceptions::Pending {
