@@ -669,3 +669,75 @@ fn apply_delay_holds_each_transaction() {
         );
     });
 }
+
+/// A copy from a provider carries the rows it applied from other nodes, and with them its
+/// progress for those nodes: after the initial sync and after `sub_resync_table`, the
+/// subscriber's `spock.progress` has the provider's entry for each such origin.
+#[test]
+fn copies_record_the_providers_progress_for_other_origins() {
+    common::for_each_kernel(|kernel| {
+        let major = kernel.major;
+        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+        let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            n.sql("CREATE EXTENSION spock").unwrap();
+            n.sql(&format!(
+                "SELECT spock.node_create('n{}', '{}')",
+                i + 1,
+                n.dsn("postgres")
+            ))
+            .unwrap();
+            n.sql("CREATE TABLE t(id int PRIMARY KEY)").unwrap();
+            n.sql("SELECT spock.repset_add_table('default', 't')")
+                .unwrap();
+        }
+        // n1 applies n3's rows.
+        n1.sql(&format!(
+            "SELECT spock.sub_create('sub_n3_n1', '{}')",
+            n3.dsn("postgres")
+        ))
+        .unwrap();
+        wait_for(
+            n3,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+        n3.sql("INSERT INTO t SELECT generate_series(1, 10)")
+            .unwrap();
+        wait_for(n1, "SELECT count(*) FROM t", "10");
+        let n3_id = n3.sql("SELECT node_id FROM spock.local_node").unwrap();
+        wait_for(
+            n1,
+            &format!("SELECT count(*) FROM spock.progress WHERE remote_node_id = {n3_id}"),
+            "1",
+        );
+        let progress = format!(
+            "SELECT count(*) FROM spock.progress WHERE remote_node_id = {n3_id} \
+             AND remote_commit_ts IS NOT NULL"
+        );
+        // n2 copies n1's table, n3's rows included.
+        n2.sql(&format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}', synchronize_data := true, \
+             forward_origins := '{{all}}')",
+            n1.dsn("postgres")
+        ))
+        .unwrap();
+        wait_for(n2, "SELECT count(*) FROM t", "10");
+        wait_for(n2, &progress, "1");
+        // A resync records it again.
+        n2.sql(&format!(
+            "DELETE FROM spock.progress WHERE remote_node_id = {n3_id}"
+        ))
+        .unwrap();
+        n2.sql("SELECT spock.sub_resync_table('sub_n1_n2', 't', true)")
+            .unwrap();
+        n2.sql("SELECT spock.table_wait_for_sync('sub_n1_n2', 't')")
+            .unwrap();
+        assert_eq!(
+            n2.sql(&progress).unwrap(),
+            "1",
+            "PostgreSQL {major}: no progress for n3 after the resync"
+        );
+        assert_eq!(n2.sql("SELECT count(*) FROM t").unwrap(), "10");
+    });
+}
