@@ -130,9 +130,7 @@ pub fn trust_output_plugin(name: &CStr) -> Trust {
         Some(f) => {
             // SAFETY: `name` is a NUL-terminated string the kernel copies; the function may
             // raise an ERROR, hence the boundary.
-            unsafe {
-                pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(name.as_ptr()))
-            };
+            unsafe { pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(name.as_ptr())) };
             Trust::Registered
         }
         None if server_checks_output_plugins() => Trust::Unsupported,
