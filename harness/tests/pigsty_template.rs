@@ -200,9 +200,8 @@ fn pigsty_template_trusts_only_the_preloaded_plugin() {
         for plugin in ["auto_explain", "lolor", "spock"] {
             assert_refused(n, plugin, major);
         }
-        n.sql("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, wal2json'")
+        n.configure("output_plugin_libraries", "'pgoutput, wal2json'")
             .unwrap();
-        n.sql("SELECT pg_reload_conf()").unwrap();
         wait_for(
             n,
             "SHOW output_plugin_libraries",
