@@ -107,7 +107,7 @@ type RegisterTrusted = unsafe extern "C-unwind" fn(*const std::ffi::c_char);
 /// What `trust_output_plugin` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Trust {
-    /// The server has no `output_plugin_libraries` (15, 16): every plugin may be used.
+    /// The server has no `output_plugin_libraries` (e.g. 15.18): every plugin may be used.
     NotNeeded,
     /// The kernel now accepts the name whatever `output_plugin_libraries` lists.
     Registered,
@@ -138,7 +138,7 @@ pub fn trust_output_plugin(name: &CStr) -> Trust {
     }
 }
 
-/// Whether the server has the `output_plugin_libraries` setting (17.11 on; 15 and 16 do not).
+/// Whether the server has the `output_plugin_libraries` setting (17.11 has it, 15.18 not).
 fn server_checks_output_plugins() -> bool {
     // SAFETY: a lookup of a setting by name; with missing_ok it returns NULL for an unknown
     // one instead of raising an ERROR, and it does not keep the pointer.
