@@ -45,8 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "spock must be loaded via shared_preload_libraries",
             format!(
-                "Add spock to shared_preload_libraries (and spock_output to \
-                 output_plugin_libraries) and restart PostgreSQL {}.",
+                "Add spock to shared_preload_libraries and restart PostgreSQL {}.",
                 compat::PG_MAJOR
             ),
         );
@@ -59,6 +58,21 @@ pub extern "C-unwind" fn _PG_init() {
         // SAFETY: the postmaster is single-threaded while it loads preload libraries, and
         // backends inherit the setting by fork.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    // The slot plugin is spock_output, this same library under its second name: trust that
+    // name so servers whose output_plugin_libraries omits it (Pigsty's) still replicate.
+    if kernel::trust_output_plugin(c"spock_output") == kernel::Trust::Unsupported {
+        ereport!(
+            PgLogLevel::WARNING,
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "this kernel cannot trust spock's output plugin by itself",
+            format!(
+                "Spock replication needs spock_output in output_plugin_libraries on this \
+                 PostgreSQL {} server (pgEdge kernel capability level 5 would trust it \
+                 without that).",
+                compat::PG_MAJOR
+            ),
+        );
     }
     settings::define();
     stats::init();
