@@ -591,6 +591,17 @@ fn unique_index_collisions_are_conflicts() {
             "SELECT string_agg(id || ':' || email || ':' || who, ',' ORDER BY id) FROM people",
             "1:a@x:n1",
         );
+        // UPDATE: n1 moves row 1 to the email n2's older local row 6 holds: row 6 gives way.
+        n2.sql("INSERT INTO people VALUES (6, 'd@x', 'n2')")
+            .unwrap();
+        n1.sql("UPDATE people SET email = 'd@x' WHERE id = 1")
+            .unwrap();
+        wait_for(n2, "SELECT email FROM people WHERE id = 1", "d@x");
+        assert_eq!(
+            n2.sql("SELECT count(*) FROM people WHERE id = 6").unwrap(),
+            "0",
+            "PostgreSQL {major}: the older colliding row gives way to the update"
+        );
         // Remote older: n2's row is stamped 10 s ahead (the kernel's test offset of its commit
         // clock), so n1's row with the same email, arriving afterwards, loses.
         n2.sql(
@@ -608,7 +619,7 @@ fn unique_index_collisions_are_conflicts() {
                 "SELECT string_agg(id || ':' || email || ':' || who, ',' ORDER BY id) FROM people"
             )
             .unwrap(),
-            "1:a@x:n1,4:b@x:n2,5:c@x:n1",
+            "1:d@x:n1,4:b@x:n2,5:c@x:n1",
             "PostgreSQL {major}: the newer row keeps the email"
         );
         assert_eq!(
@@ -622,6 +633,30 @@ fn unique_index_collisions_are_conflicts() {
             n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
             "0",
             "PostgreSQL {major}: a collision is not an apply error"
+        );
+        // Then the local row is the newer (stamped ahead): the update is dropped.
+        n2.sql(
+            "SET pgedge.commit_clock_test_offset = 20000; \
+             INSERT INTO people VALUES (7, 'e@x', 'n2')",
+        )
+        .unwrap();
+        n1.sql("UPDATE people SET email = 'e@x' WHERE id = 5")
+            .unwrap();
+        n1.sql("INSERT INTO people VALUES (8, 'f@x', 'n1')")
+            .unwrap();
+        wait_for(n2, "SELECT count(*) FROM people WHERE id = 8", "1");
+        assert_eq!(
+            n2.sql("SELECT string_agg(id || ':' || email, ',' ORDER BY id) FROM people WHERE id IN (5, 7)")
+                .unwrap(),
+            "5:c@x,7:e@x",
+            "PostgreSQL {major}: the newer local row keeps its email"
+        );
+        assert_eq!(
+            n2.sql("SELECT sub_enabled FROM spock.subscription")
+                .unwrap(),
+            "t",
+            "PostgreSQL {major}: an UPDATE collision disabled the subscription:\n{}",
+            n2.log_tail(30)
         );
         let log = std::fs::read_to_string(&n2.log).unwrap();
         assert!(

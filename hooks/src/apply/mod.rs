@@ -1084,6 +1084,30 @@ impl Applier {
             Some(xmin) => {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
+                // Another row holding the new values of a unique index: the newer of the two
+                // writes keeps them (the local row gives way, or the update is dropped).
+                let collided = wins
+                    .then(|| change.lock_colliding(new))
+                    .flatten()
+                    .map(versions::local_version);
+                if let Some(other) = collided {
+                    let gives_way = conflict::remote_wins(remote, other);
+                    if gives_way {
+                        change.delete_other();
+                        change.update_found(new);
+                    } else {
+                        change.keep_found();
+                    }
+                    change.finish();
+                    self.resolved(
+                        rel,
+                        Kind::UpdateUpdate,
+                        gives_way,
+                        other,
+                        &binary::as_text(rel, new),
+                    );
+                    return;
+                }
                 if wins {
                     change.update_found(new);
                 } else {
