@@ -87,9 +87,11 @@ fn streams_upstream_json_texts() {
         let shape: Vec<&str> = got.iter().map(|l| &l[11..12]).collect();
         assert_eq!(
             shape,
+            // The transaction touching only `other` (in no set) is an empty B/C; the TRUNCATE
+            // shares the last transaction with an INSERT and is skipped.
             [
-                "S", "B", "I", "C", "B", "U", "C", "B", "U", "C", "B", "D", "C", "B", "I", "C",
-                "B", "C"
+                "S", "B", "I", "C", "B", "U", "C", "B", "U", "C", "B", "C", "B", "D", "C", "B",
+                "I", "C"
             ],
             "PostgreSQL {major}: message sequence {got:#?}"
         );
