@@ -208,3 +208,61 @@ pub unsafe fn write_tuple(
         }
     }
 }
+
+/// The JSON object of `tuple` restricted to the published columns, built by PostgreSQL's own
+/// `row_to_json` (so values follow `to_json`: bare numbers and booleans, ISO timestamps, nested
+/// arrays and composites). Unchanged TOASTed values are left out.
+///
+/// # Safety
+/// Call from a decoding callback; `tuple` belongs to `relation`.
+pub unsafe fn json_tuple(
+    relation: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+    columns: &Option<Vec<String>>,
+) -> String {
+    // SAFETY: the tuple is deformed with its relation's descriptor; the row built from its
+    // values uses a blessed descriptor of the same column types, so row_to_json can read it.
+    unsafe {
+        let desc = (*relation).rd_att;
+        let natts = (*desc).natts as usize;
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let atts: Vec<_> = published(relation, columns)
+            .into_iter()
+            .filter(|(i, a)| {
+                if nulls[*i] || a.attlen != -1 {
+                    return true;
+                }
+                let p = values[*i].cast_mut_ptr::<u8>();
+                !(*p == 0x01 && *p.add(1) == VARTAG_ONDISK)
+            })
+            .collect();
+        let row_desc = pg_sys::CreateTemplateTupleDesc(atts.len() as i32);
+        let mut row_values = Vec::with_capacity(atts.len());
+        let mut row_nulls = Vec::with_capacity(atts.len());
+        for (k, (i, a)) in atts.iter().enumerate() {
+            pg_sys::TupleDescInitEntry(
+                row_desc,
+                (k + 1) as pg_sys::AttrNumber,
+                a.attname.data.as_ptr(),
+                a.atttypid,
+                a.atttypmod,
+                a.attndims as i32,
+            );
+            row_values.push(values[*i]);
+            row_nulls.push(nulls[*i]);
+        }
+        let row_desc = pg_sys::BlessTupleDesc(row_desc);
+        let row =
+            pg_sys::heap_form_tuple(row_desc, row_values.as_mut_ptr(), row_nulls.as_mut_ptr());
+        let datum = pg_sys::heap_copy_tuple_as_datum(row, row_desc);
+        let json = pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_ROW_TO_JSON_RECORD),
+            pg_sys::InvalidOid,
+            datum,
+        );
+        let text = json.cast_mut_ptr::<pg_sys::varlena>();
+        String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(text)).into_owned()
+    }
+}
