@@ -146,7 +146,6 @@ fn pigsty_template_replicates_both_ways() {
                 n,
                 "SELECT count(*) FROM pg_replication_slots WHERE active AND plugin = 'spock_output'",
                 "1",
-                major,
             );
         }
 
@@ -160,13 +159,13 @@ fn pigsty_template_replicates_both_ways() {
         let rows = "SELECT string_agg(id || ':' || owner || ':' || balance, ',' ORDER BY id) \
                     FROM accounts";
         for n in [n1, n2] {
-            wait_for(n, rows, "1:n1:10,2:n1:20,3:n2:30", major);
+            wait_for(n, rows, "1:n1:10,2:n1:20,3:n2:30");
         }
         // A row made on n1, changed on n2, comes back changed.
         n2.sql_in("meta", "UPDATE accounts SET balance = 11 WHERE id = 1")
             .unwrap();
         for n in [n1, n2] {
-            wait_for(n, rows, "1:n1:11,2:n1:20,3:n2:30", major);
+            wait_for(n, rows, "1:n1:11,2:n1:20,3:n2:30");
         }
         cluster.stop().unwrap();
     });
@@ -202,12 +201,7 @@ fn pigsty_template_trusts_only_the_preloaded_plugin() {
         }
         n.configure("output_plugin_libraries", "'pgoutput, wal2json'")
             .unwrap();
-        wait_for(
-            n,
-            "SHOW output_plugin_libraries",
-            "pgoutput, wal2json",
-            major,
-        );
+        wait_for(n, "SHOW output_plugin_libraries", "pgoutput, wal2json");
         assert_refused(n, "test_decoding", major);
         create_slot(n, "spock_slot", "spock_output")
             .unwrap_or_else(|e| panic!("PostgreSQL {major}: spock_output refused: {e}"));
@@ -260,21 +254,7 @@ fn assert_refused(n: &Node, plugin: &str, major: u32) {
     );
 }
 
-fn wait_for(n: &Node, sql: &str, want: &str, major: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let got = n
-            .sql_in("meta", sql)
-            .unwrap_or_else(|e| format!("error: {e}"));
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "PostgreSQL {major}: {}: `{sql}` returned {got:?}, wanted {want:?}; log:\n{}",
-            n.name,
-            n.log_tail(40)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+/// Polls `sql` in database `meta` (a failure names the major through `for_each_kernel`).
+fn wait_for(n: &Node, sql: &str, want: &str) {
+    common::wait_for(n, "meta", sql, want, 60);
 }

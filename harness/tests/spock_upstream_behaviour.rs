@@ -11,7 +11,17 @@ use std::time::{Duration, Instant};
 /// Nodes n1 (provider) and n2, each a spock node with `schema`, with `settings` in both
 /// servers' configuration.
 fn nodes(kernel: &harness::Kernel, schema: &str, settings: &[(&str, &str)]) -> Cluster {
-    let mut opts = ClusterOptions::default().nodes(2);
+    nodes_n(kernel, 2, schema, settings)
+}
+
+/// `count` nodes n1, n2, … as `nodes` makes them.
+fn nodes_n(
+    kernel: &harness::Kernel,
+    count: usize,
+    schema: &str,
+    settings: &[(&str, &str)],
+) -> Cluster {
+    let mut opts = ClusterOptions::default().nodes(count);
     for (name, value) in settings {
         opts = opts.setting(name, value);
     }
@@ -712,20 +722,13 @@ fn apply_delay_holds_each_transaction() {
 fn copies_record_the_providers_progress_for_other_origins() {
     common::for_each_kernel(|kernel| {
         let major = kernel.major;
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+        let cluster = nodes_n(
+            kernel,
+            3,
+            "CREATE TABLE t(id int PRIMARY KEY); SELECT spock.repset_add_table('default', 't')",
+            &[],
+        );
         let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            n.sql("CREATE EXTENSION spock").unwrap();
-            n.sql(&format!(
-                "SELECT spock.node_create('n{}', '{}')",
-                i + 1,
-                n.dsn("postgres")
-            ))
-            .unwrap();
-            n.sql("CREATE TABLE t(id int PRIMARY KEY)").unwrap();
-            n.sql("SELECT spock.repset_add_table('default', 't')")
-                .unwrap();
-        }
         // n1 applies n3's rows.
         n1.sql(&format!(
             "SELECT spock.sub_create('sub_n3_n1', '{}')",

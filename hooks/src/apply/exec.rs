@@ -565,6 +565,16 @@ impl Change {
         self.row_done();
     }
 
+    /// Updates the row `lock_row` found when the remote change `wins` last-update-wins, else
+    /// lets go of it unchanged.
+    pub fn update_if(&mut self, wins: bool, values: &[Value]) {
+        if wins {
+            self.update_found(values);
+        } else {
+            self.keep_found();
+        }
+    }
+
     /// Lets go of the row `lock_row` found without changing it (last-update-wins kept it).
     pub fn keep_found(&mut self) {
         self.row_done();

@@ -1026,11 +1026,7 @@ impl Applier {
             if let Some(xmin) = change.lock_row(new) {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
-                if wins {
-                    change.update_found(new);
-                } else {
-                    change.keep_found();
-                }
+                change.update_if(wins, new);
                 change.finish();
                 self.resolved(
                     rel,
@@ -1094,10 +1090,8 @@ impl Applier {
                     let gives_way = conflict::remote_wins(remote, other);
                     if gives_way {
                         change.delete_other();
-                        change.update_found(new);
-                    } else {
-                        change.keep_found();
                     }
+                    change.update_if(gives_way, new);
                     change.finish();
                     self.resolved(
                         rel,
@@ -1108,11 +1102,7 @@ impl Applier {
                     );
                     return;
                 }
-                if wins {
-                    change.update_found(new);
-                } else {
-                    change.keep_found();
-                }
+                change.update_if(wins, new);
                 if wins && !conflict::is_conflict(remote, local) {
                     self.keep_open(change);
                     return;
