@@ -59,8 +59,8 @@ pub unsafe fn set_signal_handler(signo: i32, handler: pg_sys::pqsigfunc) {
     }
 }
 
-/// `ExecCheckIndexConstraints` over every unique index of the result relation (18 added the
-/// arbiter index list); false when a conflicting row exists, its TID in `conflict`.
+/// `ExecCheckIndexConstraints` over the unique indexes in `arbiters` (null: all of them); false
+/// when a conflicting row exists, its TID in `conflict`. 18 added the TID of a row to exclude.
 ///
 /// # Safety
 /// The result relation's indexes are open and `slot` holds the candidate row.
@@ -69,9 +69,10 @@ pub unsafe fn check_index_constraints(
     slot: *mut pg_sys::TupleTableSlot,
     estate: *mut pg_sys::EState,
     conflict: *mut pg_sys::ItemPointerData,
+    arbiters: *mut pg_sys::List,
 ) -> bool {
     // SAFETY: forwarded from the caller.
-    unsafe { pg_sys::ExecCheckIndexConstraints(rri, slot, estate, conflict, std::ptr::null_mut()) }
+    unsafe { pg_sys::ExecCheckIndexConstraints(rri, slot, estate, conflict, arbiters) }
 }
 
 /// Acquires the replication slot `name` for this process (ERROR if another holds it and

@@ -66,8 +66,8 @@ pub unsafe fn set_signal_handler(signo: i32, handler: pg_sys::pqsigfunc) {
     unsafe { pg_sys::pqsignal_be(signo, handler) }
 }
 
-/// `ExecCheckIndexConstraints` over every unique index of the result relation (18 added the
-/// arbiter index list); false when a conflicting row exists, its TID in `conflict`.
+/// `ExecCheckIndexConstraints` over the unique indexes in `arbiters` (null: all of them); false
+/// when a conflicting row exists, its TID in `conflict`. 18 added the TID of a row to exclude.
 ///
 /// # Safety
 /// The result relation's indexes are open and `slot` holds the candidate row.
@@ -76,6 +76,7 @@ pub unsafe fn check_index_constraints(
     slot: *mut pg_sys::TupleTableSlot,
     estate: *mut pg_sys::EState,
     conflict: *mut pg_sys::ItemPointerData,
+    arbiters: *mut pg_sys::List,
 ) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -84,9 +85,9 @@ pub unsafe fn check_index_constraints(
             slot,
             estate,
             conflict,
+            // no tuple of ours to exclude: the candidate row is not inserted yet
             std::ptr::null_mut(),
-            // no arbiter list: every unique index is checked, as before 18
-            std::ptr::null_mut(),
+            arbiters,
         )
     }
 }

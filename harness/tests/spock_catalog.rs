@@ -203,7 +203,7 @@ fn replication_set_membership_rules() {
             .sql("SELECT spock.repset_add_table('nosuch', 'pk')")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("replication set \"nosuch\" not found"), "{e}");
+        assert!(e.contains("replication set nosuch not found"), "{e}");
         let e = n
             .sql("SELECT spock.repset_add_table('s1', 'other.t', columns := '{nosuchcol}')")
             .unwrap_err()

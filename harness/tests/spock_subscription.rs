@@ -56,7 +56,7 @@ fn sub_create_records_the_provider_and_the_subscription() {
             "SELECT spock.sub_create('sub1', '{pdsn}', synchronize_structure := true, enabled := false)"
         ));
         assert!(
-            e.contains("a disabled subscription cannot synchronize"),
+            e.contains("in disabled state is not allowed to synchronize structure or data"),
             "{e}"
         );
         for table in ["subscription", "local_sync_status", "progress"] {

@@ -53,9 +53,10 @@ impl Scripts {
         let mut s = Scripts::default();
         s.bases.insert(current.to_string());
         for file in files {
+            // `.sql.in` steps are templates `cargo xtask` renders into `.sql` scripts.
             let Some(rest) = file
                 .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(".sql"))
+                .and_then(|r| r.strip_suffix(".sql").or_else(|| r.strip_suffix(".sql.in")))
             else {
                 continue;
             };

@@ -13,6 +13,13 @@ CREATE FUNCTION spock.spock_slot_name(dbname text, provider_node text, subscript
 CREATE FUNCTION spock.spock_gen_slot_name(name, name, name) RETURNS name
     LANGUAGE sql IMMUTABLE STRICT AS 'SELECT spock.spock_slot_name($1, $2, $3)::name';
 
+-- Raises an ERROR (SQLSTATE, message, detail, hint) for the API's functions without the
+-- CONTEXT lines PL/pgSQL would add about spock's own functions: users see what upstream's C
+-- functions show them.
+CREATE FUNCTION spock.spock_error(sqlstate text, message text, detail text DEFAULT NULL, hint text DEFAULT NULL)
+RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'spock_error_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_error(text, text, text, text) FROM PUBLIC;
+
 -- The local node's id; ERROR when this database is not a spock node.
 CREATE FUNCTION spock.local_node_id() RETURNS oid
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
@@ -20,7 +27,7 @@ DECLARE v_id oid;
 BEGIN
     SELECT node_id INTO v_id FROM spock.local_node;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'local spock node not found' USING ERRCODE = 'object_not_in_prerequisite_state';
+        PERFORM spock.spock_error('55000', 'local spock node not found');
     END IF;
     RETURN v_id;
 END $$;
@@ -111,20 +118,19 @@ BEGIN
         RETURN NULL;
     END IF;
     IF EXISTS (SELECT 1 FROM spock.node WHERE node_name = node_create.node_name) THEN
-        RAISE EXCEPTION 'node "%" already exists', node_create.node_name USING ERRCODE = 'duplicate_object';
+        PERFORM spock.spock_error('42710', format('node "%s" already exists', node_create.node_name));
     END IF;
     IF EXISTS (SELECT 1 FROM spock.local_node) THEN
-        RAISE EXCEPTION 'current database is already configured as a spock node'
-            USING ERRCODE = 'duplicate_object', HINT = 'Drop the local node with spock.node_drop() first.';
+        PERFORM spock.spock_error('42710', 'current database is already configured as a spock node',
+            NULL, 'Drop the local node with spock.node_drop() first.');
     END IF;
     IF node_create.dsn = '' THEN
-        RAISE EXCEPTION 'dsn of node "%" cannot be empty', node_create.node_name USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', format('dsn of node "%s" cannot be empty', node_create.node_name));
     END IF;
     v_node := spock.spock_node_id(node_create.node_name);
     IF EXISTS (SELECT 1 FROM spock.node WHERE node_id = v_node) THEN
-        RAISE EXCEPTION 'node id % of "%" is already used by node "%"', v_node, node_create.node_name,
-            (SELECT node_name FROM spock.node WHERE node_id = v_node)
-            USING ERRCODE = 'duplicate_object', HINT = 'Choose another node name.';
+        PERFORM spock.spock_error('42710', format('node id %s of "%s" is already used by node "%s"', v_node, node_create.node_name, (SELECT node_name FROM spock.node WHERE node_id = v_node)),
+            NULL, 'Choose another node name.');
     END IF;
     INSERT INTO spock.node (node_id, node_name, location, country, info)
         VALUES (v_node, node_create.node_name, node_create.location, node_create.country, node_create.info);
@@ -152,11 +158,11 @@ BEGIN
         IF node_drop.ifexists THEN
             RETURN false;
         END IF;
-        RAISE EXCEPTION 'node "%" not found', node_drop.node_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('node "%s" not found', node_drop.node_name));
     END IF;
     IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_origin = v_node OR sub_target = v_node) THEN
-        RAISE EXCEPTION 'cannot drop node "%" because it still has subscriptions associated with it', node_drop.node_name
-            USING ERRCODE = 'dependent_objects_still_exist', HINT = 'Drop the subscriptions first.';
+        PERFORM spock.spock_error('55000', format('cannot drop node "%s" because it still has subscriptions associated with it', node_drop.node_name),
+            NULL, 'drop the subscriptions first');
     END IF;
     IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_id = v_node) THEN
         FOR v_slot IN
@@ -165,8 +171,8 @@ BEGIN
                AND slot_name ~ '^spk_'
         LOOP
             IF v_slot.active THEN
-                RAISE EXCEPTION 'cannot drop node "%" because replication slot "%" is still active',
-                    node_drop.node_name, v_slot.slot_name USING ERRCODE = 'object_in_use';
+                PERFORM spock.spock_error('55000', format('cannot drop node "%s" because one or more replication slots for the node are still active', node_drop.node_name),
+                    NULL, 'drop the subscriptions connected to the node first');
             END IF;
             PERFORM pg_drop_replication_slot(v_slot.slot_name);
         END LOOP;
@@ -191,12 +197,11 @@ DECLARE
 BEGIN
     SELECT node_id INTO v_node FROM spock.node WHERE node_name = node_add_interface.node_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'node "%" not found', node_add_interface.node_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('node "%s" not found', node_add_interface.node_name));
     END IF;
     IF EXISTS (SELECT 1 FROM spock.node_interface
                 WHERE if_nodeid = v_node AND if_name = node_add_interface.interface_name) THEN
-        RAISE EXCEPTION 'node "%" already has interface "%"', node_add_interface.node_name,
-            node_add_interface.interface_name USING ERRCODE = 'duplicate_object';
+        PERFORM spock.spock_error('22023', format('node "%s" already has interface named "%s"', node_add_interface.node_name, node_add_interface.interface_name));
     END IF;
     v_if := spock.spock_member_id(v_node, node_add_interface.interface_name);
     INSERT INTO spock.node_interface (if_id, if_name, if_nodeid, if_dsn)
@@ -218,13 +223,11 @@ BEGIN
     END IF;
     SELECT sub_name INTO v_sub FROM spock.subscription WHERE sub_origin_if = v_if LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'cannot drop interface "%" of node "%" because subscription "%" uses it',
-            node_drop_interface.interface_name, node_drop_interface.node_name, v_sub
-            USING ERRCODE = 'dependent_objects_still_exist';
+        PERFORM spock.spock_error('55000', format('cannot drop interface "%s" for node "%s" because subscription "%s" is using it', node_drop_interface.interface_name, node_drop_interface.node_name, v_sub),
+            NULL, 'change the subscription interface first');
     END IF;
     IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_local_interface = v_if) THEN
-        RAISE EXCEPTION 'cannot drop interface "%" because it is the local node''s own interface',
-            node_drop_interface.interface_name USING ERRCODE = 'dependent_objects_still_exist';
+        PERFORM spock.spock_error('2BP01', format('cannot drop interface "%s" because it is the local node''s own interface', node_drop_interface.interface_name));
     END IF;
     DELETE FROM spock.node_interface WHERE if_id = v_if;
     RETURN true;
@@ -257,10 +260,10 @@ DECLARE
     v_set oid;
 BEGIN
     IF repset_create.set_name = '' THEN
-        RAISE EXCEPTION 'replication set name cannot be empty' USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', 'replication set name cannot be empty');
     END IF;
     IF EXISTS (SELECT 1 FROM spock.replication_set WHERE set_nodeid = v_node AND set_name = repset_create.set_name) THEN
-        RAISE EXCEPTION 'replication set "%" already exists', repset_create.set_name USING ERRCODE = 'duplicate_object';
+        PERFORM spock.spock_error('42710', format('replication set "%s" already exists', repset_create.set_name));
     END IF;
     v_set := spock.spock_member_id(v_node, repset_create.set_name);
     INSERT INTO spock.replication_set
@@ -276,12 +279,12 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
 DECLARE v_set spock.replication_set;
 BEGIN
     IF p_name IS NULL THEN
-        RAISE EXCEPTION 'set_name cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+        PERFORM spock.spock_error('22004', 'set_name cannot be NULL');
     END IF;
     SELECT s.* INTO v_set FROM spock.replication_set s
      WHERE s.set_nodeid = spock.local_node_id() AND s.set_name = p_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'replication set "%" not found', p_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('replication set %s not found', p_name));
     END IF;
     RETURN v_set;
 END $$;
@@ -300,8 +303,8 @@ BEGIN
         SELECT set_reloid INTO v_bad FROM spock.replication_set_table
          WHERE set_id = v_set.set_id AND NOT spock.has_replica_identity_index(set_reloid) LIMIT 1;
         IF FOUND THEN
-            RAISE EXCEPTION 'replication set "%" cannot be altered to replicate UPDATEs or DELETEs because it contains tables without PRIMARY KEY', repset_alter.set_name
-                USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Table %s has no replica identity index.', v_bad);
+            PERFORM spock.spock_error('22023', format('replication set "%s" cannot be altered to replicate UPDATEs or DELETEs because it contains tables without PRIMARY KEY', repset_alter.set_name),
+                format('Table %s has no replica identity index.', v_bad), NULL);
         END IF;
     END IF;
     UPDATE spock.replication_set
@@ -325,7 +328,7 @@ BEGIN
         IF repset_drop.ifexists THEN
             RETURN false;
         END IF;
-        RAISE EXCEPTION 'replication set "%" not found', repset_drop.set_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('replication set %s not found', repset_drop.set_name));
     END IF;
     DELETE FROM spock.replication_set_table WHERE set_id = v_set;
     DELETE FROM spock.replication_set_seq WHERE set_id = v_set;
@@ -333,82 +336,89 @@ BEGIN
     RETURN true;
 END $$;
 
-CREATE FUNCTION spock.spock_parse_row_filter(relation regclass, row_filter text) RETURNS pg_node_tree
-    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_parse_row_filter_wrapper';
-REVOKE EXECUTE ON FUNCTION spock.spock_parse_row_filter(regclass, text) FROM PUBLIC;
+-- Parses a row filter with the names of `search_path` (the caller's, as upstream) into a
+-- node tree, which names everything by oid: it evaluates the same under any search_path.
+CREATE FUNCTION spock.spock_parse_row_filter(relation regclass, row_filter text, search_path text)
+RETURNS pg_node_tree LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'spock_parse_row_filter_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_parse_row_filter(regclass, text, text) FROM PUBLIC;
 
-CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
-                                       columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
-                                       include_partitions boolean DEFAULT true)
+-- repset_add_table itself only hands the caller's search_path (for the row filter's names)
+-- to its body, which runs with search_path = pg_catalog. Every name here is qualified.
+CREATE FUNCTION spock.repset_add_table_in_path(set_name name, relation regclass, synchronize_data boolean,
+                                               columns text[], row_filter text, include_partitions boolean,
+                                               caller_search_path text)
 RETURNS boolean LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
 #variable_conflict use_column
 DECLARE
-    v_set spock.replication_set := spock.local_repset(repset_add_table.set_name);
+    v_set spock.replication_set := spock.local_repset(repset_add_table_in_path.set_name);
     v_rel regclass;
     v_col text;
     v_members regclass[];
 BEGIN
-    IF repset_add_table.relation IS NULL THEN
-        RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    IF repset_add_table_in_path.relation IS NULL THEN
+        PERFORM spock.spock_error('22004', 'relation cannot be NULL');
     END IF;
-    IF repset_add_table.synchronize_data IS NULL THEN
-        RAISE EXCEPTION 'synchronize_data cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    IF repset_add_table_in_path.synchronize_data IS NULL THEN
+        PERFORM spock.spock_error('22004', 'synchronize_data cannot be NULL');
     END IF;
-    IF repset_add_table.columns IS NOT NULL THEN
-        FOREACH v_col IN ARRAY repset_add_table.columns LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = repset_add_table.relation
+    IF repset_add_table_in_path.columns IS NOT NULL THEN
+        FOREACH v_col IN ARRAY repset_add_table_in_path.columns LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = repset_add_table_in_path.relation
                               AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
-                RAISE EXCEPTION 'table % does not have column %',
-                    (SELECT relname FROM pg_class WHERE oid = repset_add_table.relation), v_col
-                    USING ERRCODE = 'undefined_column';
+                PERFORM spock.spock_error('42703', format('table %s does not have column %s', (SELECT relname FROM pg_class WHERE oid = repset_add_table_in_path.relation), v_col));
             END IF;
         END LOOP;
         IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                    WHERE i.indrelid = repset_add_table.relation
+                    WHERE i.indrelid = repset_add_table_in_path.relation
                       AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
-                      AND NOT a.attname = ANY (repset_add_table.columns)) THEN
-            RAISE EXCEPTION 'REPLICA IDENTITY columns must be replicated' USING ERRCODE = 'invalid_parameter_value';
+                      AND NOT a.attname = ANY (repset_add_table_in_path.columns)) THEN
+            PERFORM spock.spock_error('22023', 'REPLICA IDENTITY columns must be replicated');
         END IF;
     END IF;
 
-    v_members := ARRAY[repset_add_table.relation];
-    IF repset_add_table.include_partitions
-       AND (SELECT relkind FROM pg_class WHERE oid = repset_add_table.relation) = 'p' THEN
-        v_members := v_members || ARRAY(SELECT relid FROM pg_partition_tree(repset_add_table.relation)
-                                         WHERE relid <> repset_add_table.relation ORDER BY level, relid::text);
+    v_members := ARRAY[repset_add_table_in_path.relation];
+    IF repset_add_table_in_path.include_partitions
+       AND (SELECT relkind FROM pg_class WHERE oid = repset_add_table_in_path.relation) = 'p' THEN
+        v_members := v_members || ARRAY(SELECT relid FROM pg_partition_tree(repset_add_table_in_path.relation)
+                                         WHERE relid <> repset_add_table_in_path.relation ORDER BY level, relid::text);
     END IF;
     FOREACH v_rel IN ARRAY v_members LOOP
         IF (SELECT relpersistence FROM pg_class WHERE oid = v_rel) <> 'p' THEN
-            RAISE EXCEPTION 'UNLOGGED and TEMP tables cannot be replicated' USING ERRCODE = 'feature_not_supported';
+            PERFORM spock.spock_error('0A000', 'UNLOGGED and TEMP tables cannot be replicated');
         END IF;
         IF (v_set.replicate_update OR v_set.replicate_delete) AND NOT spock.has_replica_identity_index(v_rel) THEN
-            RAISE EXCEPTION 'table % cannot be added to replication set %',
-                (SELECT relname FROM pg_class WHERE oid = v_rel), v_set.set_name
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'table does not have PRIMARY KEY and given replication set is configured to replicate UPDATEs and/or DELETEs',
-                      HINT = 'Add a PRIMARY KEY to the table';
+            PERFORM spock.spock_error('22023', format('table %s cannot be added to replication set %s', (SELECT relname FROM pg_class WHERE oid = v_rel), v_set.set_name),
+                'table does not have PRIMARY KEY and given replication set is configured to replicate UPDATEs and/or DELETEs', 'Add a PRIMARY KEY to the table');
         END IF;
         -- The filter is parsed against each member: a partition's columns may be numbered
         -- differently from its parent's.
         INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
-            VALUES (v_set.set_id, v_rel, repset_add_table.columns,
-                    CASE WHEN repset_add_table.row_filter IS NOT NULL
-                         THEN spock.spock_parse_row_filter(v_rel, repset_add_table.row_filter) END);
+            VALUES (v_set.set_id, v_rel, repset_add_table_in_path.columns,
+                    CASE WHEN repset_add_table_in_path.row_filter IS NOT NULL
+                         THEN spock.spock_parse_row_filter(v_rel, repset_add_table_in_path.row_filter,
+                                                      repset_add_table_in_path.caller_search_path) END);
         IF v_set.replicate_delete THEN
             PERFORM spock.track_deletes(v_rel);
         END IF;
     END LOOP;
 
-    IF repset_add_table.synchronize_data THEN
+    IF repset_add_table_in_path.synchronize_data THEN
         INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message)
         SELECT now(), current_user, ARRAY[v_set.set_name::text], 'A',
                json_build_object('schema_name', n.nspname, 'table_name', c.relname)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.oid = repset_add_table.relation;
+         WHERE c.oid = repset_add_table_in_path.relation;
     END IF;
     RETURN true;
 END $$;
+
+CREATE FUNCTION spock.repset_add_table(set_name name, relation regclass, synchronize_data boolean DEFAULT false,
+                                       columns text[] DEFAULT NULL, row_filter text DEFAULT NULL,
+                                       include_partitions boolean DEFAULT true)
+RETURNS boolean LANGUAGE sql CALLED ON NULL INPUT AS $$
+    SELECT spock.repset_add_table_in_path($1, $2, $3, $4, $5, $6, pg_catalog.current_setting('search_path'))
+$$;
 
 CREATE FUNCTION spock.repset_add_all_tables(set_name name, schema_names text[], synchronize_data boolean DEFAULT false)
 RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
@@ -442,9 +452,7 @@ BEGIN
     DELETE FROM spock.replication_set_table
      WHERE set_id = v_set.set_id AND set_reloid = repset_remove_table.relation;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'Table % not found in replication set %',
-            (SELECT relname FROM pg_class WHERE oid = repset_remove_table.relation), v_set.set_name
-            USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('Table %s not found in replication set %s', (SELECT relname FROM pg_class WHERE oid = repset_remove_table.relation), v_set.set_name));
     END IF;
     IF repset_remove_table.include_partitions THEN
         DELETE FROM spock.replication_set_table
@@ -468,6 +476,7 @@ REVOKE EXECUTE ON FUNCTION
     spock.repset_alter(name, boolean, boolean, boolean, boolean),
     spock.repset_drop(name, boolean),
     spock.repset_add_table(name, regclass, boolean, text[], text, boolean),
+    spock.repset_add_table_in_path(name, regclass, boolean, text[], text, boolean, text),
     spock.repset_add_all_tables(name, text[], boolean),
     spock.repset_remove_table(name, regclass, boolean)
 FROM PUBLIC;
@@ -506,27 +515,27 @@ DECLARE
     v_slot name;
     v_kind "char";
     v_overlap name;
+    v_overlap_set text;
 BEGIN
     IF sub_create.subscription_name !~ '^[a-z0-9_]{1,63}$' THEN
-        RAISE EXCEPTION 'subscription name "%" is invalid', sub_create.subscription_name
-            USING ERRCODE = 'invalid_name',
-                  DETAIL = 'A subscription name has 1 to 63 characters, each a lower-case letter, digit or underscore.';
+        PERFORM spock.spock_error('42602', format('subscription name "%s" is invalid', sub_create.subscription_name),
+            'A subscription name has 1 to 63 characters, each a lower-case letter, digit or underscore.', NULL);
     END IF;
     IF EXISTS (SELECT 1 FROM spock.subscription WHERE sub_name = sub_create.subscription_name) THEN
-        RAISE EXCEPTION 'subscription "%" already exists', sub_create.subscription_name USING ERRCODE = 'duplicate_object';
+        PERFORM spock.spock_error('42710', format('subscription "%s" already exists', sub_create.subscription_name));
     END IF;
     IF (sub_create.synchronize_data OR sub_create.synchronize_structure) AND NOT sub_create.enabled THEN
-        RAISE EXCEPTION 'a disabled subscription cannot synchronize data or structure' USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', format('subscription "%s" in disabled state is not allowed to synchronize structure or data', sub_create.subscription_name));
     END IF;
     IF sub_create.forward_origins NOT IN ('{}', '{all}') THEN
-        RAISE EXCEPTION 'forward_origins may only be empty or {all}' USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', 'forward_origins may only be empty or {all}');
     END IF;
 
     v_info := spock.spock_remote_node_info(sub_create.provider_dsn, sub_create.subscription_name || '_create');
     v_origin := v_info[1]::oid;
     v_origin_name := v_info[2];
     IF v_origin = v_local THEN
-        RAISE EXCEPTION 'cannot subscribe to the local node itself' USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', 'cannot subscribe to the local node itself');
     END IF;
     SELECT l.node_local_interface, i.if_dsn INTO v_local_if, v_local_dsn
       FROM spock.local_node l JOIN spock.node_interface i ON i.if_id = l.node_local_interface;
@@ -544,17 +553,18 @@ BEGIN
             VALUES (v_origin_if, v_origin_name, v_origin, sub_create.provider_dsn);
     ELSIF v_known_dsn <> sub_create.provider_dsn THEN
         -- Upstream's message, without the passwords (errors reach the log and clients).
-        RAISE EXCEPTION 'dsn "%" points to existing node "%" with different dsn "%"',
-            spock.spock_mask_dsn(sub_create.provider_dsn), v_origin_name,
-            spock.spock_mask_dsn(v_known_dsn) USING ERRCODE = 'duplicate_object';
+        PERFORM spock.spock_error('22023', format('dsn "%s" points to existing node "%s" with different dsn "%s"', spock.spock_mask_dsn(sub_create.provider_dsn), v_origin_name, spock.spock_mask_dsn(v_known_dsn)));
     END IF;
 
-    SELECT s.sub_name INTO v_overlap FROM spock.subscription s
-     WHERE s.sub_origin = v_origin AND s.sub_replication_sets && sub_create.replication_sets LIMIT 1;
-    IF FOUND THEN
-        RAISE WARNING 'existing subscription "%" to node "%" already subscribes to one of the replication sets',
-            v_overlap, v_origin_name;
-    END IF;
+    FOR v_overlap, v_overlap_set IN
+        SELECT s.sub_name, x.set_name FROM spock.subscription s
+         CROSS JOIN LATERAL unnest(s.sub_replication_sets) AS x(set_name)
+         WHERE s.sub_origin = v_origin AND x.set_name = ANY (sub_create.replication_sets)
+         ORDER BY s.sub_name, x.set_name
+    LOOP
+        RAISE WARNING 'existing subscription "%" to node "%" already subscribes to replication set "%"',
+            v_overlap, v_origin_name, v_overlap_set;
+    END LOOP;
 
     v_sub := spock.spock_sub_id(sub_create.subscription_name);
     v_slot := spock.spock_gen_slot_name(current_database(), v_origin_name, sub_create.subscription_name);
@@ -562,10 +572,8 @@ BEGIN
     -- two subscribers can come to the same one: the second would take over the first one's
     -- slot, and each would lose what the other confirmed.
     IF spock.spock_remote_slot_exists(sub_create.provider_dsn, v_slot, sub_create.subscription_name || '_create') THEN
-        RAISE EXCEPTION 'replication slot "%" already exists on node "%"', v_slot, v_origin_name
-            USING ERRCODE = 'duplicate_object',
-                  DETAIL = 'Another subscriber uses a subscription of the same name on a database of the same name, or a dropped subscription left its slot behind.',
-                  HINT = 'Choose another subscription name, or drop the slot on the provider if nothing uses it.';
+        PERFORM spock.spock_error('42710', format('replication slot "%s" already exists on node "%s"', v_slot, v_origin_name),
+            'Another subscriber uses a subscription of the same name on a database of the same name, or a dropped subscription left its slot behind.', 'Choose another subscription name, or drop the slot on the provider if nothing uses it.');
     END IF;
     INSERT INTO spock.subscription (sub_id, sub_name, sub_origin, sub_target, sub_origin_if, sub_target_if,
         sub_enabled, sub_slot_name, sub_replication_sets, sub_forward_origins, sub_apply_delay,
@@ -599,7 +607,7 @@ DECLARE v_sub spock.subscription;
 BEGIN
     SELECT s.* INTO v_sub FROM spock.subscription s WHERE s.sub_name = p_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" not found', p_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('subscription "%s" not found', p_name));
     END IF;
     RETURN v_sub;
 END $$;
@@ -617,7 +625,7 @@ BEGIN
         IF sub_drop.ifexists THEN
             RETURN 0;
         END IF;
-        RAISE EXCEPTION 'subscription "%" not found', sub_drop.subscription_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('subscription "%s" not found', sub_drop.subscription_name));
     END IF;
     -- Keep a restarted apply worker waiting until we commit (it takes this lock shared before
     -- reading its subscription), then stop the running one and wait for it to exit, so the
@@ -758,8 +766,7 @@ DECLARE
     v_sub spock.subscription := spock.subscription_named(sub_wait_for_sync.subscription_name);
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'spock.sub_wait_for_sync() can only be used in READ COMMITTED transactions'
-            USING ERRCODE = 'invalid_transaction_state';
+        PERFORM spock.spock_error('25000', 'spock.sub_wait_for_sync() can only be used in READ COMMITTED transactions');
     END IF;
     -- Each statement sees the apply worker's latest commit. It returns once every table is
     -- copied and fails as soon as waiting cannot end well: a copy failed, or the subscription
@@ -791,13 +798,11 @@ BEGIN
        AND (p_nsp IS NULL OR (y.sync_nspname = p_nsp AND y.sync_relname = p_rel))
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'copying table %.% of subscription "%" failed', v_failed.sync_nspname,
-            v_failed.sync_relname, p_sub.sub_name
-            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = coalesce(v_failed.error_message, '');
+        PERFORM spock.spock_error('55000', format('copying table %s.%s of subscription "%s" failed', v_failed.sync_nspname, v_failed.sync_relname, p_sub.sub_name),
+            coalesce(v_failed.error_message, ''), NULL);
     END IF;
     IF NOT (SELECT sub_enabled FROM spock.subscription WHERE sub_id = p_sub.sub_id) THEN
-        RAISE EXCEPTION 'subscription "%" is disabled', p_sub.sub_name
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+        PERFORM spock.spock_error('55000', format('subscription "%s" is disabled', p_sub.sub_name));
     END IF;
 END $$;
 
@@ -810,8 +815,7 @@ DECLARE
     v_rel name;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'spock.table_wait_for_sync() can only be used in READ COMMITTED transactions'
-            USING ERRCODE = 'invalid_transaction_state';
+        PERFORM spock.spock_error('25000', 'spock.table_wait_for_sync() can only be used in READ COMMITTED transactions');
     END IF;
     SELECT n.nspname, c.relname INTO v_nsp, v_rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_wait_for_sync.relation;
@@ -867,8 +871,7 @@ BEGIN
     SELECT if_id INTO v_if FROM spock.node_interface
      WHERE if_nodeid = v_sub.sub_origin AND if_name = sub_alter_interface.interface_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'interface "%" not found for the provider of subscription "%"',
-            sub_alter_interface.interface_name, v_sub.sub_name USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('interface "%s" not found for the provider of subscription "%s"', sub_alter_interface.interface_name, v_sub.sub_name));
     END IF;
     IF v_if = v_sub.sub_origin_if THEN
         RETURN false;
@@ -962,13 +965,18 @@ CREATE FUNCTION spock.spock_message(mtype integer, node_id oid) RETURNS bytea
 -- The switch is a write to a superuser-only table, which the output plugin sees in the
 -- stream (anyone may emit a logical message, so a message alone cannot be trusted); the
 -- upstream message is written too, for its LSN.
-CREATE TABLE spock.repair_mode_switch (enabled boolean NOT NULL);
+CREATE FUNCTION spock.spock_set_repair_mode(enabled boolean) RETURNS void
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'spock_set_repair_mode_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.spock_set_repair_mode(boolean) FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS spock.repair_mode_switch (enabled boolean NOT NULL);
 REVOKE ALL ON spock.repair_mode_switch FROM PUBLIC;
 CREATE FUNCTION spock.repair_mode(enabled boolean) RETURNS pg_lsn
 LANGUAGE plpgsql STRICT VOLATILE SET search_path = pg_catalog AS $$
 BEGIN
     INSERT INTO spock.repair_mode_switch VALUES (enabled);
     DELETE FROM spock.repair_mode_switch;
+    -- spock.replication_repair_mode, for this transaction: DDL run meanwhile is not queued.
+    PERFORM spock.spock_set_repair_mode(enabled);
     RETURN pg_logical_emit_message(true, 'Spock', spock.spock_message(CASE WHEN enabled THEN 1 ELSE 2 END, 0));
 END $$;
 
@@ -1054,8 +1062,7 @@ BEGIN
     LOOP
         IF NOT EXISTS (SELECT 1 FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target
                         WHERE s.sub_origin = wait_for_sync_event.origin_id AND s.sub_enabled) THEN
-            RAISE EXCEPTION 'no enabled subscription from node % to the local node', origin_id
-                USING ERRCODE = 'object_not_in_prerequisite_state';
+            PERFORM spock.spock_error('55000', format('no enabled subscription from node %s to the local node', origin_id));
         END IF;
         SELECT p.remote_lsn INTO v_applied FROM spock.progress p JOIN spock.local_node l ON l.node_id = p.node_id
          WHERE p.remote_node_id = wait_for_sync_event.origin_id;
@@ -1078,7 +1085,7 @@ DECLARE
 BEGIN
     SELECT node_id INTO v_origin FROM spock.node WHERE node_name = wait_for_sync_event.origin;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'Origin node ''%'' not found', origin USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('Origin node ''%s'' not found', origin));
     END IF;
     CALL spock.wait_for_sync_event(result, v_origin, lsn, timeout);
 END $$;
@@ -1097,7 +1104,8 @@ REVOKE EXECUTE ON PROCEDURE
 FROM PUBLIC;
 
 -- Provider-side description of a table for a subscriber's copy: its replicated columns (the
--- union of the sets' column lists, or all) and whether a row filter applies.
+-- union of the sets' column lists; all of them when a set has no list or the table is in none
+-- of the sets) and whether a row filter applies.
 CREATE FUNCTION spock.repset_show_table(relation regclass, repsets text[], OUT relid oid, OUT nspname text,
     OUT relname text, OUT att_list text[], OUT has_row_filter boolean, OUT relkind "char",
     OUT relispartition boolean)
@@ -1110,12 +1118,15 @@ RETURNS record LANGUAGE sql STRICT STABLE SET search_path = pg_catalog AS $$
     SELECT c.oid, n.nspname::text, c.relname::text,
            ARRAY(SELECT a.attname::text FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                    AND (EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NULL)
+                    AND (NOT EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NOT NULL)
+                         OR EXISTS (SELECT 1 FROM m WHERE m.set_att_list IS NULL)
                          OR EXISTS (SELECT 1 FROM m WHERE a.attname::text = ANY (m.set_att_list)))
                   ORDER BY a.attnum),
            EXISTS (SELECT 1 FROM m WHERE m.set_row_filter IS NOT NULL), c.relkind, c.relispartition
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = relation
+       -- every named set must exist (ERROR otherwise, as upstream)
+       AND (SELECT count(*) FROM unnest(repsets) r, LATERAL spock.local_repset(r::name) l) >= 0
 $$;
 
 -- The table's rows that pass the row filters of the given sets (any of them, as upstream).
@@ -1155,12 +1166,12 @@ DECLARE
     v_old_path text := pg_catalog.current_setting('search_path');
 BEGIN
     IF command IS NULL OR replication_sets IS NULL OR search_path IS NULL OR role IS NULL THEN
-        RAISE EXCEPTION 'spock.replicate_ddl() arguments cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+        PERFORM spock.spock_error('22004', 'spock.replicate_ddl() arguments cannot be NULL');
     END IF;
     FOREACH v_set IN ARRAY replication_sets LOOP
         IF NOT EXISTS (SELECT 1 FROM spock.replication_set s
                         WHERE s.set_nodeid = v_node AND s.set_name = v_set) THEN
-            RAISE EXCEPTION 'replication set "%" not found', v_set USING ERRCODE = 'undefined_object';
+            PERFORM spock.spock_error('42704', format('replication set %s not found', v_set));
         END IF;
     END LOOP;
     PERFORM spock.spock_check_ddl(command);
@@ -1238,7 +1249,7 @@ DECLARE
     v_current bigint;
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = repset_add_seq.relation) <> 'S' THEN
-        RAISE EXCEPTION '% is not a sequence', repset_add_seq.relation USING ERRCODE = 'wrong_object_type';
+        PERFORM spock.spock_error('42809', format('%s is not a sequence', repset_add_seq.relation));
     END IF;
     INSERT INTO spock.replication_set_seq (set_id, set_seqoid) VALUES (v_set.set_id, repset_add_seq.relation);
     EXECUTE format('SELECT last_value FROM %s', repset_add_seq.relation) INTO v_current;
@@ -1277,8 +1288,7 @@ DECLARE
 BEGIN
     DELETE FROM spock.replication_set_seq WHERE set_id = v_set.set_id AND set_seqoid = repset_remove_seq.relation;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'Sequence % not found in replication set %', repset_remove_seq.relation, v_set.set_name
-            USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('Sequence %s not found in replication set %s', repset_remove_seq.relation, v_set.set_name));
     END IF;
     RETURN true;
 END $$;
@@ -1291,7 +1301,7 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = sync_seq.relation AND relkind = 'S')
        OR NOT EXISTS (SELECT 1 FROM spock.sequence_state WHERE seqoid = sync_seq.relation) THEN
-        RAISE EXCEPTION '% is not a replicated sequence', sync_seq.relation USING ERRCODE = 'invalid_parameter_value';
+        PERFORM spock.spock_error('22023', format('%s is not a replicated sequence', sync_seq.relation));
     END IF;
     SELECT array_agg(s.set_name::text ORDER BY s.set_name) INTO v_sets
       FROM spock.replication_set_seq q JOIN spock.replication_set s ON s.set_id = q.set_id
@@ -1340,7 +1350,7 @@ DECLARE
     v_idle_since timestamptz;
 BEGIN
     IF slotname IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = slotname) THEN
-        RAISE EXCEPTION 'replication slot "%" does not exist', slotname USING ERRCODE = 'undefined_object';
+        PERFORM spock.spock_error('42704', format('replication slot "%s" does not exist', slotname));
     END IF;
     WHILE EXISTS (SELECT 1 FROM pg_replication_slots
                    WHERE (slotname IS NULL OR slot_name = slotname)
@@ -1352,8 +1362,7 @@ BEGIN
                       AND confirmed_flush_lsn < v_target AND NOT active) THEN
             v_idle_since := coalesce(v_idle_since, clock_timestamp());
             IF clock_timestamp() > v_idle_since + interval '30 seconds' THEN
-                RAISE EXCEPTION 'replication slot is not in use and stays behind %', v_target
-                    USING ERRCODE = 'object_not_in_prerequisite_state';
+                PERFORM spock.spock_error('55000', format('replication slot is not in use and stays behind %s', v_target));
             END IF;
         ELSE
             v_idle_since := NULL;
@@ -1391,8 +1400,8 @@ $$;
 
 -- Adds a partition (or all) of a partitioned table to every set holding the parent, with the
 -- parent's column list and row filter unless another filter is given.
-CREATE FUNCTION spock.repset_add_partition(parent regclass, partition regclass DEFAULT NULL,
-    row_filter text DEFAULT NULL)
+CREATE FUNCTION spock.repset_add_partition_in_path(parent regclass, partition regclass,
+    row_filter text, caller_search_path text)
 RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
 #variable_conflict use_column
 DECLARE
@@ -1400,28 +1409,36 @@ DECLARE
     m record;
     v_part regclass;
 BEGIN
-    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_partition.parent) <> 'p' THEN
+    IF (SELECT relkind FROM pg_class WHERE oid = repset_add_partition_in_path.parent) <> 'p' THEN
         RETURN 0;
     END IF;
     FOR m IN SELECT t.set_id, t.set_att_list, t.set_row_filter FROM spock.replication_set_table t
-              WHERE t.set_reloid = repset_add_partition.parent LOOP
-        FOR v_part IN SELECT relid FROM pg_partition_tree(repset_add_partition.parent)
-                       WHERE relid <> repset_add_partition.parent AND isleaf
-                         AND (repset_add_partition.partition IS NULL OR relid = repset_add_partition.partition)
+              WHERE t.set_reloid = repset_add_partition_in_path.parent LOOP
+        FOR v_part IN SELECT relid FROM pg_partition_tree(repset_add_partition_in_path.parent)
+                       WHERE relid <> repset_add_partition_in_path.parent AND isleaf
+                         AND (repset_add_partition_in_path.partition IS NULL OR relid = repset_add_partition_in_path.partition)
                        ORDER BY relid::text LOOP
             INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list, set_row_filter)
                 VALUES (m.set_id, v_part, m.set_att_list,
-                        CASE WHEN repset_add_partition.row_filter IS NOT NULL
-                             THEN spock.spock_parse_row_filter(v_part, repset_add_partition.row_filter)
+                        CASE WHEN repset_add_partition_in_path.row_filter IS NOT NULL
+                             THEN spock.spock_parse_row_filter(v_part, repset_add_partition_in_path.row_filter,
+                                                          repset_add_partition_in_path.caller_search_path)
                              WHEN m.set_row_filter IS NOT NULL
                              THEN spock.spock_parse_row_filter(v_part,
-                                      pg_get_expr(m.set_row_filter, repset_add_partition.parent)) END);
+                                      pg_get_expr(m.set_row_filter, repset_add_partition_in_path.parent),
+                                      'pg_catalog') END);
             PERFORM spock.track_deletes(v_part);
             v_count := v_count + 1;
         END LOOP;
     END LOOP;
     RETURN v_count;
 END $$;
+
+CREATE FUNCTION spock.repset_add_partition(parent regclass, partition regclass DEFAULT NULL,
+    row_filter text DEFAULT NULL)
+RETURNS int LANGUAGE sql CALLED ON NULL INPUT AS $$
+    SELECT spock.repset_add_partition_in_path($1, $2, $3, pg_catalog.current_setting('search_path'))
+$$;
 
 CREATE FUNCTION spock.repset_remove_partition(parent regclass, partition regclass DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql CALLED ON NULL INPUT SET search_path = pg_catalog AS $$
@@ -1443,8 +1460,8 @@ CREATE FUNCTION spock.convert_sequence_to_snowflake(p_seqid regclass) RETURNS in
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'snowflake') THEN
-        RAISE EXCEPTION 'the snowflake extension is not installed' USING ERRCODE = 'undefined_object',
-            HINT = 'CREATE EXTENSION snowflake';
+        PERFORM spock.spock_error('42704', 'the snowflake extension is not installed',
+            NULL, 'CREATE EXTENSION snowflake');
     END IF;
     RETURN snowflake.convert_sequence_to_snowflake(p_seqid);
 END $$;
@@ -1453,8 +1470,8 @@ CREATE FUNCTION spock.convert_column_to_int8(p_rel regclass, p_attnum smallint) 
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'snowflake') THEN
-        RAISE EXCEPTION 'the snowflake extension is not installed' USING ERRCODE = 'undefined_object',
-            HINT = 'CREATE EXTENSION snowflake';
+        PERFORM spock.spock_error('42704', 'the snowflake extension is not installed',
+            NULL, 'CREATE EXTENSION snowflake');
     END IF;
     RETURN snowflake.convert_column_to_int8(p_rel, p_attnum);
 END $$;
@@ -1465,6 +1482,7 @@ REVOKE EXECUTE ON FUNCTION
     spock.wait_slot_confirm_lsn(name, pg_lsn),
     spock.terminate_active_transactions(),
     spock.repset_add_partition(regclass, regclass, text),
+    spock.repset_add_partition_in_path(regclass, regclass, text, text),
     spock.repset_remove_partition(regclass, regclass),
     spock.convert_sequence_to_snowflake(regclass),
     spock.convert_column_to_int8(regclass, smallint)

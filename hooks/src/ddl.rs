@@ -299,6 +299,7 @@ unsafe extern "C-unwind" fn process_utility(
             && crate::settings::ENABLE_DDL_REPLICATION.get()
             && pg_sys::IsTransactionState()
             && targets_temp_relation(stmt);
+        let cascade = crate::depend::enter_statement(crate::depend::statement_cascades(stmt));
         match PREVIOUS {
             Some(previous) => pg_guard_ffi_boundary(|| {
                 previous(pstmt, query, read_only_tree, context, params, env, dest, qc)
@@ -314,6 +315,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        crate::depend::restore(cascade);
         if ddl {
             after_ddl(pstmt, query, context, touched_temp);
         }
@@ -348,8 +350,10 @@ unsafe fn after_ddl(
     }
     // Statements run by the apply worker or by replicate_ddl were queued where they came from.
     let by_replicate_ddl = s::IN_REPLICATE_DDL.get();
+    // In repair mode (spock.repair_mode(true)) the transaction's DDL stays here too.
     let ours = !applying
         && !by_replicate_ddl
+        && !s::REPAIR_MODE.get()
         && (context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
             || s::ALLOW_DDL_FROM_FUNCTIONS.get());
     if replicate && ours {
@@ -404,10 +408,47 @@ unsafe fn after_ddl(
     }
     if file_tables && !touched_temp && (ours || applying || by_replicate_ddl) {
         // SAFETY: forwarded from the caller.
-        if let Some(relid) = unsafe { created_or_altered_table(stmt) } {
+        for relid in unsafe { created_or_altered_tables(stmt) } {
             as_superuser(|| Spi::run_with_args("SELECT spock.ddl_file_table($1)", &[relid.into()]))
                 .unwrap_or_else(|e| error!("cannot add the table to a replication set: {e}"));
         }
+    }
+}
+
+/// The tables a CREATE TABLE, CREATE TABLE AS, ALTER TABLE or CREATE SCHEMA statement made or
+/// changed. (The tables of CREATE SCHEMA … CREATE TABLE are created by sub-statements, which
+/// are not filed on their own: they are part of the statement queued.)
+///
+/// # Safety
+/// `stmt` is a parsed utility statement that has run.
+unsafe fn created_or_altered_tables(stmt: *mut pg_sys::Node) -> Vec<pg_sys::Oid> {
+    // SAFETY: each cast matches the node's tag; the lookups do not lock.
+    unsafe {
+        if (*stmt).type_ != pg_sys::NodeTag::T_CreateSchemaStmt {
+            return created_or_altered_table(stmt).into_iter().collect();
+        }
+        let schema = stmt.cast::<pg_sys::CreateSchemaStmt>();
+        let name = if (*schema).schemaname.is_null() {
+            // CREATE SCHEMA AUTHORIZATION role: the schema is named after the role.
+            let role = (*schema).authrole;
+            if role.is_null() || (*role).rolename.is_null() {
+                return Vec::new();
+            }
+            (*role).rolename
+        } else {
+            (*schema).schemaname
+        };
+        PgList::<pg_sys::Node>::from_pg((*schema).schemaElts)
+            .iter_ptr()
+            .filter(|&element| (*element).type_ == pg_sys::NodeTag::T_CreateStmt)
+            .filter_map(|element| {
+                let rv =
+                    pg_sys::copyObjectImpl((*element.cast::<pg_sys::CreateStmt>()).relation.cast())
+                        .cast::<pg_sys::RangeVar>();
+                (*rv).schemaname = name;
+                existing_relation(rv)
+            })
+            .collect()
     }
 }
 

@@ -94,3 +94,55 @@ pub fn subxact_commit_ts(xid: pgrx::pg_sys::TransactionId, ts: i64, origin: u16)
         None => false,
     }
 }
+
+/// Kernel patch 0005 (majors whose server has `output_plugin_libraries`, 17.11 on):
+/// `void RegisterTrustedOutputPlugin(const char *name)`.
+const TRUSTED_PLUGIN_SYMBOL: &CStr = c"RegisterTrustedOutputPlugin";
+
+/// The capability level that brings `RegisterTrustedOutputPlugin`.
+const TRUSTED_PLUGIN_API: i32 = 5;
+
+type RegisterTrusted = unsafe extern "C-unwind" fn(*const std::ffi::c_char);
+
+/// What `trust_output_plugin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// The server has no `output_plugin_libraries` (e.g. 15.18): every plugin may be used.
+    NotNeeded,
+    /// The kernel now accepts the name whatever `output_plugin_libraries` lists.
+    Registered,
+    /// The server checks `output_plugin_libraries` but the kernel cannot trust a name itself.
+    Unsupported,
+}
+
+/// Registers `name`, an output plugin name this library provides, as trusted by the kernel so
+/// slots for it work whatever `output_plugin_libraries` lists. Only valid from `_PG_init` while
+/// `shared_preload_libraries` is being processed (the kernel raises an ERROR otherwise).
+pub fn trust_output_plugin(name: &CStr) -> Trust {
+    // SAFETY: looking a name up in the global symbol table; when present (and the kernel's
+    // capability level is the one that brings it) it is a function with the signature above.
+    let register = unsafe {
+        let sym = libc::dlsym(libc::RTLD_DEFAULT, TRUSTED_PLUGIN_SYMBOL.as_ptr());
+        (!sym.is_null() && kernel_api().is_some_and(|api| api >= TRUSTED_PLUGIN_API))
+            .then(|| std::mem::transmute::<*mut libc::c_void, RegisterTrusted>(sym))
+    };
+    match register {
+        Some(f) => {
+            // SAFETY: `name` is a NUL-terminated string the kernel copies; the function may
+            // raise an ERROR, hence the boundary.
+            unsafe { pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(name.as_ptr())) };
+            Trust::Registered
+        }
+        None if server_checks_output_plugins() => Trust::Unsupported,
+        None => Trust::NotNeeded,
+    }
+}
+
+/// Whether the server has the `output_plugin_libraries` setting (17.11 has it, 15.18 not).
+fn server_checks_output_plugins() -> bool {
+    // SAFETY: a lookup of a setting by name; with missing_ok it returns NULL for an unknown
+    // one instead of raising an ERROR, and it does not keep the pointer.
+    unsafe {
+        !pgrx::pg_sys::GetConfigOption(c"output_plugin_libraries".as_ptr(), true, false).is_null()
+    }
+}

@@ -18,6 +18,7 @@ use compat18 as compat;
 mod apply;
 mod commit_lsn;
 mod ddl;
+mod depend;
 mod identity;
 mod kernel;
 mod naming;
@@ -46,8 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "spock must be loaded via shared_preload_libraries",
             format!(
-                "Add spock to shared_preload_libraries (and spock_output to \
-                 output_plugin_libraries) and restart PostgreSQL {}.",
+                "Add spock to shared_preload_libraries and restart PostgreSQL {}.",
                 compat::PG_MAJOR
             ),
         );
@@ -61,9 +61,25 @@ pub extern "C-unwind" fn _PG_init() {
         // backends inherit the setting by fork.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
+    // The slot plugin is spock_output, this same library under its second name: trust that
+    // name so servers whose output_plugin_libraries omits it (Pigsty's) still replicate.
+    if kernel::trust_output_plugin(c"spock_output") == kernel::Trust::Unsupported {
+        ereport!(
+            PgLogLevel::WARNING,
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "this kernel cannot trust spock's output plugin by itself",
+            format!(
+                "Spock replication needs spock_output in output_plugin_libraries on this \
+                 PostgreSQL {} server (pgEdge kernel capability level 5 would trust it \
+                 without that).",
+                compat::PG_MAJOR
+            ),
+        );
+    }
     settings::define();
     stats::init();
     ddl::install();
+    depend::install();
     // SAFETY: read-only flag.
     if unsafe { !pg_sys::IsBinaryUpgrade } {
         workers::register();
@@ -74,6 +90,48 @@ pub extern "C-unwind" fn _PG_init() {
 pub(crate) fn raise(code: PgSqlErrorCode, message: String) -> ! {
     ereport!(PgLogLevel::ERROR, code, message);
     unreachable!("ereport(ERROR) does not return")
+}
+
+/// An SQLSTATE's five characters as PostgreSQL's packed error code (`MAKE_SQLSTATE`).
+fn sqlstate_code(sqlstate: &str) -> Option<i32> {
+    let bytes = sqlstate.as_bytes();
+    (bytes.len() == 5
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+    .then(|| {
+        bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i32::from(b.wrapping_sub(b'0')) & 0x3F) << (6 * i))
+            .sum()
+    })
+}
+
+/// `spock.spock_error()`: the API's errors, raised with no error context, so that a failing
+/// management function shows its message (and detail and hint) and no CONTEXT lines about
+/// spock's own PL/pgSQL functions, as upstream's C functions do.
+#[pg_extern(sql = false)]
+fn spock_error(
+    sqlstate: &str,
+    message: &str,
+    detail: default!(Option<&str>, "NULL"),
+    hint: default!(Option<&str>, "NULL"),
+) {
+    let code = sqlstate_code(sqlstate)
+        .map_or(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, PgSqlErrorCode::from);
+    let mut report =
+        pgrx::pg_sys::panic::ErrorReport::new(code, message.to_string(), "spock_error");
+    if let Some(detail) = detail {
+        report = report.set_detail(detail);
+    }
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    // SAFETY: the context stack is only unlinked: whoever catches the error (PL/pgSQL's
+    // exception block, the top level) restores its own saved stack.
+    unsafe { pg_sys::error_context_stack = std::ptr::null_mut() };
+    report.report(PgLogLevel::ERROR);
 }
 
 #[pg_extern]
@@ -231,6 +289,9 @@ fn spock_mask_dsn(dsn: &str) -> String {
 fn connect(dsn: &str, appname: &str) -> remote::Remote {
     remote::check_dsn(dsn);
     remote::Remote::connect(dsn, appname).unwrap_or_else(|e| {
+        // Reported as upstream's C function reports it: no CONTEXT about the PL/pgSQL caller.
+        // SAFETY: only unlinks the stack; whoever catches the error restores its own.
+        unsafe { pg_sys::error_context_stack = std::ptr::null_mut() };
         raise(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
             format!("could not connect to the postgresql server in replication mode: {e}"),
@@ -242,4 +303,30 @@ fn connect(dsn: &str, appname: &str) -> remote::Remote {
 #[pg_extern]
 fn kernel_api_level() -> Option<i32> {
     kernel::kernel_api()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_code;
+    use pgrx::PgSqlErrorCode;
+
+    #[test]
+    fn sqlstates_pack_as_core_does() {
+        for (text, code) in [
+            ("22023", PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE),
+            (
+                "2BP01",
+                PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            ),
+            (
+                "55000",
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
+            ("0A000", PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED),
+        ] {
+            assert_eq!(sqlstate_code(text), Some(code as i32), "{text}");
+        }
+        assert_eq!(sqlstate_code("2201"), None);
+        assert_eq!(sqlstate_code("2201x"), None);
+    }
 }

@@ -91,6 +91,8 @@ pub static USE_SPI: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SYNCHRONOUS_COMMIT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Set by replicate_ddl around the command it runs (already queued, so not queued again).
 pub static IN_REPLICATE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Set by `spock.repair_mode()` for its transaction: DDL run meanwhile is not queued.
+pub static REPAIR_MODE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static COUNTRY: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"??"));
 
@@ -154,6 +156,14 @@ pub fn define() {
         &IN_REPLICATE_DDL,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_bool_guc(
+        c"spock.replication_repair_mode",
+        c"Set by spock.repair_mode(): this transaction's changes stay on this node.",
+        c"",
+        &REPAIR_MODE,
+        GucContext::Internal,
+        GucFlags::default(),
     );
     GucRegistry::define_string_guc(
         c"spock.country",
@@ -225,4 +235,23 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+}
+
+/// `spock.repair_mode()`'s switch of `spock.replication_repair_mode`, until the transaction ends.
+#[pgrx::pg_extern(sql = false)]
+fn spock_set_repair_mode(enabled: bool) {
+    let value = if enabled { c"on" } else { c"off" };
+    // SAFETY: setting an internal GUC by name inside a transaction (LOCAL: it ends with it).
+    unsafe {
+        pgrx::pg_sys::set_config_option(
+            c"spock.replication_repair_mode".as_ptr(),
+            value.as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_INTERNAL,
+            pgrx::pg_sys::GucSource::PGC_S_OVERRIDE,
+            pgrx::pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
 }

@@ -2,8 +2,9 @@
 //! runs PostgreSQL's core regression suite (`make check`, which also runs initdb) against it,
 //! then the kernel patches' own regression tests (`patches/tests/pgedge_kernel_test`, copied into
 //! the tree as `src/test/modules/pgedge_kernel_test`), which use what the patches add: the
-//! capability marker, the commit clock, old-value logging and subtransaction commit-timestamp
-//! overrides, also across a crash restart. The core suite never uses those, so only these tests
+//! capability marker, the commit clock, old-value logging, subtransaction commit-timestamp
+//! overrides (also across a crash restart) and, on majors whose series has patch 0005, trusted
+//! output plugins (the module is preloaded and trusts test_decoding). The core suite never uses those, so only these tests
 //! reach the patches' new code paths. This is what exposes a patch that trips an assertion; too
 //! slow for `cargo xtask test`.
 //!
@@ -378,19 +379,52 @@ mod tests {
             .join("patches/tests")
             .join(KERNEL_TESTS);
         let makefile = fs::read_to_string(dir.join("Makefile")).unwrap();
+        // `REGRESS = …` for every major, `REGRESS += …` for tests of patches some majors lack.
         let tests: Vec<&str> = makefile
             .lines()
-            .find_map(|l| l.strip_prefix("REGRESS = "))
-            .expect("REGRESS in the Makefile")
-            .split_whitespace()
+            .filter_map(|l| {
+                l.strip_prefix("REGRESS = ")
+                    .or_else(|| l.strip_prefix("REGRESS += "))
+            })
+            .flat_map(str::split_whitespace)
             .collect();
         assert!(tests.contains(&"subxact_commit_ts") && tests.contains(&"redo"));
+        assert!(tests.contains(&"trusted_output_plugin"));
         for t in tests {
             assert!(dir.join(format!("sql/{t}.sql")).exists(), "sql/{t}.sql");
             assert!(
                 dir.join(format!("expected/{t}.out")).exists(),
                 "expected/{t}.out"
             );
+        }
+    }
+
+    #[test]
+    fn patch_0005_has_its_test_where_it_exists() {
+        // The Makefile runs trusted_output_plugin where the tree declares the function; each
+        // series that carries the patch must therefore declare it in that header.
+        for major in [15, 16, 17] {
+            let series = patch::series(&pipeline::repo_root().join("patches"), major).unwrap();
+            let trusted: Vec<_> = series
+                .iter()
+                .filter(|p| {
+                    fs::read_to_string(p)
+                        .unwrap()
+                        .contains("RegisterTrustedOutputPlugin")
+                })
+                .collect();
+            for p in &trusted {
+                let text = fs::read_to_string(p).unwrap();
+                assert!(
+                    text.contains("+++ b/src/include/replication/logical.h")
+                        && text.contains("+extern void RegisterTrustedOutputPlugin("),
+                    "{}",
+                    p.display()
+                );
+            }
+            if major == 17 {
+                assert_eq!(trusted.len(), 1, "PostgreSQL {major}");
+            }
         }
     }
 

@@ -143,21 +143,10 @@ pub fn build_and_install(
 /// The hand-written scripts of older versions and update steps (`sql/<name>--*.sql`: base scripts
 /// of the versions upstream shipped, and each step of upstream's update chain), sorted.
 pub fn version_scripts(crate_dir: &Path, name: &str) -> Result<Vec<std::path::PathBuf>> {
-    let dir = crate_dir.join("sql");
-    let prefix = format!("{name}--");
-    let mut scripts = Vec::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        let file = path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or_default();
-        if file.starts_with(&prefix) && file.ends_with(".sql") {
-            scripts.push(path);
-        }
-    }
-    scripts.sort();
-    Ok(scripts)
+    Ok(version_files(crate_dir, name, ".sql")?
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect())
 }
 
 /// Update steps that contain this build's generated install script (`sql/<name>--*.sql.in`),
@@ -169,24 +158,38 @@ pub fn version_templates(
     install_script: &str,
 ) -> Result<Vec<(String, String)>> {
     let dir = crate_dir.join("sql");
+    version_files(crate_dir, name, ".sql.in")?
+        .into_iter()
+        .map(|(file, path)| {
+            let text = fs::read_to_string(&path)?;
+            let script = file.trim_end_matches(".in").to_string();
+            Ok((script, render(&dir, &text, install_script, 0)?))
+        })
+        .collect()
+}
+
+/// The files `sql/<name>--*<suffix>` of a crate, as (file name, path), sorted by name.
+fn version_files(
+    crate_dir: &Path,
+    name: &str,
+    suffix: &str,
+) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let dir = crate_dir.join("sql");
     let prefix = format!("{name}--");
-    let mut rendered = Vec::new();
+    let mut files = Vec::new();
     for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         let file = path
             .file_name()
             .and_then(|f| f.to_str())
-            .unwrap_or_default();
-        if let Some(script) = file.strip_suffix(".in")
-            && file.starts_with(&prefix)
-            && script.ends_with(".sql")
-        {
-            let text = fs::read_to_string(&path)?;
-            rendered.push((script.to_string(), render(&dir, &text, install_script, 0)?));
+            .unwrap_or_default()
+            .to_string();
+        if file.starts_with(&prefix) && file.ends_with(suffix) {
+            files.push((file, path));
         }
     }
-    rendered.sort();
-    Ok(rendered)
+    files.sort();
+    Ok(files)
 }
 
 fn render(dir: &Path, text: &str, install_script: &str, depth: usize) -> Result<String> {

@@ -14,6 +14,7 @@ mod fetch;
 mod package;
 mod patch;
 mod pipeline;
+mod prereq;
 mod sources;
 mod sqlgen;
 mod stage;
@@ -185,6 +186,7 @@ fn main() -> Result<()> {
     };
     match cli.command {
         Command::Build(args) => {
+            prereq::check(prereq::Step::Build)?;
             let mut opts = options(&args.kernel);
             opts.fetch.source = args.source;
             opts.fetch.no_download = args.offline;
@@ -211,6 +213,7 @@ fn main() -> Result<()> {
             );
         }
         Command::Test(args) => {
+            prereq::check(prereq::Step::Test)?;
             let majors = if args.majors.is_empty() {
                 vec![17, 15]
             } else {

@@ -256,7 +256,7 @@ fn lintian_and_rpmlint_report_no_errors() {
         );
         let errors: Vec<&&str> = tags.iter().filter(|l| l.starts_with("E:")).collect();
         assert!(errors.is_empty(), "lintian errors:\n{out}");
-        // The warnings the README accepts, and no others.
+        // The warnings docs/packaging.md accepts, and no others.
         for line in &tags {
             let tag = line.split_whitespace().nth(2).unwrap_or_default();
             assert!(

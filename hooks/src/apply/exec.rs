@@ -165,12 +165,16 @@ pub struct Change {
     estate: *mut pg_sys::EState,
     rri: *mut pg_sys::ResultRelInfo,
     epq: *mut pg_sys::EPQState,
-    /// Slots reused by every row: the key searched for, the locked local row, the new row.
+    /// Slots reused by every row: the key searched for, the locked local row, the new row, and
+    /// another local row the new values collide with (`lock_colliding`).
     search: *mut pg_sys::TupleTableSlot,
     local: *mut pg_sys::TupleTableSlot,
     row: *mut pg_sys::TupleTableSlot,
+    other: *mut pg_sys::TupleTableSlot,
     /// Whether `local` holds the row `lock_row` found and locked.
     found: bool,
+    /// The row a unique index reported when `insert_or_skip` last skipped.
+    conflicting: Option<pg_sys::ItemPointerData>,
     /// The table has triggers: their AFTER events fire at the end of each row, as for a
     /// statement of its own.
     triggers: bool,
@@ -213,7 +217,7 @@ impl Change {
             let epq = pg_sys::palloc0(std::mem::size_of::<pg_sys::EPQState>()).cast();
             compat::epq_init(epq, estate);
             let slot = || pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
-            let (search, local, row) = (slot(), slot(), slot());
+            let (search, local, row, other) = (slot(), slot(), slot(), slot());
             pg_sys::MemoryContextSwitchTo(caller);
             Change {
                 triggers: !(*rri).ri_TrigDesc.is_null(),
@@ -225,7 +229,9 @@ impl Change {
                 search,
                 local,
                 row,
+                other,
                 found: false,
+                conflicting: None,
                 worker,
             }
         }
@@ -263,6 +269,7 @@ impl Change {
                 pg_sys::AfterTriggerBeginQuery();
             }
             pg_sys::ExecClearTuple(self.local);
+            pg_sys::ExecClearTuple(self.other);
             self.found = false;
             pg_sys::CommandCounterIncrement();
             (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
@@ -346,16 +353,7 @@ impl Change {
                 search,
                 self.local,
             );
-            if !self.found {
-                return None;
-            }
-            let mut isnull = false;
-            let xmin = pg_sys::slot_getsysattr(
-                self.local,
-                pg_sys::MinTransactionIdAttributeNumber,
-                &mut isnull,
-            );
-            Some(pg_sys::TransactionId::from(xmin.value() as u32))
+            self.found.then(|| xmin_of(self.local))
         }
     }
 
@@ -413,7 +411,14 @@ impl Change {
                 // A unique index holds the key, perhaps by an insert still in progress: wait
                 // for it; if it went away (rolled back), insert again.
                 let mut conflict = pg_sys::ItemPointerData::default();
-                if !compat::check_index_constraints(self.rri, slot, self.estate, &mut conflict) {
+                if !compat::check_index_constraints(
+                    self.rri,
+                    slot,
+                    self.estate,
+                    &mut conflict,
+                    std::ptr::null_mut(),
+                ) {
+                    self.conflicting = Some(conflict);
                     return false;
                 }
             }
@@ -453,6 +458,89 @@ impl Change {
         }
     }
 
+    /// Locks the row a unique index reported when `insert_or_skip` last skipped (it may hold
+    /// another key: the conflict was on a unique index other than the replica identity) and
+    /// returns its xmin; `None` when that row changed meanwhile (try the insert again).
+    pub fn lock_conflicting(&mut self) -> Option<pg_sys::TransactionId> {
+        let tid = self.conflicting.take()?;
+        self.found = self.lock_tid(tid, self.local).is_some();
+        // SAFETY: `local` holds the row just locked, if any.
+        self.found.then(|| unsafe { xmin_of(self.local) })
+    }
+
+    /// Before updating the row `lock_row` found: another local row holding the new values of
+    /// a unique index other than the replica identity. Locks it into `other` and returns its
+    /// xmin; `delete_other` removes it.
+    pub fn lock_colliding(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
+        assert!(self.found, "lock_colliding without a locked row");
+        self.fill_row(values, Some(self.local));
+        // SAFETY: the indexes opened in `open` (with what unique checks need); each check
+        // reads the index's columns or expressions of `row`, waiting for inserts in progress.
+        unsafe {
+            let n = (*self.rri).ri_NumIndices as usize;
+            let indexes = std::slice::from_raw_parts((*self.rri).ri_IndexRelationDescs, n);
+            for &index in indexes {
+                let oid = (*index).rd_id;
+                if !(*(*index).rd_index).indisunique || oid == self.target.index {
+                    continue;
+                }
+                let only = pg_sys::lappend_oid(std::ptr::null_mut(), oid);
+                let mut tid = pg_sys::ItemPointerData::default();
+                let free =
+                    compat::check_index_constraints(self.rri, self.row, self.estate, &mut tid, only);
+                pg_sys::list_free(only);
+                // The row being updated holds this value already: no one else does.
+                if free || pg_sys::ItemPointerEquals(&mut tid, &mut (*self.local).tts_tid) {
+                    continue;
+                }
+                if self.lock_tid(tid, self.other).is_some() {
+                    return Some(xmin_of(self.other));
+                }
+            }
+            None
+        }
+    }
+
+    /// Locks the current version of the tuple at `tid` into `slot`; `None` when it was
+    /// updated or deleted meanwhile.
+    fn lock_tid(
+        &mut self,
+        mut tid: pg_sys::ItemPointerData,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> Option<()> {
+        // SAFETY: locks a tuple of the open relation into one of its slots, as
+        // RelationFindReplTupleByIndex does after its index scan.
+        unsafe {
+            pg_sys::ExecClearTuple(slot);
+            let mut failure = pg_sys::TM_FailureData::default();
+            let result = pg_sys::table_tuple_lock(
+                self.rel,
+                &mut tid,
+                pg_sys::GetLatestSnapshot(),
+                slot,
+                pg_sys::GetCurrentCommandId(false),
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                pg_sys::LockWaitPolicy::LockWaitBlock,
+                0,
+                &mut failure,
+            );
+            (result == pg_sys::TM_Result::TM_Ok).then_some(())
+        }
+    }
+
+    /// Deletes the row `lock_colliding` found, so the update can take its values.
+    pub fn delete_other(&mut self) {
+        // SAFETY: `other` holds the locked colliding row's tid.
+        unsafe {
+            pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, self.epq, self.other);
+            pg_sys::ExecClearTuple(self.other);
+            // The update that follows must see the delete.
+            pg_sys::CommandCounterIncrement();
+            (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::UpdateActiveSnapshotCommandId();
+        }
+    }
+
     /// Updates the row `lock_row` found with `values` (unchanged TOAST values kept).
     pub fn update_found(&mut self, values: &[Value]) {
         assert!(self.found, "update_found without a locked row");
@@ -472,10 +560,33 @@ impl Change {
         self.row_done();
     }
 
+    /// Updates the row `lock_row` found when the remote change `wins` last-update-wins, else
+    /// lets go of it unchanged.
+    pub fn update_if(&mut self, wins: bool, values: &[Value]) {
+        if wins {
+            self.update_found(values);
+        } else {
+            self.keep_found();
+        }
+    }
+
     /// Lets go of the row `lock_row` found without changing it (last-update-wins kept it).
     pub fn keep_found(&mut self) {
         self.row_done();
     }
+}
+
+/// The xmin of the row in `slot`.
+///
+/// # Safety
+/// `slot` holds a heap tuple.
+unsafe fn xmin_of(slot: *mut pg_sys::TupleTableSlot) -> pg_sys::TransactionId {
+    let mut isnull = false;
+    // SAFETY: the caller's slot holds a tuple with system columns.
+    let xmin = unsafe {
+        pg_sys::slot_getsysattr(slot, pg_sys::MinTransactionIdAttributeNumber, &mut isnull)
+    };
+    pg_sys::TransactionId::from(xmin.value() as u32)
 }
 
 /// The local datum of a sent value (text through the input function, binary through the

@@ -61,6 +61,9 @@ struct Subscription {
     needs_structure_sync: bool,
     /// `force_text_transfer`: values travel as text even where both sides could use binary.
     force_text: bool,
+    /// `apply_delay` in microseconds: each transaction is applied no sooner than this after
+    /// its commit on the provider.
+    apply_delay_us: i64,
 }
 
 fn load(sub_id: u32) -> Subscription {
@@ -82,7 +85,8 @@ fn load(sub_id: u32) -> Subscription {
                      s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text, \
                      EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
                              AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r'), \
-                     coalesce(s.sub_force_text_transfer, false) \
+                     coalesce(s.sub_force_text_transfer, false), \
+                     (extract(epoch FROM coalesce(s.sub_apply_delay, '0')) * 1000000)::bigint \
                      FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
                      WHERE s.sub_id = $1",
                     None,
@@ -109,6 +113,7 @@ fn load(sub_id: u32) -> Subscription {
                 skip_lsn: text(8).parse().unwrap_or(0),
                 needs_structure_sync: row.get::<bool>(9).ok().flatten().unwrap_or(false),
                 force_text: row.get::<bool>(10).ok().flatten().unwrap_or(false),
+                apply_delay_us: row.get::<i64>(11).ok().flatten().unwrap_or(0).max(0),
             }
         })
     })
@@ -691,6 +696,24 @@ impl Applier {
         }
     }
 
+    /// `apply_delay`: holds a remote transaction until that long after its commit (the
+    /// provider's commit timestamp against the local clock), answering the provider meanwhile.
+    fn wait_for_delay(&mut self, commit_time: i64) {
+        if self.sub.apply_delay_us == 0 {
+            return;
+        }
+        loop {
+            // SAFETY: reading the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let left = commit_time + self.sub.apply_delay_us - now;
+            if left <= 0 {
+                return;
+            }
+            self.feedback(false);
+            nap(Duration::from_micros(left.clamp(1000, 1_000_000) as u64));
+        }
+    }
+
     /// Applies a message of the stream; an error rolls the transaction back, and at its COMMIT
     /// it is replayed (see `exceptions`).
     fn on_message(&mut self, message: Message, raw: &[u8]) {
@@ -701,6 +724,7 @@ impl Applier {
         };
         if let (Some(_), Message::Begin { commit_time, .. }) = (begin, &message) {
             self.wait_for_clock(*commit_time);
+            self.wait_for_delay(*commit_time);
         }
         if let Some(final_lsn) = begin {
             self.pending = exceptions::Pending {
@@ -969,29 +993,40 @@ impl Applier {
     }
 
     /// Remote INSERT through the executor: a new row, unless the key exists (then
-    /// last-update-wins decides) or a newer delete of it is remembered.
+    /// last-update-wins decides) or a newer delete of it is remembered. A row that holds the
+    /// same value of another unique index is a conflict too: if the remote row is the newer,
+    /// the local one gives way; otherwise the remote row is dropped (and reported).
     fn insert_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, new: &[Value]) {
         // Looked at (and cached for the transaction) before the table is opened: it may query.
         let tombstones = self.may_have_tombstones(rel);
+        let remote = self.remote_version();
+        let mut gave_way = None;
         let mut change = self.change(t);
-        if change.insert_or_skip(new) {
-            if tombstones {
-                change.finish();
-                self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
-            } else {
-                self.keep_open(change);
-            }
-            return;
-        }
-        match change.lock_row(new) {
-            Some(xmin) => {
-                let local = versions::local_version(xmin);
-                let wins = conflict::remote_wins(self.remote_version(), local);
-                if wins {
-                    change.update_found(new);
+        for _ in 0..MAX_ATTEMPTS {
+            if change.insert_or_skip(new) {
+                if tombstones || gave_way.is_some() {
+                    change.finish();
+                    if let Some(local) = gave_way {
+                        self.resolved(
+                            rel,
+                            Kind::InsertExists,
+                            true,
+                            local,
+                            &binary::as_text(rel, new),
+                        );
+                    }
+                    if tombstones {
+                        self.after_revival(rel, &binary::as_text(rel, new), Kind::InsertExists);
+                    }
                 } else {
-                    change.keep_found();
+                    self.keep_open(change);
                 }
+                return;
+            }
+            if let Some(xmin) = change.lock_row(new) {
+                let local = versions::local_version(xmin);
+                let wins = conflict::remote_wins(remote, local);
+                change.update_if(wins, new);
                 change.finish();
                 self.resolved(
                     rel,
@@ -1000,13 +1035,34 @@ impl Applier {
                     local,
                     &binary::as_text(rel, new),
                 );
+                return;
             }
-            None => {
-                // The conflict is on another unique index: the SQL path reports it.
-                change.finish();
-                self.insert(rel, &binary::as_text(rel, new));
+            // The key is new: another unique index holds the value.
+            let Some(xmin) = change.lock_conflicting() else {
+                continue;
+            };
+            let local = versions::local_version(xmin);
+            if conflict::remote_wins(remote, local) {
+                change.delete_found();
+                gave_way = Some(local);
+                continue;
             }
+            change.keep_found();
+            change.finish();
+            self.resolved(
+                rel,
+                Kind::InsertExists,
+                false,
+                local,
+                &binary::as_text(rel, new),
+            );
+            return;
         }
+        change.finish();
+        raise(
+            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            self.moving_row(rel, "INSERT"),
+        );
     }
 
     /// Remote UPDATE through the executor: applied to the locked row if newer; a missing row
@@ -1024,11 +1080,29 @@ impl Applier {
             Some(xmin) => {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
-                if wins {
-                    change.update_found(new);
-                } else {
-                    change.keep_found();
+                // Another row holding the new values of a unique index: the newer of the two
+                // writes keeps them (the local row gives way, or the update is dropped).
+                let collided = wins
+                    .then(|| change.lock_colliding(new))
+                    .flatten()
+                    .map(versions::local_version);
+                if let Some(other) = collided {
+                    let gives_way = conflict::remote_wins(remote, other);
+                    if gives_way {
+                        change.delete_other();
+                    }
+                    change.update_if(gives_way, new);
+                    change.finish();
+                    self.resolved(
+                        rel,
+                        Kind::UpdateUpdate,
+                        gives_way,
+                        other,
+                        &binary::as_text(rel, new),
+                    );
+                    return;
                 }
+                change.update_if(wins, new);
                 if wins && !conflict::is_conflict(remote, local) {
                     self.keep_open(change);
                     return;

@@ -95,6 +95,9 @@ pub(super) fn copy_tables(
             sub.name
         );
     }
+    if copy_data {
+        adopt_progress(remote).unwrap_or_else(|e| fail(e));
+    }
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
     // With a structure sync, the subscription is ready once indexes and constraints are
     // restored too (the caller marks it then).
@@ -296,6 +299,7 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
     let snapshot_time = snapshot_time(&remote).unwrap_or_else(|e| fail(e));
     let copied = copy_table(&mut remote, nsp, rel, &set_literals(&sub.sets), true)
         .unwrap_or_else(|e| fail(e));
+    adopt_progress(&remote).unwrap_or_else(|e| fail(e));
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
     Spi::run_with_args(
         "UPDATE spock.local_sync_status SET sync_status = 'r', sync_statuslsn = $4::pg_lsn \
@@ -319,6 +323,47 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
         "subscription \"{}\": copied {copied} rows of {nsp}.{rel}",
         sub.name
     );
+}
+
+/// The copied rows include what the provider had applied from other nodes: its `spock.progress`
+/// rows under the copy's snapshot say how far, per origin node, and become ours (never moving
+/// one back), as upstream's sync records them. Rows about this node itself are left out.
+fn adopt_progress(remote: &Remote) -> Result<(), String> {
+    let rows = remote.query(
+        // Timestamps as microseconds since 2000: the provider's DateStyle does not matter.
+        "SELECT p.remote_node_id::text, \
+         ((extract(epoch FROM p.remote_commit_ts) - 946684800) * 1000000)::bigint::text, \
+         p.remote_lsn::text, \
+         p.remote_insert_lsn::text FROM spock.progress p \
+         JOIN spock.local_node l ON l.node_id = p.node_id",
+        4,
+    )?;
+    for row in rows {
+        let [Some(origin), commit_ts, lsn, insert_lsn] = &row[..] else {
+            continue;
+        };
+        Spi::run_with_args(
+            "INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, \
+             remote_insert_lsn, last_updated_ts, updated_by_decode) \
+             SELECT l.node_id, $1::oid, \
+             timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
+             $3::pg_lsn, $4::pg_lsn, now(), false \
+             FROM spock.local_node l WHERE l.node_id <> $1::oid \
+             ON CONFLICT (node_id, remote_node_id) DO UPDATE SET \
+             remote_commit_ts = greatest(spock.progress.remote_commit_ts, EXCLUDED.remote_commit_ts), \
+             remote_lsn = greatest(spock.progress.remote_lsn, EXCLUDED.remote_lsn), \
+             remote_insert_lsn = greatest(spock.progress.remote_insert_lsn, EXCLUDED.remote_insert_lsn), \
+             last_updated_ts = now()",
+            &[
+                origin.as_str().into(),
+                commit_ts.as_deref().into(),
+                lsn.as_deref().into(),
+                insert_lsn.as_deref().into(),
+            ],
+        )
+        .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The provider's commit time as of the snapshot: no row in it was committed later. Its last

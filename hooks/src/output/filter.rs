@@ -12,13 +12,60 @@ fn invalid(message: String) -> ! {
     crate::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message)
 }
 
-/// Parses `filter` as a boolean expression over the columns of `relation` and returns its node
-/// tree (`pg_node_tree`). Subqueries, aggregates, window functions and other tables are
-/// refused, as in a CHECK constraint.
+/// Parses `filter` as a boolean expression over the columns of `relation`, resolving names with
+/// `search_path` (the caller's, as upstream does), and returns its node tree (`pg_node_tree`):
+/// the tree names functions, operators and types by oid, so it evaluates the same later under
+/// the walsender's safe search path. Subqueries, aggregates, window functions and other tables
+/// are refused, as in a CHECK constraint; stable and volatile functions are allowed (upstream
+/// documents that what they write is the user's business). Errors carry upstream's context
+/// line, `invalid row_filter expression "…"`, and no other.
 #[pg_extern(sql = false)]
-fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
-    let sql = CString::new(format!("SELECT ({filter})"))
+fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str, search_path: &str) -> String {
+    let sql = CString::new(format!("SELECT {filter}"))
         .unwrap_or_else(|_| invalid("row_filter contains a NUL byte".into()));
+    let shown = CString::new(filter).unwrap_or_default();
+    // SAFETY: the callback and its argument live in the function's memory context, which
+    // outlasts the report of an error raised here; the previous stack comes back on success
+    // (an error restores it wherever it is caught).
+    let saved = unsafe {
+        let callback = pg_sys::palloc0(std::mem::size_of::<pg_sys::ErrorContextCallback>())
+            .cast::<pg_sys::ErrorContextCallback>();
+        (*callback).callback = Some(row_filter_context);
+        (*callback).arg = pg_sys::pstrdup(shown.as_ptr()).cast();
+        (*callback).previous = std::ptr::null_mut();
+        let saved = pg_sys::error_context_stack;
+        pg_sys::error_context_stack = callback;
+        saved
+    };
+    // SAFETY: a nest level of our own for the caller's search_path, closed below.
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    crate::identity::set_search_path(search_path);
+    let tree = parse(relation, filter, &sql);
+    // SAFETY: closes the level opened above and restores the error context stack.
+    unsafe {
+        pg_sys::AtEOXact_GUC(false, nest);
+        pg_sys::error_context_stack = saved;
+    }
+    tree
+}
+
+unsafe extern "C-unwind" {
+    fn errcontext_msg(fmt: *const std::ffi::c_char, ...) -> std::ffi::c_int;
+}
+
+/// Adds `invalid row_filter expression "<filter>"` to an error's context.
+unsafe extern "C-unwind" fn row_filter_context(arg: *mut std::ffi::c_void) {
+    // SAFETY: called by errfinish with the pstrdup'd filter as argument.
+    unsafe {
+        pg_sys::set_errcontext_domain(std::ptr::null());
+        errcontext_msg(
+            c"invalid row_filter expression \"%s\"".as_ptr(),
+            arg.cast::<std::ffi::c_char>(),
+        );
+    }
+}
+
+fn parse(relation: pg_sys::Oid, filter: &str, sql: &CString) -> String {
     // SAFETY: parser and analyser calls inside the caller's transaction; every pointer comes
     // from them and is checked before use.
     unsafe {
@@ -53,6 +100,7 @@ fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
         let Some(target) = select
             .filter(|&s| single(s))
             .and_then(|s| PgList::<pg_sys::ResTarget>::from_pg((*s).targetList).get_ptr(0))
+            .filter(|&t| (*t).name.is_null())
         else {
             invalid(format!(
                 "row_filter must be a single expression, not \"{filter}\""
@@ -77,11 +125,6 @@ fn spock_parse_row_filter(relation: pg_sys::Oid, filter: &str) -> String {
         );
         let expr = pg_sys::coerce_to_boolean(pstate, expr, c"row_filter".as_ptr());
         pg_sys::assign_expr_collations(pstate, expr);
-        // The filter is evaluated while decoding, long after the row was written: its result
-        // must depend on the row alone.
-        if pg_sys::contain_mutable_functions(expr.cast()) {
-            invalid("row_filter may only use immutable functions".into());
-        }
         let tree = std::ffi::CStr::from_ptr(pg_sys::nodeToString(expr.cast()))
             .to_string_lossy()
             .into_owned();

@@ -137,7 +137,7 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         Ok(Some(Ok(found))) => found,
         Ok(Some(Err(set))) => crate::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("replication set \"{set}\" not found"),
+            format!("replication set {set} not found"),
         ),
         Ok(None) => crate::raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

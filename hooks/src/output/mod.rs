@@ -1,10 +1,12 @@
 //! The `spock_output` logical decoding output plugin: streams the changes of the tables in the
-//! subscribed replication sets in spock's native protocol (see the `spock-proto` crate).
+//! subscribed replication sets in spock's native protocol (see the `spock-proto` crate), or
+//! in upstream's JSON format (`proto_format = json`, see `json.rs`).
 //!
 //! Large transactions are left to PostgreSQL's reorder buffer (which spills to disk); we never
 //! hold a transaction in our own memory.
 
 mod filter;
+mod json;
 mod members;
 mod params;
 mod tuples;
@@ -111,7 +113,14 @@ unsafe extern "C-unwind" fn startup(
             format!("spock_output: {e}"),
         ),
     };
-    if let Some(enc) = &params.expected_encoding {
+    if params.json {
+        // JSON texts: readable through pg_logical_slot_get_changes.
+        // SAFETY: as above.
+        unsafe {
+            (*opt).output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT
+        };
+    }
+    if let Some(enc) = params.expected_encoding.as_ref().filter(|_| !params.json) {
         // SAFETY: plain lookup of the database encoding name.
         let ours = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }.to_string_lossy();
         if !enc.eq_ignore_ascii_case(&ours) {
@@ -176,6 +185,32 @@ unsafe extern "C-unwind" fn begin(
     unsafe {
         let s = stream(ctx);
         s.repair = false;
+        if s.params.json {
+            if !s.sent_startup {
+                let text = json::startup(&startup_params(s));
+                send(ctx, text.as_bytes(), true);
+                s.sent_startup = true;
+            }
+            let commit_time = (*txn).xact_time.commit_time;
+            let begin = json::Begin {
+                has_catalog_changes: (*txn).txn_flags & pg_sys::RBTXN_HAS_CATALOG_CHANGES != 0,
+                origin_id: ((*txn).origin_id != 0).then_some((*txn).origin_id),
+                xid: (*txn).xid.into(),
+                first_lsn: (*txn).first_lsn,
+                origin_lsn: (*txn).origin_lsn,
+                commit_time: (commit_time != 0).then(|| {
+                    CStr::from_ptr(pg_sys::timestamptz_to_str(commit_time))
+                        .to_string_lossy()
+                        .into_owned()
+                }),
+            };
+            send(
+                ctx,
+                json::begin(&begin, s.params.no_txinfo).as_bytes(),
+                true,
+            );
+            return;
+        }
         if !s.sent_startup {
             let startup = Message::Startup(startup_params(s));
             s.buf.clear();
@@ -258,7 +293,10 @@ fn startup_params(s: &Stream) -> Vec<(String, String)> {
             "binary.binary_pg_version",
             (pg_sys::PG_VERSION_NUM / 100).to_string(),
         ),
-        ("no_txinfo", "f".into()),
+        (
+            "no_txinfo",
+            if s.params.no_txinfo { "t" } else { "f" }.into(),
+        ),
         ("proto_version", s.params.proto_version.to_string()),
     ]
     .into_iter()
@@ -346,6 +384,33 @@ unsafe fn send_change(
             }
         }
         let relid_u32 = relid.to_u32();
+        if s.params.json {
+            let form = (*relation).rd_rel;
+            let schema = tuples::namespace_name((*form).relnamespace);
+            let table = pgrx::name_data_to_str(&(*form).relname);
+            let cols = &member.columns;
+            let (letter, old_json, new_json) = match action {
+                Kind::REORDER_BUFFER_CHANGE_INSERT => {
+                    ('I', None, Some(tuples::json_tuple(relation, new, cols)))
+                }
+                Kind::REORDER_BUFFER_CHANGE_UPDATE => (
+                    'U',
+                    (!old.is_null()).then(|| tuples::json_tuple(relation, old, cols)),
+                    Some(tuples::json_tuple(relation, new, cols)),
+                ),
+                _ => ('D', Some(tuples::json_tuple(relation, old, cols)), None),
+            };
+            let text = json::change(
+                letter,
+                &schema,
+                table,
+                old_json.as_deref(),
+                new_json.as_deref(),
+            );
+            send(ctx, text.as_bytes(), true);
+            stats::count(0, relid_u32, counter(action));
+            return;
+        }
         if !member.relation_sent {
             s.buf.clear();
             tuples::write_relation(&mut s.buf, relation, &member.columns);
@@ -383,12 +448,16 @@ unsafe fn send_change(
             }
         }
         send(ctx, &s.buf, true);
-        let counter = match action {
-            Kind::REORDER_BUFFER_CHANGE_INSERT => Counter::Insert,
-            Kind::REORDER_BUFFER_CHANGE_UPDATE => Counter::Update,
-            _ => Counter::Delete,
-        };
-        stats::count(0, relid_u32, counter);
+        stats::count(0, relid_u32, counter(action));
+    }
+}
+
+fn counter(action: pg_sys::ReorderBufferChangeType::Type) -> Counter {
+    use pg_sys::ReorderBufferChangeType as Kind;
+    match action {
+        Kind::REORDER_BUFFER_CHANGE_INSERT => Counter::Insert,
+        Kind::REORDER_BUFFER_CHANGE_UPDATE => Counter::Update,
+        _ => Counter::Delete,
     }
 }
 
@@ -403,7 +472,8 @@ unsafe extern "C-unwind" fn truncate(
     // SAFETY: startup has run; the relation array has `nrelations` entries.
     unsafe {
         let s = stream(ctx);
-        if s.repair {
+        // JSON mode has no TRUNCATE message (upstream's json writer has none): skipped.
+        if s.repair || s.params.json {
             return;
         }
         let mut relids = Vec::new();
@@ -467,6 +537,10 @@ unsafe extern "C-unwind" fn message(
         }
         let xid = if txn.is_null() { 0 } else { (*txn).xid.into() };
         let s = stream(ctx);
+        // JSON mode carries no logical messages.
+        if s.params.json {
+            return;
+        }
         s.buf.clear();
         Message::Message {
             xid,
@@ -492,6 +566,12 @@ unsafe extern "C-unwind" fn commit(
     // SAFETY: startup has run; txn is valid during the callback.
     unsafe {
         let s = stream(ctx);
+        if s.params.json {
+            let text = json::commit((*txn).final_lsn, (*txn).end_lsn, s.params.no_txinfo);
+            send(ctx, text.as_bytes(), true);
+            stats::flush();
+            return;
+        }
         s.buf.clear();
         Message::Commit {
             commit_lsn,

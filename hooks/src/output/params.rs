@@ -19,6 +19,10 @@ pub struct Params {
     /// The client takes send/recv binary values of the given server major
     /// (`binary.want_binary_basetypes`, `binary.basetypes_major_version`).
     pub binary_major: Option<u32>,
+    /// `proto_format = json`: one JSON text per message (upstream's json format).
+    pub json: bool,
+    /// `no_txinfo` (json only): BEGIN and COMMIT without transaction details.
+    pub no_txinfo: bool,
 }
 
 fn parse_int(key: &str, value: Option<&str>) -> Result<u32, String> {
@@ -77,13 +81,15 @@ pub fn parse(options: &[(String, Option<String>)]) -> Result<Params, String> {
             "client wants protocol versions {min} to {max}, this spock speaks {MIN_PROTO_VERSION} to {MAX_PROTO_VERSION}"
         ));
     }
-    match get("proto_format").flatten() {
-        None | Some("native") => {}
-        Some("json") => {
-            return Err("proto_format \"json\" is not supported by this build of spock".into());
-        }
+    let json = match get("proto_format").flatten() {
+        None | Some("native") => false,
+        Some("json") => true,
         Some(other) => return Err(format!("unknown proto_format \"{other}\"")),
-    }
+    };
+    let no_txinfo = matches!(
+        get("no_txinfo").flatten(),
+        Some("1" | "t" | "true" | "on" | "yes")
+    );
     let forward_all_origins = match get("spock.forward_origins").flatten().map(identifiers) {
         None => false,
         Some(list) if list.is_empty() => false,
@@ -120,6 +126,8 @@ pub fn parse(options: &[(String, Option<String>)]) -> Result<Params, String> {
     };
     Ok(Params {
         binary_major,
+        json,
+        no_txinfo,
         proto_version: max.min(MAX_PROTO_VERSION),
         expected_encoding: get("expected_encoding").flatten().map(String::from),
         replication_sets,
@@ -152,6 +160,18 @@ mod tests {
         assert_eq!(p.replication_sets, DEFAULT_SETS);
         assert!(!p.forward_all_origins);
         assert_eq!(p.binary_major, None);
+        assert!(!p.json && !p.no_txinfo);
+    }
+
+    #[test]
+    fn json_format_and_no_txinfo() {
+        let mut o = opts(&BASE);
+        o.extend(opts(&[("proto_format", "json"), ("no_txinfo", "t")]));
+        let p = parse(&o).unwrap();
+        assert!(p.json && p.no_txinfo);
+        let mut o = opts(&BASE);
+        o.push(("proto_format".into(), Some("xml".into())));
+        assert!(parse(&o).unwrap_err().contains("xml"));
     }
 
     #[test]

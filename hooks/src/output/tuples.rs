@@ -176,11 +176,7 @@ pub unsafe fn write_tuple(
     // SAFETY: the tuple is deformed with its relation's descriptor; output strings are copied
     // before being freed.
     unsafe {
-        let desc = (*relation).rd_att;
-        let natts = (*desc).natts as usize;
-        let mut values = vec![pg_sys::Datum::from(0); natts];
-        let mut nulls = vec![false; natts];
-        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let (values, nulls) = deform(relation, tuple);
         let atts = published(relation, columns);
         w.tuple_header(atts.len() as u16);
         for (i, a) in atts {
@@ -189,12 +185,9 @@ pub unsafe fn write_tuple(
                 continue;
             }
             let value = values[i];
-            if a.attlen == -1 {
-                let p = value.cast_mut_ptr::<u8>();
-                if *p == 0x01 && *p.add(1) == VARTAG_ONDISK {
-                    w.unchanged_toast_value();
-                    continue;
-                }
+            if unchanged_toast(&a, value) {
+                w.unchanged_toast_value();
+                continue;
             }
             if let Some(send) = binary.then(|| binary_send_fn(a.atttypid)).flatten() {
                 let bytes = pg_sys::SendFunctionCall(send, value);
@@ -206,5 +199,86 @@ pub unsafe fn write_tuple(
             w.text_value(CStr::from_ptr(text).to_bytes());
             pg_sys::pfree(text.cast());
         }
+    }
+}
+
+/// The values and null flags of `tuple`, one per attribute of `relation`.
+///
+/// # Safety
+/// `tuple` belongs to `relation`.
+unsafe fn deform(
+    relation: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+) -> (Vec<pg_sys::Datum>, Vec<bool>) {
+    // SAFETY: the caller's tuple is deformed with its relation's descriptor.
+    unsafe {
+        let desc = (*relation).rd_att;
+        let natts = (*desc).natts as usize;
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        (values, nulls)
+    }
+}
+
+/// Whether the (non-null) `value` of attribute `a` is a TOAST pointer the change left
+/// unchanged: decoding has no data for it.
+///
+/// # Safety
+/// `value` is a non-null value of `a`.
+unsafe fn unchanged_toast(a: &pg_sys::FormData_pg_attribute, value: pg_sys::Datum) -> bool {
+    if a.attlen != -1 {
+        return false;
+    }
+    let p = value.cast_mut_ptr::<u8>();
+    // SAFETY: a varlena value has at least its header's first two bytes.
+    unsafe { *p == 0x01 && *p.add(1) == VARTAG_ONDISK }
+}
+
+/// The JSON object of `tuple` restricted to the published columns, built by PostgreSQL's own
+/// `row_to_json` (so values follow `to_json`: bare numbers and booleans, ISO timestamps, nested
+/// arrays and composites). Unchanged TOASTed values are left out.
+///
+/// # Safety
+/// Call from a decoding callback; `tuple` belongs to `relation`.
+pub unsafe fn json_tuple(
+    relation: pg_sys::Relation,
+    tuple: pg_sys::HeapTuple,
+    columns: &Option<Vec<String>>,
+) -> String {
+    // SAFETY: the tuple is deformed with its relation's descriptor; the row built from its
+    // values uses a blessed descriptor of the same column types, so row_to_json can read it.
+    unsafe {
+        let (values, nulls) = deform(relation, tuple);
+        let atts: Vec<_> = published(relation, columns)
+            .into_iter()
+            .filter(|(i, a)| nulls[*i] || !unchanged_toast(a, values[*i]))
+            .collect();
+        let row_desc = pg_sys::CreateTemplateTupleDesc(atts.len() as i32);
+        let mut row_values = Vec::with_capacity(atts.len());
+        let mut row_nulls = Vec::with_capacity(atts.len());
+        for (k, (i, a)) in atts.iter().enumerate() {
+            pg_sys::TupleDescInitEntry(
+                row_desc,
+                (k + 1) as pg_sys::AttrNumber,
+                a.attname.data.as_ptr(),
+                a.atttypid,
+                a.atttypmod,
+                a.attndims as i32,
+            );
+            row_values.push(values[*i]);
+            row_nulls.push(nulls[*i]);
+        }
+        let row_desc = pg_sys::BlessTupleDesc(row_desc);
+        let row =
+            pg_sys::heap_form_tuple(row_desc, row_values.as_mut_ptr(), row_nulls.as_mut_ptr());
+        let datum = pg_sys::heap_copy_tuple_as_datum(row, row_desc);
+        let json = pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_ROW_TO_JSON_RECORD),
+            pg_sys::InvalidOid,
+            datum,
+        );
+        let text = json.cast_mut_ptr::<pg_sys::varlena>();
+        String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(text)).into_owned()
     }
 }

@@ -17,3 +17,8 @@ AS 'MODULE_PATHNAME' LANGUAGE C STRICT VOLATILE;
 -- PgEdgeCommitClockCurrent() (patch 0002)
 CREATE FUNCTION pgedge_test_commit_clock() RETURNS timestamptz
 AS 'MODULE_PATHNAME' LANGUAGE C STRICT VOLATILE;
+
+-- RegisterTrustedOutputPlugin(name) (patch 0005, where the server has
+-- output_plugin_libraries)
+CREATE FUNCTION pgedge_test_register_output_plugin(text) RETURNS void
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT VOLATILE;

@@ -11,14 +11,40 @@
 #include "access/commit_ts.h"
 #include "access/xact.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "replication/logical.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
+
+/*
+ * Level 5 (patch 0005, only on majors whose server has output_plugin_libraries)
+ * brings RegisterTrustedOutputPlugin().
+ */
+#if PGEDGE_KERNEL_API >= 5
+#define HAVE_TRUSTED_OUTPUT_PLUGINS 1
+#endif
 
 PG_FUNCTION_INFO_V1(pgedge_test_subxid);
 PG_FUNCTION_INFO_V1(pgedge_test_set_commit_ts);
 PG_FUNCTION_INFO_V1(pgedge_test_commit_clock_floor);
 PG_FUNCTION_INFO_V1(pgedge_test_commit_clock);
+PG_FUNCTION_INFO_V1(pgedge_test_register_output_plugin);
+
+/*
+ * Preloaded by the tests' configuration: trusts test_decoding as an output
+ * plugin provided by this library, so the trusted_output_plugin test can use
+ * it with an output_plugin_libraries list that omits it.
+ */
+void
+_PG_init(void)
+{
+#ifdef HAVE_TRUSTED_OUTPUT_PLUGINS
+	if (process_shared_preload_libraries_in_progress)
+		RegisterTrustedOutputPlugin("test_decoding");
+#endif
+}
 
 /* The xid of the current (sub)transaction, assigned if need be. */
 Datum
@@ -56,4 +82,18 @@ Datum
 pgedge_test_commit_clock(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(PgEdgeCommitClockCurrent());
+}
+
+/* RegisterTrustedOutputPlugin(name), called outside shared_preload_libraries. */
+Datum
+pgedge_test_register_output_plugin(PG_FUNCTION_ARGS)
+{
+#ifdef HAVE_TRUSTED_OUTPUT_PLUGINS
+	RegisterTrustedOutputPlugin(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+#else
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("this kernel has no trusted output plugins")));
+#endif
+	PG_RETURN_VOID();
 }

@@ -9,7 +9,7 @@ use flate2::{Compression, write::GzEncoder};
 use md5::{Digest, Md5};
 use std::io::Write;
 
-/// gzip level of `data.tar.gz` (see the README's "Packages" section for the measurements).
+/// gzip level of `data.tar.gz` (see docs/packaging.md for the measurements).
 pub const GZIP_LEVEL: u32 = 6;
 
 /// A maintainer script: name (`postinst`) and text.

@@ -8,7 +8,7 @@ use ::rpm::{
 };
 use anyhow::{Context, Result};
 
-/// zstd level of the payload (see the README's "Packages" section for the measurements).
+/// zstd level of the payload (see docs/packaging.md for the measurements).
 pub const ZSTD_LEVEL: i32 = 9;
 
 /// The scriptlets: `%pre`, `%post`, `%preun`, `%postun`.
