@@ -16,7 +16,7 @@
 use crate::{
     cache::{Cache, Key},
     configure::Log,
-    fetch, patch, pipeline,
+    fetch, patch, pipeline, progress,
 };
 use anyhow::{Context, Result, bail};
 use std::{
@@ -82,7 +82,11 @@ pub fn run(cache: &Cache, opts: &pipeline::BuildOptions) -> Result<()> {
         fs::write(&configured, args.join("\n"))?;
     }
     let jobs = [format!("-j{}", opts.jobs)];
-    log.run(as_user(&sh, user, "make", &jobs), "make")?;
+    log.run_expecting(
+        as_user(&sh, user, "make", &jobs),
+        "make",
+        progress::estimate_objects(&src),
+    )?;
 
     let core = Suite {
         name: "core regression suite",

@@ -7,8 +7,11 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 use xshell::{Cmd, Shell, cmd};
+
+use crate::progress::{self, Meter};
 
 /// Installation prefix of major `major` (see packaging spec: one private prefix per major).
 pub fn prefix(major: u32) -> String {
@@ -78,7 +81,11 @@ pub fn build_and_install(
         fs::write(&configured, args.join("\n"))?;
     }
     let jobs = format!("-j{jobs}");
-    log_file.run(cmd!(sh, "make {jobs} world-bin"), "make world-bin")?;
+    log_file.run_expecting(
+        cmd!(sh, "make {jobs} world-bin"),
+        "make world-bin",
+        progress::estimate_objects(src),
+    )?;
     let tmp = stage.with_extension("tmp");
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -114,7 +121,18 @@ impl Log {
         })
     }
 
+    /// Runs `cmd` with its output in the log, showing its progress (see `progress`).
     pub fn run(&mut self, cmd: Cmd<'_>, what: &str) -> Result<()> {
+        self.run_expecting(cmd, what, None)
+    }
+
+    /// `run`, with an estimate of the units the step will count if no earlier run is known.
+    pub fn run_expecting(
+        &mut self,
+        cmd: Cmd<'_>,
+        what: &str,
+        estimate: Option<usize>,
+    ) -> Result<()> {
         let cmd = clean_env(cmd);
         eprintln!("$ {cmd}    (output in {})", self.path.display());
         writeln!(self.file, "\n$ {cmd}")?;
@@ -122,9 +140,18 @@ impl Log {
         command
             .stdout(self.file.try_clone()?)
             .stderr(self.file.try_clone()?);
-        let status = command
-            .status()
+        let mut meter = Meter::start(&self.path, what, estimate);
+        let mut child = command
+            .spawn()
             .with_context(|| format!("cannot start {what}"))?;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            meter.tick();
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        meter.finish(status.success());
         if !status.success() {
             bail!(
                 "{what} failed ({status}). Last lines of {}:\n{}",

@@ -15,6 +15,7 @@ mod package;
 mod patch;
 mod pipeline;
 mod prereq;
+mod progress;
 mod sources;
 mod sqlgen;
 mod stage;
@@ -215,7 +216,7 @@ fn main() -> Result<()> {
         Command::Test(args) => {
             prereq::check(prereq::Step::Test)?;
             let majors = if args.majors.is_empty() {
-                vec![17, 15]
+                vec![17, 15, 18]
             } else {
                 args.majors
             };

@@ -486,8 +486,13 @@ impl Change {
                 }
                 let only = pg_sys::lappend_oid(std::ptr::null_mut(), oid);
                 let mut tid = pg_sys::ItemPointerData::default();
-                let free =
-                    compat::check_index_constraints(self.rri, self.row, self.estate, &mut tid, only);
+                let free = compat::check_index_constraints(
+                    self.rri,
+                    self.row,
+                    self.estate,
+                    &mut tid,
+                    only,
+                );
                 pg_sys::list_free(only);
                 // The row being updated holds this value already: no one else does.
                 if free || pg_sys::ItemPointerEquals(&mut tid, &mut (*self.local).tts_tid) {

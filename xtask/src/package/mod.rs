@@ -253,6 +253,12 @@ pub fn run(cache: &Cache, built: &Built, opts: &Options) -> Result<Packages> {
     let libdir = format!("{}/lib", meta.prefix);
     let needs = deps::scan(&base, &libdir)?;
     let tree_done = started.elapsed();
+    // Each archive takes a while (compression): say which one is being written.
+    eprintln!(
+        "  packaging {}: file tree ready after {:.1}s; writing the .deb",
+        meta.name,
+        tree_done.as_secs_f64()
+    );
 
     // .deb
     let mut deb_tree = base.clone();
@@ -285,6 +291,11 @@ pub fn run(cache: &Cache, built: &Built, opts: &Options) -> Result<Packages> {
     let deb_bytes = deb::build(&meta, &deb_tree, &depends, &deb_scripts, epoch)?;
     drop(deb_tree);
     let deb_done = started.elapsed();
+    eprintln!(
+        "  packaging {}: .deb written after {:.1}s; writing the .rpm",
+        meta.name,
+        deb_done.as_secs_f64()
+    );
 
     // .rpm
     let mut rpm_tree = base;

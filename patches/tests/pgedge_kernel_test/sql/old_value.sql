@@ -32,3 +32,19 @@ SELECT attname, attoptions FROM pg_attribute
   WHERE attrelid = 'acct'::regclass AND attnum > 0 ORDER BY attnum;
 ALTER TABLE acct ALTER COLUMN note SET (delta_apply_function = 'not a (name');
 ALTER TABLE acct SET (log_old_value = true);
+
+-- The flagged columns outlive a relcache rebuild in the middle of an UPDATE:
+-- with debug_discard_caches, opening the TOAST table to store the new value
+-- rebuilds doc's entry after heap_update() fetched them.
+CREATE TABLE doc (id int PRIMARY KEY, n int, body text);
+ALTER TABLE doc ALTER COLUMN body SET STORAGE EXTERNAL;
+ALTER TABLE doc ALTER COLUMN n SET (log_old_value = true);
+INSERT INTO doc VALUES (1, 1, 'short');
+SELECT 'init' FROM pg_create_logical_replication_slot('pgedge_old_value_rebuild', 'test_decoding');
+SET debug_discard_caches = 1;
+UPDATE doc SET n = 2, body = repeat('y', 3000) WHERE id = 1;
+RESET debug_discard_caches;
+SELECT regexp_replace(data, 'y{3000}', '<3000 y>')
+  FROM pg_logical_slot_get_changes('pgedge_old_value_rebuild', NULL, NULL,
+    'include-xids', '0', 'skip-empty-xacts', '1');
+SELECT pg_drop_replication_slot('pgedge_old_value_rebuild');
