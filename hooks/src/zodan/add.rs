@@ -16,7 +16,9 @@
 //! Whatever was created is undone, in reverse, when a step fails (or the call is cancelled);
 //! the error names the step.
 
-use super::{Conn, Failure, check_is_here, literal, raise_failure, say, sub_name, wait};
+use super::{
+    Conn, Failure, check_is_here, literal, local_value, raise_failure, say, sub_name, wait,
+};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -147,7 +149,7 @@ fn add(
         };
         return Err(Failure::new(CHECKS, message).code(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
     }
-    let tables = Spi::get_one::<String>(
+    let tables = local_value(
         "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' ORDER BY 1) \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'spock') \
@@ -155,8 +157,8 @@ fn add(
            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
                            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                              AND d.objid = c.oid AND d.deptype = 'e')",
-    )
-    .unwrap_or(None);
+        &[],
+    );
     if let Some(tables) = tables {
         return Err(Failure::new(
             CHECKS,
@@ -219,12 +221,11 @@ fn add(
         1,
     )?;
     for owner in owners.into_iter().filter_map(|r| r[0].clone()) {
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+        let exists = local_value(
+            "SELECT 1::text FROM pg_catalog.pg_roles WHERE rolname = $1",
             &[owner.as_str().into()],
         )
-        .unwrap_or(Some(false))
-        .unwrap_or(false);
+        .is_some();
         if !exists {
             return Err(Failure::new(
                 CHECKS,
@@ -612,10 +613,22 @@ fn undo(created: &[Created]) -> Vec<String> {
         };
         match outcome {
             Ok(done) => said.push(done),
-            Err(f) => said.push(format!("left behind: {}", f.message)),
+            Err(f) => said.push(format!("left behind: {} ({})", describe(c), f.message)),
         }
     }
     said
+}
+
+/// What an undo step is about, for "left behind".
+fn describe(c: &Created) -> String {
+    match c {
+        Created::Node { name } => format!("node \"{name}\""),
+        Created::Subscription { node, sub, .. } => {
+            format!("subscription {sub} on node \"{node}\"")
+        }
+        Created::Slot { node, slot, .. } => format!("slot {slot} on node \"{node}\""),
+        Created::Structure { .. } => "the copied tables".into(),
+    }
 }
 
 /// A connection to this node, through the DSN the local node was created with.
@@ -624,12 +637,11 @@ fn local_conn(created: &[Created]) -> Result<Conn, Failure> {
         Created::Subscription { node, dsn, .. } => Some((node.clone(), dsn.clone())),
         _ => None,
     }) else {
-        let dsn = Spi::get_one::<String>(
+        let dsn = local_value(
             "SELECT i.if_dsn FROM spock.local_node l \
              JOIN spock.node_interface i ON i.if_id = l.node_local_interface",
+            &[],
         )
-        .ok()
-        .flatten()
         .unwrap_or_default();
         return Conn::open("new node", &dsn, "undo");
     };

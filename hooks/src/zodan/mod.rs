@@ -231,11 +231,10 @@ fn check_is_here(conn: &Conn, step: &str, what: &str) -> Result<(), Failure> {
         step,
         "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()",
     )?;
-    let here = Spi::get_one::<String>(
+    let here = local_value(
         "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()",
-    )
-    .ok()
-    .flatten();
+        &[],
+    );
     if there.is_none() || there != here {
         return Err(Failure::new(
             step,
@@ -251,6 +250,20 @@ fn check_is_here(conn: &Conn, step: &str, what: &str) -> Result<(), Failure> {
         .code(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE));
     }
     Ok(())
+}
+
+/// The first column of the first row of a read-only local query. (pgrx's `Spi::get_one`
+/// would give the calling transaction an xid, and slots created on this node by the other
+/// nodes' apply workers would wait for it to end.)
+pub(crate) fn local_value(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Option<String> {
+    Spi::connect(|c| {
+        c.select(sql, Some(1), args)
+            .ok()?
+            .first()
+            .get::<String>(1)
+            .ok()
+            .flatten()
+    })
 }
 
 /// Only superusers manage nodes (the procedures are also revoked from PUBLIC).
