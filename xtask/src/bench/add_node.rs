@@ -75,8 +75,11 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         kernel.major
     );
 
-    let dir = tempfile::tempdir()?;
-    let script = dir.path().join("writer.sql");
+    // pgbench's logs go next to the cluster's data (removed with it).
+    let dir = cluster.dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.as_path();
+    let script = dir.join("writer.sql");
     std::fs::write(&script, WRITER)?;
 
     // Latency before: a quiet stretch of writes.
@@ -86,18 +89,18 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
                 cluster.node(i),
                 i + 1,
                 &script,
-                dir.path(),
+                dir,
                 "before",
                 BEFORE_SECONDS,
             )
         })
         .collect::<Result<_>>()?;
     wait_all(before)?;
-    let p99_before = p99(dir.path(), "before", (0, u128::MAX))?;
+    let p99_before = p99(dir, "before", (0, u128::MAX))?;
 
     // The baseline and the add, both under the same writes.
     let writers: Vec<Child> = (0..3)
-        .map(|i| writer(cluster.node(i), i + 1, &script, dir.path(), "during", 3600))
+        .map(|i| writer(cluster.node(i), i + 1, &script, dir, "during", 3600))
         .collect::<Result<_>>()?;
     let outcome = (|| -> Result<(Duration, Duration, (u128, u128))> {
         std::thread::sleep(Duration::from_secs(2));
@@ -123,7 +126,7 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         w.wait()?;
     }
     let (dump, add, window) = outcome?;
-    let p99_during = p99(dir.path(), "during", window)?;
+    let p99_during = p99(dir, "during", window)?;
     let ratio = add.as_secs_f64() / dump.as_secs_f64();
     println!(
         "{:<40} add_node {:>8.2} s  pg_dump|pg_restore {:>8.2} s  ratio {ratio:.2}x  ({} goal 1.50x)",
