@@ -1551,3 +1551,34 @@ REVOKE ALL ON spock.channel_table_stats, spock.channel_summary_stats FROM PUBLIC
 CREATE FUNCTION spock.get_lsn_from_commit_ts(slot_name name, commit_ts timestamptz) RETURNS pg_lsn
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'get_lsn_from_commit_ts_wrapper';
 REVOKE EXECUTE ON FUNCTION spock.get_lsn_from_commit_ts(name, timestamptz) FROM PUBLIC;
+
+-- Growing and shrinking a live cluster (upstream's "Z0DAN"): run on the node joining or
+-- leaving; every node is driven through its DSN (hooks/src/zodan). Superusers only.
+CREATE FUNCTION spock.spock_add_node(src_node_name text, src_dsn text, new_node_name text,
+    new_node_dsn text, verb boolean, location text, country text, info text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'spock_add_node_wrapper';
+CREATE PROCEDURE spock.add_node(src_node_name text, src_dsn text, new_node_name text,
+    new_node_dsn text, verb boolean DEFAULT false, new_node_location text DEFAULT 'NY',
+    new_node_country text DEFAULT 'USA', new_node_info jsonb DEFAULT '{}'::jsonb)
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM spock.spock_add_node(src_node_name, src_dsn, new_node_name, new_node_dsn, verb,
+        new_node_location, new_node_country, new_node_info::text);
+END $$;
+CREATE FUNCTION spock.spock_remove_node(target_node_name text, target_node_dsn text,
+    verbose_mode boolean) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'spock_remove_node_wrapper';
+CREATE PROCEDURE spock.remove_node(target_node_name text, target_node_dsn text,
+    verbose_mode boolean DEFAULT true)
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM spock.spock_remove_node(target_node_name, target_node_dsn, verbose_mode);
+END $$;
+REVOKE EXECUTE ON FUNCTION
+    spock.spock_add_node(text, text, text, text, boolean, text, text, text),
+    spock.spock_remove_node(text, text, boolean)
+FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE
+    spock.add_node(text, text, text, text, boolean, text, text, jsonb),
+    spock.remove_node(text, text, boolean)
+FROM PUBLIC;

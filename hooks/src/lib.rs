@@ -30,6 +30,7 @@ mod stats;
 mod upgrade;
 mod upstream_symbols;
 mod workers;
+mod zodan;
 
 pgrx::pg_module_magic!();
 

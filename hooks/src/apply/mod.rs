@@ -805,6 +805,9 @@ impl Applier {
                     pg_sys::StartTransactionCommand();
                     pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
                 }
+                // Before any xid: a snapshot for a new node's copy waits for this transaction,
+                // and this one waits for the snapshot (see sync::hold_applied_commits).
+                sync::commit_gate_shared();
                 self.in_xact = true;
                 self.xact = Xact {
                     xid,

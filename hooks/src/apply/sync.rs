@@ -6,10 +6,20 @@
 //! no table is held in memory. The local copy, the "ready" marks and the origin's start position
 //! commit together: a crash midway copies again.
 //!
-//! The copy commits with the subscription's replication origin and the snapshot's time as its
-//! commit timestamp: its rows are the provider's (not forwarded to this node's own subscribers)
-//! and as old as the snapshot, so last-update-wins compares later writes with that time rather
-//! than with the moment of the copy.
+//! The copy commits with the subscription's replication origin: its rows are the provider's
+//! (not forwarded to this node's own subscribers). Rows keep the version (commit timestamp and
+//! origin node) they have on the provider where it can matter: a row written after the oldest
+//! point up to which the provider has applied another node's changes is inserted in a
+//! subtransaction stamped with its own version (kernel capability), so last-update-wins here
+//! compares it with the changes still to come from that node exactly as the provider did. Older
+//! rows share one stamp just below that point — every change still to come is newer than both
+//! that stamp and the row's own version, so the outcome is the same, and the bulk of a table
+//! goes in with one plain COPY. The provider's tombstones come along the same way.
+//!
+//! While the provider takes the copy's snapshot its apply workers cannot commit (a lock they
+//! take at each remote BEGIN), so the position of each of its replication origins at that
+//! moment is exactly how far the copy contains that origin's changes. They are recorded in
+//! `spock.progress`; `spock.add_node` starts the new node's streams from the other nodes there.
 
 use super::{Subscription, quote_literal, wait_for_socket};
 use crate::identity;
@@ -19,7 +29,99 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use spock_proto::Column;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{CString, c_int, c_void};
+
+/// Key of the advisory lock every apply worker holds shared from a remote BEGIN to its COMMIT
+/// and a copy's snapshot takes exclusively on the provider (`pg_advisory_lock(bigint)`).
+const COMMIT_GATE: i64 = (3 << 40) | 0x5a0d;
+
+/// Takes the commit gate shared for the current transaction (apply workers, at BEGIN).
+pub(super) fn commit_gate_shared() {
+    // SAFETY: a lock tag filled as SET_LOCKTAG_INT64 does for pg_advisory_xact_lock_shared;
+    // the transaction-level lock is released at commit or abort.
+    unsafe {
+        let mut tag: pg_sys::LOCKTAG = std::mem::zeroed();
+        tag.locktag_field1 = pg_sys::MyDatabaseId.to_u32();
+        tag.locktag_field2 = (COMMIT_GATE >> 32) as u32;
+        tag.locktag_field3 = COMMIT_GATE as u32;
+        tag.locktag_field4 = 1;
+        tag.locktag_type = pg_sys::LockTagType::LOCKTAG_ADVISORY as u8;
+        tag.locktag_lockmethodid = pg_sys::USER_LOCKMETHOD as u8;
+        pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, false);
+    }
+}
+
+/// Holds the provider's apply commits (the gate taken exclusively on a second connection)
+/// until dropped: meanwhile the positions of its replication origins match what a snapshot
+/// taken now contains. Apply workers wait for the gate before they get an xid, so the slot
+/// creation, which waits for running transactions, cannot wait for them.
+fn hold_applied_commits(dsn: &str, appname: &str) -> Result<Remote, String> {
+    let gate = Remote::connect(dsn, appname)?;
+    gate.query(
+        &format!("SELECT pg_catalog.pg_advisory_lock({COMMIT_GATE})::text"),
+        1,
+    )?;
+    Ok(gate)
+}
+
+/// What the copy needs to keep rows' versions: from when a row's own version matters
+/// (`recent_from`, µs since 2000; `None`: never) and the local replication origin that
+/// stands for each node.
+struct Versions {
+    recent_from: Option<i64>,
+    origins: HashMap<u32, u16>,
+}
+
+/// Per origin node of the provider: how far the snapshot contains its changes (LSN text)
+/// and the commit timestamp of the provider's progress for it (µs since 2000), if known.
+type Positions = HashMap<u32, (Option<String>, Option<i64>)>;
+
+/// Reads, under the gate, the provider's origin positions (exact: no apply commit can
+/// happen meanwhile) and the progress timestamps (a lower bound: saved now and then).
+fn origin_positions(remote: &Remote) -> Result<Positions, String> {
+    let rows = remote.query(
+        "SELECT s.sub_origin::text, \
+         min(pg_catalog.pg_replication_origin_progress(s.sub_slot_name, false))::text, \
+         min(CASE WHEN pg_catalog.isfinite(p.remote_commit_ts) THEN \
+         ((extract(epoch FROM p.remote_commit_ts) - 946684800) * 1000000)::bigint END)::text \
+         FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target \
+         JOIN pg_catalog.pg_replication_origin r ON r.roname = s.sub_slot_name \
+         LEFT JOIN spock.progress p ON p.node_id = l.node_id AND p.remote_node_id = s.sub_origin \
+         GROUP BY s.sub_origin",
+        3,
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let node = r[0].as_deref()?.parse().ok()?;
+            Some((
+                node,
+                (r[1].clone(), r[2].as_deref().and_then(|t| t.parse().ok())),
+            ))
+        })
+        .collect())
+}
+
+/// The local replication origin of the subscription from each node (rows of the copy made
+/// there are stamped with it, so they read as that node's).
+fn local_origins() -> Result<HashMap<u32, u16>, String> {
+    Spi::connect(|c| {
+        let mut map = HashMap::new();
+        for row in c.select(
+            "SELECT s.sub_origin::bigint, r.roident::bigint FROM spock.subscription s \
+             JOIN pg_catalog.pg_replication_origin r ON r.roname = s.sub_slot_name",
+            None,
+            &[],
+        )? {
+            if let (Some(n), Some(o)) = (row.get::<i64>(1)?, row.get::<i64>(2)?) {
+                map.insert(n as u32, o as u16);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(map)
+    })
+    .map_err(|e| e.to_string())
+}
 
 fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -49,6 +151,10 @@ pub(super) fn copy_tables(
             1,
         )
         .unwrap_or_else(|e| fail(e));
+    let gate = copy_data
+        .then(|| hold_applied_commits(&sub.dsn, &format!("{}_snap", sub.name)))
+        .transpose()
+        .unwrap_or_else(|e| fail(e));
     remote
         .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .unwrap_or_else(|e| fail(e));
@@ -66,7 +172,39 @@ pub(super) fn copy_tables(
         .and_then(|row| row.get(1).cloned().flatten())
         .and_then(|lsn| parse_lsn(&lsn))
         .unwrap_or_else(|| fail("the provider returned no consistent point".into()));
+    let positions = if copy_data {
+        origin_positions(remote).unwrap_or_else(|e| fail(e))
+    } else {
+        Positions::new()
+    };
+    // The snapshot and the positions are taken: the provider's apply workers may go on.
+    drop(gate);
     let snapshot_time = snapshot_time(remote).unwrap_or_else(|e| fail(e));
+    let local = Spi::get_one::<i64>("SELECT node_id::bigint FROM spock.local_node")
+        .unwrap_or_else(|e| fail(e.to_string()))
+        .unwrap_or(0) as u32;
+    // Changes still to come from another node are all newer than the provider's progress for
+    // it; the oldest such progress is where a row's own version starts to matter. Without a
+    // known progress for some node, every row's does.
+    let others: Vec<Option<i64>> = positions
+        .iter()
+        .filter(|(node, _)| **node != local)
+        .map(|(_, (_, ts))| *ts)
+        .collect();
+    let recent_from = if others.iter().any(Option::is_none) {
+        Some(i64::MIN)
+    } else {
+        others.iter().flatten().min().copied()
+    };
+    let versions = Versions {
+        recent_from,
+        origins: local_origins().unwrap_or_else(|e| fail(e)),
+    };
+    // Older rows share a stamp below every change still to come.
+    let stamp = match recent_from {
+        Some(from) => snapshot_time.min(from.saturating_sub(1)),
+        None => snapshot_time,
+    };
     let sets = set_literals(&sub.sets);
     let tables = remote
         .query(&provider_tables_sql(&sets), 2)
@@ -76,7 +214,7 @@ pub(super) fn copy_tables(
             t[0].clone().unwrap_or_default(),
             t[1].clone().unwrap_or_default(),
         );
-        let copied = copy_table(remote, &nsp, &rel, &sets, false)
+        let copied = copy_table(remote, &nsp, &rel, &sets, false, Some(&versions))
             .unwrap_or_else(|e| fail(format!("{nsp}.{rel}: {e}")));
         Spi::run_with_args(
             "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
@@ -96,7 +234,8 @@ pub(super) fn copy_tables(
         );
     }
     if copy_data {
-        adopt_progress(remote).unwrap_or_else(|e| fail(e));
+        copy_tombstones(remote, &versions).unwrap_or_else(|e| fail(e));
+        adopt_progress(remote, &positions).unwrap_or_else(|e| fail(e));
     }
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
     // With a structure sync, the subscription is ready once indexes and constraints are
@@ -109,7 +248,7 @@ pub(super) fn copy_tables(
         .unwrap_or_else(|e| fail(e.to_string()));
     }
     // The stream starts where the snapshot ends.
-    commit_as_provider(origin, consistent_point, snapshot_time);
+    commit_as_provider(origin, consistent_point, stamp);
 }
 
 /// Starts the local transaction that receives a copy.
@@ -297,9 +436,9 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
         .and_then(|r| r[0].clone())
         .unwrap_or_else(|| fail("the provider returned no WAL position".into()));
     let snapshot_time = snapshot_time(&remote).unwrap_or_else(|e| fail(e));
-    let copied = copy_table(&mut remote, nsp, rel, &set_literals(&sub.sets), true)
+    let copied = copy_table(&mut remote, nsp, rel, &set_literals(&sub.sets), true, None)
         .unwrap_or_else(|e| fail(e));
-    adopt_progress(&remote).unwrap_or_else(|e| fail(e));
+    adopt_progress(&remote, &Positions::new()).unwrap_or_else(|e| fail(e));
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
     Spi::run_with_args(
         "UPDATE spock.local_sync_status SET sync_status = 'r', sync_statuslsn = $4::pg_lsn \
@@ -328,7 +467,9 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
 /// The copied rows include what the provider had applied from other nodes: its `spock.progress`
 /// rows under the copy's snapshot say how far, per origin node, and become ours (never moving
 /// one back), as upstream's sync records them. Rows about this node itself are left out.
-fn adopt_progress(remote: &Remote) -> Result<(), String> {
+/// Where the exact position of an origin under the snapshot is known (`positions`), it is
+/// the one recorded: the progress rows themselves are saved only now and then.
+fn adopt_progress(remote: &Remote, positions: &Positions) -> Result<(), String> {
     let rows = remote.query(
         // Timestamps as microseconds since 2000: the provider's DateStyle does not matter.
         "SELECT p.remote_node_id::text, \
@@ -363,6 +504,92 @@ fn adopt_progress(remote: &Remote) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
     }
+    for (node, (lsn, _)) in positions {
+        let Some(lsn) = lsn else { continue };
+        Spi::run_with_args(
+            "UPDATE spock.progress p SET remote_lsn = greatest(p.remote_lsn, $2::pg_lsn) \
+             FROM spock.local_node l WHERE p.node_id = l.node_id AND p.remote_node_id = $1 \
+             AND l.node_id <> $1",
+            &[pg_sys::Oid::from(*node).into(), lsn.as_str().into()],
+        )
+        .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
+    }
+    Ok(())
+}
+
+/// On the provider: the version of the row or tombstone aliased `t` as (µs since 2000, node
+/// id), through a LATERAL over its xmin; the node of a local write is the provider itself,
+/// that of an applied one the subscription's origin node.
+fn version_sql(xmin: &str) -> String {
+    format!(
+        "((extract(epoch FROM spock_v.timestamp) - 946684800) * 1000000)::bigint, \
+         CASE WHEN spock_v.roident = 0 THEN (SELECT node_id FROM spock.local_node) \
+         ELSE coalesce((SELECT s.sub_origin FROM spock.subscription s \
+         JOIN pg_catalog.pg_replication_origin r ON r.roname = s.sub_slot_name \
+         WHERE r.roident = spock_v.roident LIMIT 1), spock_v.roident) END \
+         FROM pg_catalog.pg_xact_commit_timestamp_origin({xmin}) spock_v"
+    )
+}
+
+/// A timestamp literal from µs since 2000.
+fn ts_literal(us: i64) -> String {
+    format!("(timestamptz '2000-01-01 00:00:00+00' + {us}::bigint * interval '1 microsecond')")
+}
+
+/// Runs `f` in a subtransaction whose commit timestamp and origin become `version` (when it
+/// wrote anything, and the kernel can).
+fn stamped<R>(versions: &Versions, ts: i64, node: u32, f: impl FnOnce() -> R) -> R {
+    // SAFETY: a subtransaction of the copy's transaction; an error aborts the whole copy
+    // (its transaction, subtransactions included).
+    unsafe { pg_sys::BeginInternalSubTransaction(c"SpockCopyVersion".as_ptr()) };
+    let result = f();
+    // SAFETY: reading and ending the subtransaction begun above.
+    unsafe {
+        let xid = pg_sys::GetCurrentTransactionIdIfAny();
+        if xid != pg_sys::InvalidTransactionId {
+            let origin = versions.origins.get(&node).copied().unwrap_or(node as u16);
+            crate::kernel::subxact_commit_ts(xid, ts, origin);
+        }
+        pg_sys::ReleaseCurrentSubTransaction();
+    }
+    result
+}
+
+/// The provider's tombstones of the copied tables, with their versions kept as rows' are.
+fn copy_tombstones(remote: &Remote, versions: &Versions) -> Result<(), String> {
+    let rows = remote.query(
+        &format!(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), \
+             pg_catalog.encode(t.key, 'hex'), spock_x.* FROM spock.tombstones t \
+             JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, \
+             LATERAL (SELECT {}) spock_x",
+            version_sql("t.xmin")
+        ),
+        4,
+    )?;
+    let insert = |table: &str, key: &str| {
+        Spi::run_with_args(
+            "INSERT INTO spock.tombstones (relid, key) \
+             SELECT pg_catalog.to_regclass($1)::oid, pg_catalog.decode($2, 'hex') \
+             WHERE pg_catalog.to_regclass($1) IS NOT NULL ON CONFLICT DO NOTHING",
+            &[table.into(), key.into()],
+        )
+        .map_err(|e| format!("cannot copy a tombstone of {table}: {e}"))
+    };
+    for row in rows {
+        let [Some(table), Some(key), ts, node] = &row[..] else {
+            continue;
+        };
+        let ts: Option<i64> = ts.as_deref().and_then(|t| t.parse().ok());
+        let node: Option<u32> = node.as_deref().and_then(|n| n.parse().ok());
+        match (ts, node, versions.recent_from) {
+            (Some(ts), Some(node), Some(from)) if ts >= from => {
+                stamped(versions, ts, node, || insert(table, key))?
+            }
+            _ => insert(table, key)?,
+        }
+    }
     Ok(())
 }
 
@@ -395,6 +622,7 @@ fn copy_table(
     rel: &str,
     sets: &str,
     merge: bool,
+    versions: Option<&Versions>,
 ) -> Result<u64, String> {
     let table = format!("{}.{}", ident(nsp), ident(rel));
     let names: Vec<String> = remote
@@ -483,11 +711,173 @@ fn copy_table(
         .into_iter()
         .next()
         .and_then(|r| r.into_iter().next().flatten());
-    remote.start_copy_out(&match filter {
+    if let Some((versions, from)) = versions
+        .and_then(|v| Some((v, v.recent_from?)))
+        .filter(|_| !merge)
+    {
+        return copy_keeping_versions(
+            remote,
+            Keeping {
+                table: &table,
+                nsp,
+                rel,
+                names: &names,
+                cols: &cols,
+                filter: filter.as_deref(),
+                owner,
+                versions,
+                from,
+            },
+        );
+    }
+    let command = match filter {
         Some(f) => format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {f}) TO STDOUT"),
         None => format!("COPY {table} ({cols}) TO STDOUT"),
-    })?;
+    };
+    let copied = copy_in(remote, &command, into_nsp, into_rel, &names, owner)?;
+    if !merge {
+        return Ok(copied);
+    }
+    let inserted = identity::as_owner(owner, || {
+        Spi::connect_mut(|c| {
+            c.update(
+                &format!(
+                    "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
+                     SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
+                ),
+                None,
+                &[],
+            )
+            .map(|t| t.len() as u64)
+        })
+    })
+    .map_err(|e| e.to_string())?;
+    Spi::run("DROP TABLE pg_temp.spock_sync_stage").map_err(|e| e.to_string())?;
+    Ok(inserted)
+}
 
+/// What `copy_keeping_versions` copies.
+struct Keeping<'a> {
+    table: &'a str,
+    nsp: &'a str,
+    rel: &'a str,
+    names: &'a [String],
+    cols: &'a str,
+    filter: Option<&'a str>,
+    owner: pg_sys::Oid,
+    versions: &'a Versions,
+    /// µs since 2000 from which a row's own version is kept (`i64::MIN`: every row's).
+    from: i64,
+}
+
+/// On the provider: whether the commit timestamp `ts` is one whose version is kept.
+fn recent(ts: &str, from: i64) -> String {
+    if from == i64::MIN {
+        format!("{ts} IS NOT NULL")
+    } else {
+        format!("{ts} >= {}", ts_literal(from))
+    }
+}
+
+/// The initial copy of one table in two parts: rows whose version does not matter in one
+/// plain COPY (they share the copy's stamp), the others through a stage, each version's
+/// rows inserted in a subtransaction stamped with it.
+fn copy_keeping_versions(remote: &mut Remote, k: Keeping) -> Result<u64, String> {
+    let Keeping {
+        table,
+        nsp,
+        rel,
+        names,
+        cols,
+        filter,
+        owner,
+        versions,
+        from,
+    } = k;
+    let filter = filter.map_or(String::new(), |f| format!("({f}) AND "));
+    let fast = format!(
+        "COPY (SELECT {cols} FROM ONLY {table} WHERE {filter}\
+         NOT coalesce({}, false)) TO STDOUT",
+        recent("pg_catalog.pg_xact_commit_timestamp(xmin)", from)
+    );
+    let mut copied = copy_in(remote, &fast, nsp, rel, names, owner)?;
+
+    Spi::run(&format!(
+        "CREATE TEMP TABLE spock_sync_versions ON COMMIT DROP AS \
+         SELECT 0::bigint AS spock_v_ts, 0::oid AS spock_v_node, {cols} FROM {table} WITH NO DATA"
+    ))
+    .map_err(|e| e.to_string())?;
+    Spi::run(&format!(
+        "GRANT SELECT, INSERT ON pg_temp.spock_sync_versions TO {}",
+        ident(&identity::role_name(owner))
+    ))
+    .map_err(|e| e.to_string())?;
+    let inner = names
+        .iter()
+        .map(|n| format!("spock_t.{}", ident(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let slow = format!(
+        "COPY (SELECT spock_x.*, {inner} FROM (SELECT xmin AS spock_xmin, {cols} FROM ONLY {table} \
+         WHERE {filter}{}) spock_t, LATERAL (SELECT {}) spock_x) TO STDOUT",
+        recent("pg_catalog.pg_xact_commit_timestamp(xmin)", from),
+        version_sql("spock_t.spock_xmin")
+    );
+    let mut stage_names = vec!["spock_v_ts".to_string(), "spock_v_node".to_string()];
+    stage_names.extend(names.iter().cloned());
+    copy_in(
+        remote,
+        &slow,
+        "pg_temp",
+        "spock_sync_versions",
+        &stage_names,
+        owner,
+    )?;
+    Spi::run("CREATE INDEX ON pg_temp.spock_sync_versions (spock_v_ts, spock_v_node)")
+        .map_err(|e| e.to_string())?;
+    let groups: Vec<(i64, u32)> = Spi::connect(|c| {
+        c.select(
+            "SELECT DISTINCT spock_v_ts, spock_v_node::bigint FROM pg_temp.spock_sync_versions \
+             ORDER BY 1, 2",
+            None,
+            &[],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<i64>(2).ok()?? as u32)))
+                .collect()
+        })
+    })
+    .map_err(|e| e.to_string())?;
+    let insert = format!(
+        "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} \
+         FROM pg_temp.spock_sync_versions WHERE spock_v_ts = $1 AND spock_v_node = $2::bigint::oid"
+    );
+    for (ts, node) in groups {
+        copied += stamped(versions, ts, node, || {
+            identity::as_owner(owner, || {
+                Spi::connect_mut(|c| {
+                    c.update(&insert, None, &[ts.into(), i64::from(node).into()])
+                        .map(|t| t.len() as u64)
+                })
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Spi::run("DROP TABLE pg_temp.spock_sync_versions").map_err(|e| e.to_string())?;
+    Ok(copied)
+}
+
+/// Runs `command` (a `COPY … TO STDOUT`) on the provider into a local `COPY FROM` of the
+/// table `into_nsp.into_rel` (columns `names`) as `owner`; returns the rows copied.
+fn copy_in(
+    remote: &mut Remote,
+    command: &str,
+    into_nsp: &str,
+    into_rel: &str,
+    names: &[String],
+    owner: pg_sys::Oid,
+) -> Result<u64, String> {
+    remote.start_copy_out(command)?;
     let nsp_c = CString::new(into_nsp).map_err(|_| "bad schema name".to_string())?;
     let rel_c = CString::new(into_rel).map_err(|_| "bad table name".to_string())?;
     let names_c = names
@@ -557,25 +947,7 @@ fn copy_table(
     if !done {
         return Err("the local COPY ended before the provider's".into());
     }
-    if !merge {
-        return Ok(copied);
-    }
-    let inserted = identity::as_owner(owner, || {
-        Spi::connect_mut(|c| {
-            c.update(
-                &format!(
-                    "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
-                     SELECT {cols} FROM pg_temp.spock_sync_stage ON CONFLICT DO NOTHING"
-                ),
-                None,
-                &[],
-            )
-            .map(|t| t.len() as u64)
-        })
-    })
-    .map_err(|e| e.to_string())?;
-    Spi::run("DROP TABLE pg_temp.spock_sync_stage").map_err(|e| e.to_string())?;
-    Ok(inserted)
+    Ok(copied)
 }
 
 /// The provider's COPY stream the local COPY FROM reads (it takes a plain callback).

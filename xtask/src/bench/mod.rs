@@ -1,6 +1,7 @@
 //! `cargo xtask bench <what>`: performance of our extensions against a baseline measured on the
 //! same server in the same run (machines here are noisy, so only ratios are meaningful).
 
+mod add_node;
 mod lolor;
 mod multimaster;
 mod replication;
@@ -21,6 +22,8 @@ pub enum Bench {
     Replication,
     /// A 3-node spock mesh against a native `origin = none` mesh.
     Multimaster,
+    /// `spock.add_node` to a 3-node mesh under writes against `pg_dump | pg_restore`.
+    AddNode,
 }
 
 pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
@@ -30,6 +33,7 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
         Bench::Lolor => lolor::run(&kernel),
         Bench::Replication => replication::run(&kernel),
         Bench::Multimaster => multimaster::run(&kernel),
+        Bench::AddNode => add_node::run(&kernel),
     }
 }
 

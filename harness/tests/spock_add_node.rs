@@ -1,0 +1,460 @@
+//! Growing and shrinking a live mesh: `spock.add_node` brings a fourth node into a three-node
+//! mesh while all three keep writing (unique inserts, upserts and deletes of shared keys, a
+//! delta-apply counter), and nothing is lost, duplicated or left different; `remove_node`
+//! takes a node out and the rest keep replicating. Bad input and a source killed mid-copy
+//! leave nothing behind.
+
+mod common;
+
+use harness::{Cluster, ClusterOptions, Node, StopMode};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SCHEMA: &str = "CREATE TABLE events(node int, id bigint, k int, PRIMARY KEY (node, id)); \
+     CREATE TABLE shared(k int PRIMARY KEY, v text, who int); \
+     CREATE TABLE counters(k int PRIMARY KEY, c bigint NOT NULL DEFAULT 0); \
+     ALTER TABLE counters ALTER COLUMN c SET (log_old_value = true, delta_apply_function = spock.delta_apply); \
+     CREATE TABLE big(id int PRIMARY KEY, pad text); \
+     CREATE SEQUENCE ids;";
+
+/// One writer transaction: a unique row, an increment of a shared counter (delta apply), and
+/// an upsert or (one time in ten) a delete of a shared key.
+const WRITER: &str = "\\set k random(1, 20)\n\\set r random(1, 10)\nBEGIN;\n\
+     INSERT INTO events(node, id, k) VALUES (:node, nextval('ids'), :k);\n\
+     UPDATE counters SET c = c + 1 WHERE k = :k;\n\
+     \\if :r = 1\nDELETE FROM shared WHERE k = :k;\n\\else\n\
+     INSERT INTO shared(k, v, who) VALUES (:k, md5(random()::text), :node) \
+     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, who = EXCLUDED.who;\n\\endif\nEND;\n";
+
+const ROWS_BIG: usize = 400_000;
+
+/// n1…n3 in a full mesh with the schema, n4 an empty database with the extension.
+fn mesh(kernel: &harness::Kernel) -> Cluster {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(4)).unwrap();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        node.sql("CREATE EXTENSION spock").unwrap();
+        if i == 3 {
+            continue;
+        }
+        node.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            node.dsn("postgres")
+        ))
+        .unwrap();
+        node.sql(SCHEMA).unwrap();
+        node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+    }
+    for (i, s) in cluster.nodes.iter().enumerate().take(3) {
+        for (j, p) in cluster.nodes.iter().enumerate().take(3) {
+            if i != j {
+                s.sql(&format!(
+                    "SELECT spock.sub_create('sub_n{}_n{}', '{}')",
+                    j + 1,
+                    i + 1,
+                    p.dsn("postgres")
+                ))
+                .unwrap();
+            }
+        }
+    }
+    for node in cluster.nodes.iter().take(3) {
+        wait(
+            node,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "2",
+        );
+    }
+    let n1 = cluster.node(0);
+    n1.sql("INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g")
+        .unwrap();
+    n1.sql(&format!(
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 5) FROM generate_series(1, {ROWS_BIG}) g"
+    ))
+    .unwrap();
+    for node in cluster.nodes.iter().take(3) {
+        wait(node, "SELECT count(*) FROM big", &ROWS_BIG.to_string());
+        wait(node, "SELECT count(*) FROM counters", "20");
+    }
+    cluster
+}
+
+fn wait(node: &Node, sql: &str, want: &str) {
+    common::wait_for(node, "postgres", sql, want, 120);
+}
+
+fn add_node(cluster: &Cluster, src: usize, new: usize, name: &str) -> anyhow::Result<String> {
+    cluster.node(new).sql(&format!(
+        "CALL spock.add_node('{}', '{}', '{name}', '{}')",
+        cluster.node(src).name,
+        cluster.node(src).dsn("postgres"),
+        cluster.node(new).dsn("postgres")
+    ))
+}
+
+/// Nothing of an add of n4 exists anywhere: no node, subscription or table on n4, no
+/// subscription or slot for it on the others (their own mesh slots only).
+fn assert_nothing_left(cluster: &Cluster, what: &str) {
+    let n4 = cluster.node(3);
+    assert_eq!(
+        n4.sql("SELECT (SELECT count(*) FROM spock.node) || '/' || (SELECT count(*) FROM spock.subscription) \
+                || '/' || (SELECT count(*) FROM pg_tables WHERE schemaname = 'public') \
+                || '/' || (SELECT count(*) FROM pg_replication_slots)")
+            .unwrap(),
+        "0/0/0/0",
+        "{what}: n4 keeps something:\n{}",
+        n4.log_tail(30)
+    );
+    for node in cluster.nodes.iter().take(3).filter(|n| n.is_running()) {
+        assert_eq!(
+            node.sql(
+                "SELECT (SELECT count(*) FROM pg_replication_slots) || '/' || \
+                      (SELECT count(*) FROM spock.subscription) || '/' || \
+                      (SELECT count(*) FROM spock.node WHERE node_name = 'n4')"
+            )
+            .unwrap(),
+            "2/2/0",
+            "{what}: {} keeps something of n4",
+            node.name
+        );
+    }
+}
+
+fn error_of(result: anyhow::Result<String>) -> String {
+    match result {
+        Ok(out) => panic!("add_node succeeded where it must fail: {out}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Bad input: clear errors, nothing created.
+fn bad_input(cluster: &Cluster) {
+    let (n1, n4) = (cluster.node(0), cluster.node(3));
+    let e = error_of(n4.sql(&format!(
+        "CALL spock.add_node('nope', '{}', 'n4', '{}')",
+        n1.dsn("postgres"),
+        n4.dsn("postgres")
+    )));
+    assert!(
+        e.contains(
+            "ERROR:  spock.add_node failed at step \"1 (checks)\": source node \"nope\" not found: src_dsn reaches node \"n1\""
+        ),
+        "{e}"
+    );
+    assert_nothing_left(cluster, "unknown source");
+    let e = error_of(add_node(cluster, 0, 3, "n2"));
+    assert!(
+        e.contains("ERROR:  spock.add_node failed at step \"1 (checks)\": node \"n2\" already exists in the cluster"),
+        "{e}"
+    );
+    assert_nothing_left(cluster, "name in use");
+    n4.sql("CREATE TABLE t(a int)").unwrap();
+    let e = error_of(add_node(cluster, 0, 3, "n4"));
+    assert!(
+        e.contains("ERROR:  spock.add_node failed at step \"1 (checks)\": the database of new node \"n4\" already has tables (public.t); add_node copies them from the source into an empty database"),
+        "{e}"
+    );
+    n4.sql("DROP TABLE t").unwrap();
+    assert_nothing_left(cluster, "new node with tables");
+    // A password in a DSN never shows.
+    let e = error_of(n4.sql(&format!(
+        "CALL spock.add_node('n1', 'host=127.0.0.1 port=1 dbname=postgres password=s3cret', 'n4', '{}')",
+        n4.dsn("postgres")
+    )));
+    assert!(
+        e.contains("could not connect to node \"n1\"") && !e.contains("s3cret"),
+        "{e}"
+    );
+    assert_nothing_left(cluster, "unreachable source");
+}
+
+/// The source dies while the new node copies from it: add_node fails at the copy and leaves
+/// nothing behind on the nodes it can reach; after the source is back, it succeeds.
+fn source_killed_mid_copy(cluster: &Cluster) {
+    let (n1, n4) = (cluster.node(0), cluster.node(3));
+    std::thread::scope(|s| {
+        let adding = s.spawn(|| add_node(cluster, 0, 3, "n4"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let copying = n1
+                .sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%big%'")
+                .unwrap_or_default();
+            if copying != "0" && !copying.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && !adding.is_finished(),
+                "the copy of big never showed on n1:\n{}",
+                n4.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n1.stop(StopMode::Immediate).unwrap();
+        let e = error_of(adding.join().unwrap());
+        assert!(
+            e.contains("ERROR:  spock.add_node failed at step \"3 (copy from the source)\""),
+            "{e}"
+        );
+    });
+    assert_nothing_left(cluster, "source killed mid-copy");
+    n1.start().unwrap();
+    for node in cluster.nodes.iter().take(3) {
+        wait(
+            node,
+            "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name NOT LIKE '%n4%'",
+            "2",
+        );
+    }
+}
+
+/// pgbench writing `WRITER` on `node` at a fixed rate for `secs`, logging every transaction.
+struct Writer {
+    child: std::process::Child,
+    log_prefix: std::path::PathBuf,
+}
+
+fn start_writer(
+    node: &Node,
+    id: usize,
+    script: &std::path::Path,
+    dir: &std::path::Path,
+    secs: u64,
+) -> Writer {
+    let log_prefix = dir.join(format!("w{id}"));
+    let child = node
+        .client("pgbench", "postgres")
+        .args(["-n", "-c", "2", "-R", "40", "--max-tries=20", "-l", "-D"])
+        .arg(format!("node={id}"))
+        .arg(format!("--log-prefix={}", log_prefix.display()))
+        .args(["-T", &secs.to_string(), "-f"])
+        .arg(script)
+        .arg("postgres")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Writer { child, log_prefix }
+}
+
+/// Waits for the writer; returns its committed transactions and, of those that started in
+/// `window` (epoch µs), the longest one.
+fn finish_writer(w: Writer, window: (u128, u128)) -> (u64, Duration) {
+    let out = w.child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pgbench failed:\n{text}");
+    let processed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|l| l.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in:\n{text}"));
+    let dir = w.log_prefix.parent().unwrap();
+    let prefix = w
+        .log_prefix
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut longest = Duration::ZERO;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 {
+                continue;
+            }
+            let (Ok(total), Ok(epoch), Ok(frac)) = (
+                f[2].parse::<u128>(),
+                f[4].parse::<u128>(),
+                f[5].parse::<u128>(),
+            ) else {
+                continue;
+            };
+            // Throttled: the time counts from the scheduled start; the lag behind the
+            // schedule is pgbench's own, not the server's.
+            let lag = f.get(6).and_then(|l| l.parse::<u128>().ok()).unwrap_or(0);
+            let us = total.saturating_sub(lag);
+            let end = epoch * 1_000_000 + frac;
+            let start = end.saturating_sub(us);
+            if start >= window.0 && start <= window.1 {
+                longest = longest.max(Duration::from_micros(us as u64));
+            }
+        }
+    }
+    (processed, longest)
+}
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// The content of every table on `node`, as one digest per table.
+fn digest(node: &Node) -> String {
+    node.sql(
+        "SELECT (SELECT count(*) || ':' || md5(coalesce(string_agg(format('%s/%s/%s', node, id, k), ',' ORDER BY node, id), '')) FROM events) \
+         || ' ' || (SELECT count(*) || ':' || md5(coalesce(string_agg(format('%s/%s/%s', k, v, who), ',' ORDER BY k), '')) FROM shared) \
+         || ' ' || (SELECT md5(string_agg(format('%s/%s', k, c), ',' ORDER BY k)) FROM counters) \
+         || ' ' || (SELECT count(*) FROM big)",
+    )
+    .unwrap()
+}
+
+fn assert_same(nodes: &[&Node], what: &str) {
+    let first = digest(nodes[0]);
+    for n in &nodes[1..] {
+        assert_eq!(
+            digest(n),
+            first,
+            "{what}: {} differs from {}:\n{}",
+            n.name,
+            nodes[0].name,
+            n.log_tail(40)
+        );
+    }
+}
+
+#[test]
+fn add_and_remove_a_node_under_write_load() {
+    common::for_each_kernel(|kernel| {
+        let cluster = mesh(kernel);
+        let (n1, n2, n3, n4) = (
+            cluster.node(0),
+            cluster.node(1),
+            cluster.node(2),
+            cluster.node(3),
+        );
+        bad_input(&cluster);
+        source_killed_mid_copy(&cluster);
+
+        // Every old node writes throughout; n4 joins from n2 meanwhile.
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("writer.sql");
+        std::fs::write(&script, WRITER).unwrap();
+        const SECS: u64 = 45;
+        let writers: Vec<Writer> = (0..3)
+            .map(|i| start_writer(cluster.node(i), i + 1, &script, dir.path(), SECS))
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        let started = now_us();
+        let added = Instant::now();
+        let out = add_node(&cluster, 1, 3, "n4");
+        let took = added.elapsed();
+        let ended = now_us();
+        let out = out.unwrap_or_else(|e| {
+            panic!(
+                "add_node failed: {e}\nn4:\n{}\nn2:\n{}",
+                n4.log_tail(60),
+                n2.log_tail(30)
+            )
+        });
+        assert!(
+            took < Duration::from_secs(SECS - 10),
+            "add_node took {took:?}, too long to leave writes after it"
+        );
+        let mut total = 0;
+        for (i, w) in writers.into_iter().enumerate() {
+            let (processed, longest) = finish_writer(w, (started, ended));
+            assert!(processed > 0);
+            assert!(
+                longest <= Duration::from_secs(1),
+                "a writer on n{} waited {longest:?} for a commit during add_node ({out})",
+                i + 1
+            );
+            // Every acknowledged row is on its own node.
+            assert_eq!(
+                cluster
+                    .node(i)
+                    .sql(&format!(
+                        "SELECT count(*) FROM events WHERE node = {}",
+                        i + 1
+                    ))
+                    .unwrap(),
+                processed.to_string()
+            );
+            total += processed;
+        }
+        let all = [n1, n2, n3, n4];
+        for n in all {
+            wait(n, "SELECT count(*) FROM events", &total.to_string());
+            // Every increment counted once, on every node (delta apply, no change applied twice).
+            wait(n, "SELECT sum(c) FROM counters", &total.to_string());
+        }
+        // The new node's own writes reach the others.
+        n4.sql("INSERT INTO events VALUES (4, 1, 0)").unwrap();
+        n4.sql("UPDATE counters SET c = c + 1 WHERE k = 1").unwrap();
+        for n in all {
+            wait(n, "SELECT count(*) FROM events", &(total + 1).to_string());
+            wait(n, "SELECT sum(c) FROM counters", &(total + 1).to_string());
+        }
+        // Upserts and deletes of shared keys settle the same everywhere.
+        std::thread::sleep(Duration::from_secs(1));
+        assert_same(&all, "after add_node");
+        for n in all {
+            assert_eq!(
+                n.sql("SELECT count(*) FROM spock.subscription WHERE sub_enabled")
+                    .unwrap(),
+                "3",
+                "{} is not subscribed to every other node",
+                n.name
+            );
+        }
+
+        // n3 leaves; the others go on.
+        n3.sql(&format!(
+            "CALL spock.remove_node('n3', '{}')",
+            n3.dsn("postgres")
+        ))
+        .unwrap();
+        assert_eq!(
+            n3.sql("SELECT (SELECT count(*) FROM spock.node) || '/' || (SELECT count(*) FROM pg_replication_slots)").unwrap(),
+            "0/0"
+        );
+        let rest = [n1, n2, n4];
+        for n in rest {
+            assert_eq!(
+                n.sql("SELECT (SELECT count(*) FROM spock.subscription) || '/' || \
+                       (SELECT count(*) FROM spock.node WHERE node_name = 'n3') || '/' || \
+                       (SELECT count(*) FROM spock.progress p JOIN spock.node x ON x.node_id = p.remote_node_id WHERE x.node_name = 'n3')")
+                    .unwrap(),
+                "2/0/0",
+                "{} keeps something of n3",
+                n.name
+            );
+            wait(
+                n,
+                "SELECT count(*) FROM pg_replication_slots WHERE active",
+                "2",
+            );
+        }
+        for (i, n) in rest.iter().enumerate() {
+            n.sql(&format!(
+                "INSERT INTO events VALUES (10, {i}, 0); DELETE FROM shared WHERE k = {}",
+                i + 1
+            ))
+            .unwrap();
+        }
+        for n in rest {
+            wait(n, "SELECT count(*) FROM events WHERE node = 10", "3");
+        }
+        assert_same(&rest, "after remove_node");
+        // Tombstones are still collected (every remaining subscription moves past them).
+        for n in rest {
+            common::wait_for(
+                n,
+                "postgres",
+                "SELECT count(*) FROM spock.tombstones",
+                "0",
+                90,
+            );
+        }
+    });
+}
