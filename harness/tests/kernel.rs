@@ -2,6 +2,19 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(
+    staged_kernel_carries_the_marker_and_extensions,
+    three_nodes_start_and_stop_cleanly,
+    pigsty_preload_line_starts,
+    spock_demands_shared_preload_libraries,
+    commit_timestamps_increase_strictly_in_lsn_order,
+    commit_clock_survives_restart_and_crash,
+    commit_prepared_uses_the_clock_everywhere,
+    commit_clock_api_and_settings,
+    old_value_logging_widens_the_old_key,
+);
+
 use harness::{Cluster, ClusterOptions, Kernel, Node, StopMode};
 use std::process::Command;
 
@@ -24,130 +37,118 @@ fn kernel_api_level(major: u32) -> String {
         .to_string()
 }
 
-#[test]
-fn staged_kernel_carries_the_marker_and_extensions() {
-    common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
-        let n = cluster.node(0);
-        assert_eq!(n.sql("SHOW pgedge.kernel_version").unwrap(), DIST_VERSION);
-        let level = kernel_api_level(kernel.major);
-        assert_eq!(
-            n.sql("SHOW pgedge.kernel_api").unwrap(),
-            level,
-            "PostgreSQL {}",
-            kernel.major
-        );
-        let version = n.sql("SELECT version()").unwrap();
-        assert!(
-            version.contains(&format!("(pgEdge {DIST_VERSION})")),
-            "{version}"
-        );
-        assert!(
-            version.starts_with(&format!("PostgreSQL {}.", kernel.major)),
-            "{version}"
-        );
+fn staged_kernel_carries_the_marker_and_extensions(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+    let n = cluster.node(0);
+    assert_eq!(n.sql("SHOW pgedge.kernel_version").unwrap(), DIST_VERSION);
+    let level = kernel_api_level(kernel.major);
+    assert_eq!(
+        n.sql("SHOW pgedge.kernel_api").unwrap(),
+        level,
+        "PostgreSQL {}",
+        kernel.major
+    );
+    let version = n.sql("SELECT version()").unwrap();
+    assert!(
+        version.contains(&format!("(pgEdge {DIST_VERSION})")),
+        "{version}"
+    );
+    assert!(
+        version.starts_with(&format!("PostgreSQL {}.", kernel.major)),
+        "{version}"
+    );
 
-        let e = n
-            .sql("SET pgedge.kernel_version = 'forged'")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot be changed"), "{e}");
+    let e = n
+        .sql("SET pgedge.kernel_version = 'forged'")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot be changed"), "{e}");
 
-        n.sql("CREATE EXTENSION spock; CREATE EXTENSION snowflake; CREATE EXTENSION lolor;")
-            .unwrap();
-        let versions = n
-            .sql("SELECT string_agg(extname || '=' || extversion || '@' || extnamespace::regnamespace, ' ' ORDER BY extname) \
-                  FROM pg_extension WHERE extname <> 'plpgsql'")
-            .unwrap();
-        assert_eq!(
-            versions,
-            "lolor=1.2.2@lolor snowflake=2.4@snowflake spock=5.0.5@spock"
-        );
-        assert_eq!(n.sql("SELECT spock.spock_version()").unwrap(), "5.0.5");
-        assert_eq!(n.sql("SELECT spock.spock_version_num()").unwrap(), "50005");
-        assert_eq!(n.sql("SELECT spock.kernel_api_level()").unwrap(), level);
+    n.sql("CREATE EXTENSION spock; CREATE EXTENSION snowflake; CREATE EXTENSION lolor;")
+        .unwrap();
+    let versions = n
+        .sql("SELECT string_agg(extname || '=' || extversion || '@' || extnamespace::regnamespace, ' ' ORDER BY extname) \
+              FROM pg_extension WHERE extname <> 'plpgsql'")
+        .unwrap();
+    assert_eq!(
+        versions,
+        "lolor=1.2.2@lolor snowflake=2.4@snowflake spock=5.0.5@spock"
+    );
+    assert_eq!(n.sql("SELECT spock.spock_version()").unwrap(), "5.0.5");
+    assert_eq!(n.sql("SELECT spock.spock_version_num()").unwrap(), "50005");
+    assert_eq!(n.sql("SELECT spock.kernel_api_level()").unwrap(), level);
 
-        // The same library serves as the logical decoding output plugin.
-        n.sql("SELECT pg_create_logical_replication_slot('probe', 'spock_output')")
-            .unwrap();
-        let slot = n
-            .sql("SELECT plugin || ' ' || slot_type FROM pg_replication_slots WHERE slot_name = 'probe'")
-            .unwrap();
-        assert_eq!(slot, "spock_output logical");
-        n.sql("SELECT pg_drop_replication_slot('probe')").unwrap();
-        cluster.stop().unwrap();
-    });
+    // The same library serves as the logical decoding output plugin.
+    n.sql("SELECT pg_create_logical_replication_slot('probe', 'spock_output')")
+        .unwrap();
+    let slot = n
+        .sql(
+            "SELECT plugin || ' ' || slot_type FROM pg_replication_slots WHERE slot_name = 'probe'",
+        )
+        .unwrap();
+    assert_eq!(slot, "spock_output logical");
+    n.sql("SELECT pg_drop_replication_slot('probe')").unwrap();
+    cluster.stop().unwrap();
 }
 
-#[test]
-fn three_nodes_start_and_stop_cleanly() {
-    common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
-        let mut ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
-        for n in &cluster.nodes {
-            assert_eq!(n.sql("SHOW port").unwrap(), n.port.to_string());
-            assert_eq!(n.sql("SHOW wal_level").unwrap(), "logical");
-            assert_eq!(n.sql("SHOW track_commit_timestamp").unwrap(), "on");
-            assert_eq!(n.sql("SHOW shared_preload_libraries").unwrap(), "spock");
-            let user = n
-                .sql("SELECT rolname FROM pg_roles WHERE oid = 10")
-                .unwrap();
-            assert_eq!(user, "postgres");
-        }
-        ports.sort_unstable();
-        ports.dedup();
-        assert_eq!(ports.len(), 3, "every node has its own port");
-        cluster.stop().unwrap();
-        for n in &cluster.nodes {
-            assert!(
-                !n.data.join("postmaster.pid").exists(),
-                "{} still running",
-                n.name
-            );
-            assert!(n.sql("SELECT 1").is_err(), "{} still answers", n.name);
-            assert!(
-                n.log_tail(5).contains("database system is shut down"),
-                "{}",
-                n.log_tail(5)
-            );
-        }
-    });
+fn three_nodes_start_and_stop_cleanly(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+    let mut ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    for n in &cluster.nodes {
+        assert_eq!(n.sql("SHOW port").unwrap(), n.port.to_string());
+        assert_eq!(n.sql("SHOW wal_level").unwrap(), "logical");
+        assert_eq!(n.sql("SHOW track_commit_timestamp").unwrap(), "on");
+        assert_eq!(n.sql("SHOW shared_preload_libraries").unwrap(), "spock");
+        let user = n
+            .sql("SELECT rolname FROM pg_roles WHERE oid = 10")
+            .unwrap();
+        assert_eq!(user, "postgres");
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "every node has its own port");
+    cluster.stop().unwrap();
+    for n in &cluster.nodes {
+        assert!(
+            !n.data.join("postmaster.pid").exists(),
+            "{} still running",
+            n.name
+        );
+        assert!(n.sql("SELECT 1").is_err(), "{} still answers", n.name);
+        assert!(
+            n.log_tail(5).contains("database system is shut down"),
+            "{}",
+            n.log_tail(5)
+        );
+    }
 }
 
-#[test]
-fn pigsty_preload_line_starts() {
-    common::for_each_kernel(|kernel| {
-        let opts = ClusterOptions::default()
-            .preload(Some("spock, lolor, pg_stat_statements, auto_explain"));
-        let cluster = Cluster::start(kernel, &opts).unwrap();
-        let n = cluster.node(0);
-        n.sql("CREATE EXTENSION lolor; CREATE EXTENSION pg_stat_statements")
-            .unwrap();
-        assert_eq!(
-            n.sql(
-                "SELECT count(*) FROM pg_extension WHERE extname IN ('lolor','pg_stat_statements')"
-            )
+fn pigsty_preload_line_starts(kernel: &harness::Kernel) {
+    let opts =
+        ClusterOptions::default().preload(Some("spock, lolor, pg_stat_statements, auto_explain"));
+    let cluster = Cluster::start(kernel, &opts).unwrap();
+    let n = cluster.node(0);
+    n.sql("CREATE EXTENSION lolor; CREATE EXTENSION pg_stat_statements")
+        .unwrap();
+    assert_eq!(
+        n.sql("SELECT count(*) FROM pg_extension WHERE extname IN ('lolor','pg_stat_statements')")
             .unwrap(),
-            "2"
-        );
-    });
+        "2"
+    );
 }
 
-#[test]
-fn spock_demands_shared_preload_libraries() {
-    common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
-        let e = cluster.node(0).sql("LOAD 'spock'").unwrap_err().to_string();
-        assert!(
-            e.contains("spock must be loaded via shared_preload_libraries"),
-            "{e}"
-        );
-        // snowflake and lolor load on demand.
-        cluster
-            .node(0)
-            .sql("LOAD 'snowflake'; LOAD 'lolor'")
-            .unwrap();
-    });
+fn spock_demands_shared_preload_libraries(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
+    let e = cluster.node(0).sql("LOAD 'spock'").unwrap_err().to_string();
+    assert!(
+        e.contains("spock must be loaded via shared_preload_libraries"),
+        "{e}"
+    );
+    // snowflake and lolor load on demand.
+    cluster
+        .node(0)
+        .sql("LOAD 'snowflake'; LOAD 'lolor'")
+        .unwrap();
 }
 
 /// The spock library built for our 15 kernel, loaded into Debian's stock PostgreSQL 15.
@@ -284,257 +285,240 @@ fn now_micros(node: &Node) -> i64 {
 
 const MINUTE: i64 = 60_000_000;
 
-#[test]
-fn commit_timestamps_increase_strictly_in_lsn_order() {
-    common::for_each_kernel(|kernel| {
-        let cluster = clock_cluster(kernel, ClusterOptions::default());
-        let n = cluster.node(0);
-        let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+fn commit_timestamps_increase_strictly_in_lsn_order(kernel: &harness::Kernel) {
+    let cluster = clock_cluster(kernel, ClusterOptions::default());
+    let n = cluster.node(0);
+    let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
 
-        // Concurrent small transactions: stock PostgreSQL stamps some of them out of LSN order
-        // or with the same microsecond.
-        let script = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(script.path(), "SELECT pg_current_xact_id();\n").unwrap();
-        let out = n
-            .client("pgbench", "postgres")
-            .args(["-n", "-c", "8", "-j", "2", "-T", "5", "-f"])
-            .arg(script.path())
-            .arg("postgres")
-            .output()
-            .unwrap();
+    // Concurrent small transactions: stock PostgreSQL stamps some of them out of LSN order
+    // or with the same microsecond.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT pg_current_xact_id();\n").unwrap();
+    let out = n
+        .client("pgbench", "postgres")
+        .args(["-n", "-c", "8", "-j", "2", "-T", "5", "-f"])
+        .arg(script.path())
+        .arg("postgres")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgbench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A wall clock an hour behind: each commit is stamped 1 us after the previous one.
+    let late: Vec<String> = (0..3).map(|_| commit_one(n, "-1h")).collect();
+
+    let records = commit_records(n, &start);
+    assert!(
+        records.len() > 2000,
+        "only {} commits recorded",
+        records.len()
+    );
+    for w in records.windows(2) {
         assert!(
-            out.status.success(),
-            "pgbench: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-
-        // A wall clock an hour behind: each commit is stamped 1 us after the previous one.
-        let late: Vec<String> = (0..3).map(|_| commit_one(n, "-1h")).collect();
-
-        let records = commit_records(n, &start);
-        assert!(
-            records.len() > 2000,
-            "only {} commits recorded",
+            w[1].micros > w[0].micros,
+            "commit of xid {} at {} us does not follow xid {} at {} us ({} commits)",
+            w[1].xid,
+            w[1].micros,
+            w[0].xid,
+            w[0].micros,
             records.len()
         );
-        for w in records.windows(2) {
-            assert!(
-                w[1].micros > w[0].micros,
-                "commit of xid {} at {} us does not follow xid {} at {} us ({} commits)",
-                w[1].xid,
-                w[1].micros,
-                w[0].xid,
-                w[0].micros,
-                records.len()
-            );
-        }
-        for xid in &late {
-            let i = records.iter().position(|r| &r.xid == xid).unwrap();
-            assert_eq!(records[i].micros, records[i - 1].micros + 1, "xid {xid}");
-            assert_eq!(commit_ts(n, xid), records[i].micros, "xid {xid}");
-        }
-        eprintln!(
-            "PostgreSQL {}: {} commits in strictly increasing timestamp order",
-            kernel.major,
-            records.len()
-        );
-    });
+    }
+    for xid in &late {
+        let i = records.iter().position(|r| &r.xid == xid).unwrap();
+        assert_eq!(records[i].micros, records[i - 1].micros + 1, "xid {xid}");
+        assert_eq!(commit_ts(n, xid), records[i].micros, "xid {xid}");
+    }
+    eprintln!(
+        "PostgreSQL {}: {} commits in strictly increasing timestamp order",
+        kernel.major,
+        records.len()
+    );
 }
 
-#[test]
-fn commit_clock_survives_restart_and_crash() {
-    common::for_each_kernel(|kernel| {
-        let cluster = clock_cluster(kernel, ClusterOptions::default());
-        let n = cluster.node(0);
+fn commit_clock_survives_restart_and_crash(kernel: &harness::Kernel) {
+    let cluster = clock_cluster(kernel, ClusterOptions::default());
+    let n = cluster.node(0);
 
-        // A commit an hour ahead pushes the clock; later commits follow it.
-        let before = now_micros(n);
-        let ahead = commit_ts(n, &commit_one(n, "1h"));
-        assert!(ahead > before + 59 * MINUTE, "{ahead} vs {before}");
+    // A commit an hour ahead pushes the clock; later commits follow it.
+    let before = now_micros(n);
+    let ahead = commit_ts(n, &commit_one(n, "1h"));
+    assert!(ahead > before + 59 * MINUTE, "{ahead} vs {before}");
 
-        // Clean restart: the clock comes back from the file saved at the shutdown checkpoint.
-        n.restart().unwrap();
-        let saved = std::fs::metadata(n.data.join("pg_logical/pgedge_commit_clock")).unwrap();
-        assert_eq!(saved.len(), 16, "magic, CRC and the clock");
-        let after_restart = commit_ts(n, &commit_one(n, "0"));
-        assert!(
-            after_restart > ahead && after_restart < ahead + MINUTE,
-            "after restart {after_restart}, before {ahead}"
-        );
+    // Clean restart: the clock comes back from the file saved at the shutdown checkpoint.
+    n.restart().unwrap();
+    let saved = std::fs::metadata(n.data.join("pg_logical/pgedge_commit_clock")).unwrap();
+    assert_eq!(saved.len(), 16, "magic, CRC and the clock");
+    let after_restart = commit_ts(n, &commit_one(n, "0"));
+    assert!(
+        after_restart > ahead && after_restart < ahead + MINUTE,
+        "after restart {after_restart}, before {ahead}"
+    );
 
-        // Crash.
-        n.stop(StopMode::Immediate).unwrap();
-        n.start().unwrap();
-        let after_crash = commit_ts(n, &commit_one(n, "0"));
-        assert!(
-            after_crash > after_restart && after_crash < after_restart + MINUTE,
-            "after crash {after_crash}, before {after_restart}"
-        );
+    // Crash.
+    n.stop(StopMode::Immediate).unwrap();
+    n.start().unwrap();
+    let after_crash = commit_ts(n, &commit_one(n, "0"));
+    assert!(
+        after_crash > after_restart && after_crash < after_restart + MINUTE,
+        "after crash {after_crash}, before {after_restart}"
+    );
 
-        // Crash with the newest clock value only in WAL written after the last checkpoint:
-        // redo must bring it back.
-        n.sql("CHECKPOINT").unwrap();
-        let before = now_micros(n);
-        let further = commit_ts(n, &commit_one(n, "2h"));
-        assert!(further > before + 119 * MINUTE, "{further} vs {before}");
-        n.stop(StopMode::Immediate).unwrap();
-        n.start().unwrap();
-        let after_redo = commit_ts(n, &commit_one(n, "0"));
-        assert!(
-            after_redo > further && after_redo < further + MINUTE,
-            "after crash {after_redo}, before {further}"
-        );
-    });
+    // Crash with the newest clock value only in WAL written after the last checkpoint:
+    // redo must bring it back.
+    n.sql("CHECKPOINT").unwrap();
+    let before = now_micros(n);
+    let further = commit_ts(n, &commit_one(n, "2h"));
+    assert!(further > before + 119 * MINUTE, "{further} vs {before}");
+    n.stop(StopMode::Immediate).unwrap();
+    n.start().unwrap();
+    let after_redo = commit_ts(n, &commit_one(n, "0"));
+    assert!(
+        after_redo > further && after_redo < further + MINUTE,
+        "after crash {after_redo}, before {further}"
+    );
 }
 
-#[test]
-fn commit_prepared_uses_the_clock_everywhere() {
-    common::for_each_kernel(|kernel| {
-        let opts = ClusterOptions::default().setting("max_prepared_transactions", "5");
-        let cluster = clock_cluster(kernel, opts);
-        let n = cluster.node(0);
+fn commit_prepared_uses_the_clock_everywhere(kernel: &harness::Kernel) {
+    let opts = ClusterOptions::default().setting("max_prepared_transactions", "5");
+    let cluster = clock_cluster(kernel, opts);
+    let n = cluster.node(0);
 
-        let before = now_micros(n);
-        let ahead = commit_ts(n, &commit_one(n, "10min"));
-        assert!(ahead > before + 9 * MINUTE, "{ahead} vs {before}");
-        let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
-        let xid = n
-            .sql("BEGIN; SELECT pg_current_xact_id()::xid; PREPARE TRANSACTION 'k1'")
-            .unwrap();
-        n.sql("COMMIT PREPARED 'k1'").unwrap();
+    let before = now_micros(n);
+    let ahead = commit_ts(n, &commit_one(n, "10min"));
+    assert!(ahead > before + 9 * MINUTE, "{ahead} vs {before}");
+    let start = n.sql("SELECT pg_current_wal_lsn()").unwrap();
+    let xid = n
+        .sql("BEGIN; SELECT pg_current_xact_id()::xid; PREPARE TRANSACTION 'k1'")
+        .unwrap();
+    n.sql("COMMIT PREPARED 'k1'").unwrap();
 
-        let committed = commit_ts(n, &xid);
-        assert!(
-            committed > ahead && committed < ahead + MINUTE,
-            "COMMIT PREPARED at {committed}, clock at {ahead}"
-        );
-        let records = commit_records(n, &start);
-        let record = records
-            .iter()
-            .find(|r| r.prepared && r.xid == xid)
-            .unwrap_or_else(|| panic!("no COMMIT_PREPARED record for {xid}: {records:?}"));
-        assert_eq!(record.micros, committed, "WAL and commit_ts agree");
-    });
+    let committed = commit_ts(n, &xid);
+    assert!(
+        committed > ahead && committed < ahead + MINUTE,
+        "COMMIT PREPARED at {committed}, clock at {ahead}"
+    );
+    let records = commit_records(n, &start);
+    let record = records
+        .iter()
+        .find(|r| r.prepared && r.xid == xid)
+        .unwrap_or_else(|| panic!("no COMMIT_PREPARED record for {xid}: {records:?}"));
+    assert_eq!(record.micros, committed, "WAL and commit_ts agree");
 }
 
-#[test]
-fn commit_clock_api_and_settings() {
-    common::for_each_kernel(|kernel| {
-        // The extension resolves these at run time (dlsym), so they must be exported.
-        let out = Command::new("nm")
-            .args(["-D", "--defined-only"])
-            .arg(kernel.bin("postgres"))
-            .output()
-            .unwrap();
-        let symbols = String::from_utf8_lossy(&out.stdout);
-        let names: Vec<&str> = symbols
-            .lines()
-            .filter_map(|l| l.split_whitespace().last())
-            .collect();
-        for name in [
-            "PgEdgeCommitClockSetFloor",
-            "PgEdgeCommitClockCurrent",
-            "pgedge_commit_clock_max_skew",
-            "pgedge_commit_clock_test_offset",
-        ] {
-            assert!(names.contains(&name), "postgres does not export {name}");
-        }
+fn commit_clock_api_and_settings(kernel: &harness::Kernel) {
+    // The extension resolves these at run time (dlsym), so they must be exported.
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(kernel.bin("postgres"))
+        .output()
+        .unwrap();
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    for name in [
+        "PgEdgeCommitClockSetFloor",
+        "PgEdgeCommitClockCurrent",
+        "pgedge_commit_clock_max_skew",
+        "pgedge_commit_clock_test_offset",
+    ] {
+        assert!(names.contains(&name), "postgres does not export {name}");
+    }
 
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
-        let n = cluster.node(0);
-        assert_eq!(
-            n.sql(
-                "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
-                   WHERE name = 'pgedge.commit_clock_max_skew'"
-            )
-            .unwrap(),
-            "60000 ms sighup"
-        );
-        assert_eq!(
-            n.sql(
-                "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
-                   WHERE name = 'pgedge.commit_clock_test_offset'"
-            )
-            .unwrap(),
-            "0 ms superuser"
-        );
-        n.sql("CREATE ROLE plain LOGIN").unwrap();
-        let e = n
-            .sql_as(
-                "plain",
-                "postgres",
-                "SET pgedge.commit_clock_test_offset = '1h'",
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("permission denied"), "{e}");
-    });
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().preload(None)).unwrap();
+    let n = cluster.node(0);
+    assert_eq!(
+        n.sql(
+            "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
+               WHERE name = 'pgedge.commit_clock_max_skew'"
+        )
+        .unwrap(),
+        "60000 ms sighup"
+    );
+    assert_eq!(
+        n.sql(
+            "SELECT setting || ' ' || unit || ' ' || context FROM pg_settings \
+               WHERE name = 'pgedge.commit_clock_test_offset'"
+        )
+        .unwrap(),
+        "0 ms superuser"
+    );
+    n.sql("CREATE ROLE plain LOGIN").unwrap();
+    let e = n
+        .sql_as(
+            "plain",
+            "postgres",
+            "SET pgedge.commit_clock_test_offset = '1h'",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("permission denied"), "{e}");
 }
 
 /// Kernel patch 0003: with `log_old_value` on a column, every UPDATE logs an old-key tuple with
 /// the key and that column (also when only another column changed); without it, none; a
 /// malformed `delta_apply_function` is refused at ALTER time.
-#[test]
-fn old_value_logging_widens_the_old_key() {
-    common::for_each_kernel(|kernel| {
-        let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
-        let n = cluster.node(0);
-        n.sql(
-            "CREATE TABLE acct(id int PRIMARY KEY, balance bigint, note text); \
-               INSERT INTO acct VALUES (1, 100, 'a')",
-        )
+fn old_value_logging_widens_the_old_key(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default()).unwrap();
+    let n = cluster.node(0);
+    n.sql(
+        "CREATE TABLE acct(id int PRIMARY KEY, balance bigint, note text); \
+           INSERT INTO acct VALUES (1, 100, 'a')",
+    )
+    .unwrap();
+    n.sql("SELECT 'slot' FROM pg_create_logical_replication_slot('td', 'test_decoding')")
         .unwrap();
-        n.sql("SELECT 'slot' FROM pg_create_logical_replication_slot('td', 'test_decoding')")
-            .unwrap();
-        let changes = || {
-            n.sql("SELECT string_agg(data, E'\\n') FROM pg_logical_slot_get_changes('td', NULL, NULL) WHERE data LIKE 'table%'")
-                .unwrap()
-        };
-        n.sql("UPDATE acct SET note = 'b' WHERE id = 1").unwrap();
-        let before = changes();
-        assert!(!before.contains("old-key"), "{before}");
+    let changes = || {
+        n.sql("SELECT string_agg(data, E'\\n') FROM pg_logical_slot_get_changes('td', NULL, NULL) WHERE data LIKE 'table%'")
+            .unwrap()
+    };
+    n.sql("UPDATE acct SET note = 'b' WHERE id = 1").unwrap();
+    let before = changes();
+    assert!(!before.contains("old-key"), "{before}");
 
-        n.sql(
-            "ALTER TABLE acct ALTER COLUMN balance SET (log_old_value = true, \
-               delta_apply_function = spock.delta_apply)",
-        )
+    n.sql(
+        "ALTER TABLE acct ALTER COLUMN balance SET (log_old_value = true, \
+           delta_apply_function = spock.delta_apply)",
+    )
+    .unwrap();
+    n.sql("UPDATE acct SET note = 'c' WHERE id = 1; UPDATE acct SET balance = 150 WHERE id = 1")
         .unwrap();
-        n.sql(
-            "UPDATE acct SET note = 'c' WHERE id = 1; UPDATE acct SET balance = 150 WHERE id = 1",
-        )
+    let after = changes();
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines.len(), 2, "{after}");
+    assert!(
+        lines[0].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple:"),
+        "{after}"
+    );
+    assert!(
+        lines[1].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple: id[integer]:1 balance[bigint]:150"),
+        "{after}"
+    );
+    // Replica identity NOTHING logs no old values at all.
+    n.sql("ALTER TABLE acct REPLICA IDENTITY NOTHING; UPDATE acct SET note = 'd'")
         .unwrap();
-        let after = changes();
-        let lines: Vec<&str> = after.lines().collect();
-        assert_eq!(lines.len(), 2, "{after}");
-        assert!(
-            lines[0].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple:"),
-            "{after}"
-        );
-        assert!(
-            lines[1].contains("old-key: id[integer]:1 balance[bigint]:100 new-tuple: id[integer]:1 balance[bigint]:150"),
-            "{after}"
-        );
-        // Replica identity NOTHING logs no old values at all.
-        n.sql("ALTER TABLE acct REPLICA IDENTITY NOTHING; UPDATE acct SET note = 'd'")
-            .unwrap();
-        assert!(!changes().contains("old-key"));
-        assert_eq!(
-            n.sql("SELECT attoptions::text FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attname = 'balance'")
-                .unwrap(),
-            "{log_old_value=true,delta_apply_function=spock.delta_apply}"
-        );
-        let e = n
-            .sql("ALTER TABLE acct ALTER COLUMN note SET (delta_apply_function = 'not a (name')")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("invalid name syntax"), "{e}");
-        let e = n
-            .sql("ALTER TABLE acct SET (log_old_value = true)")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("unrecognized parameter \"log_old_value\""),
-            "{e}"
-        );
-    });
+    assert!(!changes().contains("old-key"));
+    assert_eq!(
+        n.sql("SELECT attoptions::text FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attname = 'balance'")
+            .unwrap(),
+        "{log_old_value=true,delta_apply_function=spock.delta_apply}"
+    );
+    let e = n
+        .sql("ALTER TABLE acct ALTER COLUMN note SET (delta_apply_function = 'not a (name')")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid name syntax"), "{e}");
+    let e = n
+        .sql("ALTER TABLE acct SET (log_old_value = true)")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unrecognized parameter \"log_old_value\""),
+        "{e}"
+    );
 }

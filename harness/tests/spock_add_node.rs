@@ -6,6 +6,9 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(add_and_remove_a_node_under_write_load,);
+
 use harness::{Cluster, ClusterOptions, Node, StopMode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -322,139 +325,136 @@ fn assert_same(nodes: &[&Node], what: &str) {
     }
 }
 
-#[test]
-fn add_and_remove_a_node_under_write_load() {
-    common::for_each_kernel(|kernel| {
-        let cluster = mesh(kernel);
-        let (n1, n2, n3, n4) = (
-            cluster.node(0),
-            cluster.node(1),
-            cluster.node(2),
-            cluster.node(3),
-        );
-        bad_input(&cluster);
-        source_killed_mid_copy(&cluster);
+fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
+    let cluster = mesh(kernel);
+    let (n1, n2, n3, n4) = (
+        cluster.node(0),
+        cluster.node(1),
+        cluster.node(2),
+        cluster.node(3),
+    );
+    bad_input(&cluster);
+    source_killed_mid_copy(&cluster);
 
-        // Every old node writes throughout; n4 joins from n2 meanwhile.
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("writer.sql");
-        std::fs::write(&script, WRITER).unwrap();
-        const SECS: u64 = 45;
-        let writers: Vec<Writer> = (0..3)
-            .map(|i| start_writer(cluster.node(i), i + 1, &script, dir.path(), SECS))
-            .collect();
-        std::thread::sleep(Duration::from_secs(3));
-        let started = now_us();
-        let added = Instant::now();
-        let out = add_node(&cluster, 1, 3, "n4");
-        let took = added.elapsed();
-        let ended = now_us();
-        let out = out.unwrap_or_else(|e| {
-            panic!(
-                "add_node failed: {e}\nn4:\n{}\nn2:\n{}",
-                n4.log_tail(60),
-                n2.log_tail(30)
-            )
-        });
+    // Every old node writes throughout; n4 joins from n2 meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("writer.sql");
+    std::fs::write(&script, WRITER).unwrap();
+    const SECS: u64 = 45;
+    let writers: Vec<Writer> = (0..3)
+        .map(|i| start_writer(cluster.node(i), i + 1, &script, dir.path(), SECS))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let started = now_us();
+    let added = Instant::now();
+    let out = add_node(&cluster, 1, 3, "n4");
+    let took = added.elapsed();
+    let ended = now_us();
+    let out = out.unwrap_or_else(|e| {
+        panic!(
+            "add_node failed: {e}\nn4:\n{}\nn2:\n{}",
+            n4.log_tail(60),
+            n2.log_tail(30)
+        )
+    });
+    assert!(
+        took < Duration::from_secs(SECS - 10),
+        "add_node took {took:?}, too long to leave writes after it"
+    );
+    let mut total = 0;
+    for (i, w) in writers.into_iter().enumerate() {
+        let (processed, longest) = finish_writer(w, (started, ended));
+        assert!(processed > 0);
         assert!(
-            took < Duration::from_secs(SECS - 10),
-            "add_node took {took:?}, too long to leave writes after it"
+            longest <= Duration::from_secs(1),
+            "a writer on n{} waited {longest:?} for a commit during add_node ({out})",
+            i + 1
         );
-        let mut total = 0;
-        for (i, w) in writers.into_iter().enumerate() {
-            let (processed, longest) = finish_writer(w, (started, ended));
-            assert!(processed > 0);
-            assert!(
-                longest <= Duration::from_secs(1),
-                "a writer on n{} waited {longest:?} for a commit during add_node ({out})",
-                i + 1
-            );
-            // Every acknowledged row is on its own node.
-            assert_eq!(
-                cluster
-                    .node(i)
-                    .sql(&format!(
-                        "SELECT count(*) FROM events WHERE node = {}",
-                        i + 1
-                    ))
-                    .unwrap(),
-                processed.to_string()
-            );
-            total += processed;
-        }
-        let all = [n1, n2, n3, n4];
-        for n in all {
-            wait(n, "SELECT count(*) FROM events", &total.to_string());
-            // Every increment counted once, on every node (delta apply, no change applied twice).
-            wait(n, "SELECT sum(c) FROM counters", &total.to_string());
-        }
-        // The new node's own writes reach the others.
-        n4.sql("INSERT INTO events VALUES (4, 1, 0)").unwrap();
-        n4.sql("UPDATE counters SET c = c + 1 WHERE k = 1").unwrap();
-        for n in all {
-            wait(n, "SELECT count(*) FROM events", &(total + 1).to_string());
-            wait(n, "SELECT sum(c) FROM counters", &(total + 1).to_string());
-        }
-        // Upserts and deletes of shared keys settle the same everywhere.
-        std::thread::sleep(Duration::from_secs(1));
-        assert_same(&all, "after add_node");
-        for n in all {
-            assert_eq!(
-                n.sql("SELECT count(*) FROM spock.subscription WHERE sub_enabled")
-                    .unwrap(),
-                "3",
-                "{} is not subscribed to every other node",
-                n.name
-            );
-        }
+        // Every acknowledged row is on its own node.
+        assert_eq!(
+            cluster
+                .node(i)
+                .sql(&format!(
+                    "SELECT count(*) FROM events WHERE node = {}",
+                    i + 1
+                ))
+                .unwrap(),
+            processed.to_string()
+        );
+        total += processed;
+    }
+    let all = [n1, n2, n3, n4];
+    for n in all {
+        wait(n, "SELECT count(*) FROM events", &total.to_string());
+        // Every increment counted once, on every node (delta apply, no change applied twice).
+        wait(n, "SELECT sum(c) FROM counters", &total.to_string());
+    }
+    // The new node's own writes reach the others.
+    n4.sql("INSERT INTO events VALUES (4, 1, 0)").unwrap();
+    n4.sql("UPDATE counters SET c = c + 1 WHERE k = 1").unwrap();
+    for n in all {
+        wait(n, "SELECT count(*) FROM events", &(total + 1).to_string());
+        wait(n, "SELECT sum(c) FROM counters", &(total + 1).to_string());
+    }
+    // Upserts and deletes of shared keys settle the same everywhere.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_same(&all, "after add_node");
+    for n in all {
+        assert_eq!(
+            n.sql("SELECT count(*) FROM spock.subscription WHERE sub_enabled")
+                .unwrap(),
+            "3",
+            "{} is not subscribed to every other node",
+            n.name
+        );
+    }
 
-        // n3 leaves; the others go on.
-        n3.sql(&format!(
-            "CALL spock.remove_node('n3', '{}')",
-            n3.dsn("postgres")
+    // n3 leaves; the others go on.
+    n3.sql(&format!(
+        "CALL spock.remove_node('n3', '{}')",
+        n3.dsn("postgres")
+    ))
+    .unwrap();
+    assert_eq!(
+        n3.sql("SELECT (SELECT count(*) FROM spock.node) || '/' || (SELECT count(*) FROM pg_replication_slots)").unwrap(),
+        "0/0"
+    );
+    let rest = [n1, n2, n4];
+    for n in rest {
+        assert_eq!(
+            n.sql("SELECT (SELECT count(*) FROM spock.subscription) || '/' || \
+                   (SELECT count(*) FROM spock.node WHERE node_name = 'n3') || '/' || \
+                   (SELECT count(*) FROM spock.progress p JOIN spock.node x ON x.node_id = p.remote_node_id WHERE x.node_name = 'n3')")
+                .unwrap(),
+            "2/0/0",
+            "{} keeps something of n3",
+            n.name
+        );
+        wait(
+            n,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "2",
+        );
+    }
+    for (i, n) in rest.iter().enumerate() {
+        n.sql(&format!(
+            "INSERT INTO events VALUES (10, {i}, 0); DELETE FROM shared WHERE k = {}",
+            i + 1
         ))
         .unwrap();
-        assert_eq!(
-            n3.sql("SELECT (SELECT count(*) FROM spock.node) || '/' || (SELECT count(*) FROM pg_replication_slots)").unwrap(),
-            "0/0"
+    }
+    for n in rest {
+        wait(n, "SELECT count(*) FROM events WHERE node = 10", "3");
+    }
+    assert_same(&rest, "after remove_node");
+    // Tombstones are still collected (every remaining subscription moves past them).
+    for n in rest {
+        common::wait_for(
+            n,
+            "postgres",
+            "SELECT count(*) FROM spock.tombstones",
+            "0",
+            90,
         );
-        let rest = [n1, n2, n4];
-        for n in rest {
-            assert_eq!(
-                n.sql("SELECT (SELECT count(*) FROM spock.subscription) || '/' || \
-                       (SELECT count(*) FROM spock.node WHERE node_name = 'n3') || '/' || \
-                       (SELECT count(*) FROM spock.progress p JOIN spock.node x ON x.node_id = p.remote_node_id WHERE x.node_name = 'n3')")
-                    .unwrap(),
-                "2/0/0",
-                "{} keeps something of n3",
-                n.name
-            );
-            wait(
-                n,
-                "SELECT count(*) FROM pg_replication_slots WHERE active",
-                "2",
-            );
-        }
-        for (i, n) in rest.iter().enumerate() {
-            n.sql(&format!(
-                "INSERT INTO events VALUES (10, {i}, 0); DELETE FROM shared WHERE k = {}",
-                i + 1
-            ))
-            .unwrap();
-        }
-        for n in rest {
-            wait(n, "SELECT count(*) FROM events WHERE node = 10", "3");
-        }
-        assert_same(&rest, "after remove_node");
-        // Tombstones are still collected (every remaining subscription moves past them).
-        for n in rest {
-            common::wait_for(
-                n,
-                "postgres",
-                "SELECT count(*) FROM spock.tombstones",
-                "0",
-                90,
-            );
-        }
-    });
+    }
 }

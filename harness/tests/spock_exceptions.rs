@@ -4,6 +4,9 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(each_exception_behaviour,);
+
 use harness::{Cluster, ClusterOptions, Node};
 use std::time::Duration;
 
@@ -60,106 +63,103 @@ fn behaviour(p: &Node, s: &Node, value: &str, marker: i32) {
     );
 }
 
-#[test]
-fn each_exception_behaviour() {
-    common::for_each_kernel(|kernel| {
-        let cluster = setup(kernel);
-        let (p, s) = (cluster.node(0), cluster.node(1));
-        behaviour(p, s, "discard", 1000);
-        let pid = apply_pid(s);
+fn each_exception_behaviour(kernel: &harness::Kernel) {
+    let cluster = setup(kernel);
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    behaviour(p, s, "discard", 1000);
+    let pid = apply_pid(s);
 
-        // discard: the failing change is skipped, the rest of its transaction applied.
-        p.sql("BEGIN; INSERT INTO t VALUES (1, 1), (2, 500), (3, 3); COMMIT;")
-            .unwrap();
-        p.sql("INSERT INTO t VALUES (4, 4)").unwrap();
-        wait_for(s, "SELECT count(*) FROM t WHERE id = 4", "1");
-        assert_eq!(
-            s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id < 1000")
-                .unwrap(),
-            "1,3,4"
-        );
-        let log = s
-            .sql("SELECT string_agg(format('%s %s %s', operation, remote_new_tup->>'id', error_message), E'\\n' ORDER BY command_counter) FROM spock.exception_log")
-            .unwrap();
-        // exception_logging = all (the default) also lists the changes that went through.
-        assert_eq!(
-            log,
-            "INSERT 1 \nINSERT 2 new row for relation \"t\" violates check constraint \"small\"\nINSERT 3 "
-        );
+    // discard: the failing change is skipped, the rest of its transaction applied.
+    p.sql("BEGIN; INSERT INTO t VALUES (1, 1), (2, 500), (3, 3); COMMIT;")
+        .unwrap();
+    p.sql("INSERT INTO t VALUES (4, 4)").unwrap();
+    wait_for(s, "SELECT count(*) FROM t WHERE id = 4", "1");
+    assert_eq!(
+        s.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id < 1000")
+            .unwrap(),
+        "1,3,4"
+    );
+    let log = s
+        .sql("SELECT string_agg(format('%s %s %s', operation, remote_new_tup->>'id', error_message), E'\\n' ORDER BY command_counter) FROM spock.exception_log")
+        .unwrap();
+    // exception_logging = all (the default) also lists the changes that went through.
+    assert_eq!(
+        log,
+        "INSERT 1 \nINSERT 2 new row for relation \"t\" violates check constraint \"small\"\nINSERT 3 "
+    );
 
-        // transdiscard: the whole transaction is skipped, each of its changes logged.
-        behaviour(p, s, "transdiscard", 1001);
-        s.sql("TRUNCATE spock.exception_log").unwrap();
-        p.sql("BEGIN; INSERT INTO t VALUES (5, 5), (6, 600); COMMIT;")
-            .unwrap();
-        p.sql("INSERT INTO t VALUES (7, 7)").unwrap();
-        wait_for(s, "SELECT count(*) FROM t WHERE id = 7", "1");
-        assert_eq!(
-            s.sql("SELECT count(*) FROM t WHERE id IN (5, 6)").unwrap(),
-            "0"
-        );
-        let log = s
-            .sql("SELECT string_agg(format('%s:%s', remote_new_tup->>'id', error_message <> ''), ' ' ORDER BY command_counter) FROM spock.exception_log")
-            .unwrap();
-        assert_eq!(log, "5:f 6:t");
-        assert_eq!(apply_pid(s), pid, "the apply worker restarted");
+    // transdiscard: the whole transaction is skipped, each of its changes logged.
+    behaviour(p, s, "transdiscard", 1001);
+    s.sql("TRUNCATE spock.exception_log").unwrap();
+    p.sql("BEGIN; INSERT INTO t VALUES (5, 5), (6, 600); COMMIT;")
+        .unwrap();
+    p.sql("INSERT INTO t VALUES (7, 7)").unwrap();
+    wait_for(s, "SELECT count(*) FROM t WHERE id = 7", "1");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM t WHERE id IN (5, 6)").unwrap(),
+        "0"
+    );
+    let log = s
+        .sql("SELECT string_agg(format('%s:%s', remote_new_tup->>'id', error_message <> ''), ' ' ORDER BY command_counter) FROM spock.exception_log")
+        .unwrap();
+    assert_eq!(log, "5:f 6:t");
+    assert_eq!(apply_pid(s), pid, "the apply worker restarted");
 
-        // sub_disable: the subscription stops at the transaction; skipping its LSN goes on.
-        behaviour(p, s, "sub_disable", 1002);
-        p.sql("BEGIN; INSERT INTO t VALUES (8, 8), (9, 900); COMMIT;")
-            .unwrap();
-        wait_for(
-            s,
-            "SELECT sub_enabled::text FROM spock.subscription",
-            "false",
-        );
-        wait_for(
-            s,
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'",
-            "0",
-        );
-        let msg = s
-            .sql("SELECT error_message FROM spock.exception_log WHERE operation = 'SUB_DISABLE'")
-            .unwrap();
-        assert!(
-            msg.starts_with("disabling subscription sub due to exception(s) - skip_lsn = "),
-            "{msg}"
-        );
-        let lsn = msg
-            .trim_start_matches("disabling subscription sub due to exception(s) - skip_lsn = ")
-            .split(':')
-            .next()
-            .unwrap()
-            .to_string();
-        p.sql("INSERT INTO t VALUES (10, 10)").unwrap();
-        // Enabled again without a skip, it stops at the same transaction.
-        s.sql("SELECT spock.sub_enable('sub')").unwrap();
-        wait_for(
-            s,
-            "SELECT count(*) FROM spock.exception_log WHERE operation = 'SUB_DISABLE'",
-            "2",
-        );
-        wait_for(
-            s,
-            "SELECT sub_enabled::text FROM spock.subscription",
-            "false",
-        );
-        s.sql(&format!("SELECT spock.sub_alter_skiplsn('sub', '{lsn}')"))
-            .unwrap();
-        s.sql("SELECT spock.sub_enable('sub')").unwrap();
-        wait_for(s, "SELECT count(*) FROM t WHERE id = 10", "1");
-        assert_eq!(
-            s.sql("SELECT count(*) FROM t WHERE id IN (8, 9)").unwrap(),
-            "0"
-        );
-        assert_eq!(
-            s.sql("SELECT sub_skip_lsn::text FROM spock.subscription")
-                .unwrap(),
-            "0/0"
-        );
-        assert!(
-            s.log_tail(200)
-                .contains("skip-LSN of subscription \"sub\" cleared")
-        );
-    });
+    // sub_disable: the subscription stops at the transaction; skipping its LSN goes on.
+    behaviour(p, s, "sub_disable", 1002);
+    p.sql("BEGIN; INSERT INTO t VALUES (8, 8), (9, 900); COMMIT;")
+        .unwrap();
+    wait_for(
+        s,
+        "SELECT sub_enabled::text FROM spock.subscription",
+        "false",
+    );
+    wait_for(
+        s,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'",
+        "0",
+    );
+    let msg = s
+        .sql("SELECT error_message FROM spock.exception_log WHERE operation = 'SUB_DISABLE'")
+        .unwrap();
+    assert!(
+        msg.starts_with("disabling subscription sub due to exception(s) - skip_lsn = "),
+        "{msg}"
+    );
+    let lsn = msg
+        .trim_start_matches("disabling subscription sub due to exception(s) - skip_lsn = ")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    p.sql("INSERT INTO t VALUES (10, 10)").unwrap();
+    // Enabled again without a skip, it stops at the same transaction.
+    s.sql("SELECT spock.sub_enable('sub')").unwrap();
+    wait_for(
+        s,
+        "SELECT count(*) FROM spock.exception_log WHERE operation = 'SUB_DISABLE'",
+        "2",
+    );
+    wait_for(
+        s,
+        "SELECT sub_enabled::text FROM spock.subscription",
+        "false",
+    );
+    s.sql(&format!("SELECT spock.sub_alter_skiplsn('sub', '{lsn}')"))
+        .unwrap();
+    s.sql("SELECT spock.sub_enable('sub')").unwrap();
+    wait_for(s, "SELECT count(*) FROM t WHERE id = 10", "1");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM t WHERE id IN (8, 9)").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        s.sql("SELECT sub_skip_lsn::text FROM spock.subscription")
+            .unwrap(),
+        "0/0"
+    );
+    assert!(
+        s.log_tail(200)
+            .contains("skip-LSN of subscription \"sub\" cleared")
+    );
 }

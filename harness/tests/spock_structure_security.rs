@@ -8,6 +8,9 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(structure_sync_shows_no_password_and_leaves_no_file,);
+
 use harness::{Cluster, ClusterOptions, Node};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -242,158 +245,155 @@ fn check_copy(p: &Node, s: &Node, db: &str, major: u32) {
     );
 }
 
-#[test]
-fn structure_sync_shows_no_password_and_leaves_no_file() {
-    common::for_each_kernel(|kernel| {
-        let major = kernel.major;
-        let tmpdir = private_tmpdir();
-        let cluster = start(kernel, &tmpdir);
-        let (p, s) = (cluster.node(0), cluster.node(1));
-        assert_eq!(
-            server_env(s, "TMPDIR").as_deref(),
-            Some(tmpdir.to_str().unwrap()),
-            "pg{major}: the subscriber's temp directory"
-        );
-        provider(p, major);
+fn structure_sync_shows_no_password_and_leaves_no_file(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let tmpdir = private_tmpdir();
+    let cluster = start(kernel, &tmpdir);
+    let (p, s) = (cluster.node(0), cluster.node(1));
+    assert_eq!(
+        server_env(s, "TMPDIR").as_deref(),
+        Some(tmpdir.to_str().unwrap()),
+        "pg{major}: the subscriber's temp directory"
+    );
+    provider(p, major);
 
-        let kv = format!(
-            "host=127.0.0.1 port={} dbname=postgres user=spock_prov password='{PASSWORD}'",
-            p.port
+    let kv = format!(
+        "host=127.0.0.1 port={} dbname=postgres user=spock_prov password='{PASSWORD}'",
+        p.port
+    );
+    let uri = format!(
+        "postgresql://spock_prov:{PASSWORD}@127.0.0.1:{}/postgres?application_name=uri%20sub",
+        p.port
+    );
+    for (i, db) in [ODD_DB, URI_DB].into_iter().enumerate() {
+        s.sql(&format!("CREATE DATABASE \"{db}\"")).unwrap();
+        let sql = format!(
+            "CREATE EXTENSION spock; SELECT spock.node_create('n{}', {})",
+            i + 2,
+            lit(&node_dsn(s, db))
         );
-        let uri = format!(
-            "postgresql://spock_prov:{PASSWORD}@127.0.0.1:{}/postgres?application_name=uri%20sub",
-            p.port
-        );
-        for (i, db) in [ODD_DB, URI_DB].into_iter().enumerate() {
-            s.sql(&format!("CREATE DATABASE \"{db}\"")).unwrap();
-            let sql = format!(
-                "CREATE EXTENSION spock; SELECT spock.node_create('n{}', {})",
-                i + 2,
-                lit(&node_dsn(s, db))
-            );
-            s.sql_in(&dbname(db), &sql).unwrap();
-        }
+        s.sql_in(&dbname(db), &sql).unwrap();
+    }
 
-        let stop = AtomicBool::new(false);
-        let (seen, failed) = std::thread::scope(|scope| {
-            let sampler = scope.spawn(|| watch(&stop, &tmpdir));
-            // Stops the sampler however this closure ends (the scope joins it before a panic
-            // goes on).
-            let stopper = StopOnDrop(&stop);
-            let mut failed = Vec::new();
-            for (db, sub, dsn) in [(ODD_DB, "sub_kv", &kv), (URI_DB, "sub_uri", &uri)] {
-                run_secret(
-                    s,
-                    db,
-                    &format!(
-                        "SELECT spock.sub_create({}, {}, synchronize_structure := true, \
-                         synchronize_data := true)",
-                        lit(sub),
-                        lit(dsn)
-                    ),
-                    major,
-                );
-                let wait = format!(
-                    "SET statement_timeout = '120s'; SELECT spock.sub_wait_for_sync({})",
-                    lit(sub)
-                );
-                if let Err(e) = s.sql_in(&dbname(db), &wait) {
-                    failed.push(format!("{db}: {e}"));
-                }
-            }
-            drop(stopper);
-            (sampler.join().unwrap(), failed)
-        });
-        eprintln!("pg{major}: {seen:?}");
-        // What a local user could have seen comes first, whether the syncs worked or not.
-        assert!(
-            seen.leaks.is_empty(),
-            "pg{major}: the password showed on command lines: {:?}",
-            seen.leaks
-        );
-        assert!(
-            seen.files.is_empty(),
-            "pg{major}: files appeared in the server's temp directory: {:?}",
-            seen.files
-        );
-        assert!(
-            failed.is_empty(),
-            "pg{major}: sync failed: {failed:?}\nsubscriber log:\n{}",
-            s.log_tail(40)
-        );
-        // Each sync runs pg_dump and pg_restore twice (pre-data, post-data); the sampler must
-        // have watched them, or the check above proves nothing.
-        assert!(
-            seen.dumps > 0 && seen.restores > 0,
-            "pg{major}: the sampler never saw pg_dump/pg_restore run: {seen:?}"
-        );
-        // Each program gets exactly its libpq variables: the password only through pg_dump's
-        // environment (readable by the server account and root), the local database, role,
-        // socket directory and port as separate parameters, nothing of the server's own `PG*`
-        // variables (pg_ctl gives it PG_GRANDPARENT_PID).
-        assert!(
-            server_env(s, "PG_GRANDPARENT_PID").is_some(),
-            "pg{major}: the server has no PG* variable of its own"
-        );
-        let socket_dir = s.sql("SHOW unix_socket_directories").unwrap();
-        let dump_env = BTreeSet::from([vec![format!("PGPASSWORD={PASSWORD}")]]);
-        assert_eq!(seen.dump_env, dump_env, "pg{major}: pg_dump's environment");
-        let restore_env = |db: &str| {
-            vec![
-                format!("PGDATABASE={db}"),
-                format!("PGHOST={socket_dir}"),
-                "PGOPTIONS=-c spock.enable_ddl_replication=off -c spock.include_ddl_repset=off"
-                    .to_string(),
-                format!("PGPORT={}", s.port),
-                "PGUSER=postgres".to_string(),
-            ]
-        };
-        assert!(
-            seen.restore_env
-                .iter()
-                .all(|e| *e == restore_env(ODD_DB) || *e == restore_env(URI_DB))
-                && seen.restore_env.contains(&restore_env(ODD_DB)),
-            "pg{major}: pg_restore's environment: {:?}",
-            seen.restore_env
-        );
-        let left: Vec<_> = std::fs::read_dir(&tmpdir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("spock-"))
-            .collect();
-        assert!(left.is_empty(), "pg{major}: left in TMPDIR: {left:?}");
-
-        for db in [ODD_DB, URI_DB] {
-            check_copy(p, s, db, major);
-        }
-        p.sql("INSERT INTO shapes VALUES (1001, 'blue', 5)")
-            .unwrap();
-        for db in [ODD_DB, URI_DB] {
-            common::wait_for(
+    let stop = AtomicBool::new(false);
+    let (seen, failed) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| watch(&stop, &tmpdir));
+        // Stops the sampler however this closure ends (the scope joins it before a panic
+        // goes on).
+        let stopper = StopOnDrop(&stop);
+        let mut failed = Vec::new();
+        for (db, sub, dsn) in [(ODD_DB, "sub_kv", &kv), (URI_DB, "sub_uri", &uri)] {
+            run_secret(
                 s,
-                &dbname(db),
-                "SELECT count(*), string_agg(DISTINCT c::text, ',' ORDER BY c::text) FROM shapes",
-                "1001|blue,red",
-                30,
+                db,
+                &format!(
+                    "SELECT spock.sub_create({}, {}, synchronize_structure := true, \
+                     synchronize_data := true)",
+                    lit(sub),
+                    lit(dsn)
+                ),
+                major,
             );
-            assert_eq!(
-                s.sql_in(&dbname(db), "SELECT status FROM spock.sub_show_status()")
-                    .unwrap(),
-                "replicating",
-                "pg{major} {db}"
+            let wait = format!(
+                "SET statement_timeout = '120s'; SELECT spock.sub_wait_for_sync({})",
+                lit(sub)
             );
+            if let Err(e) = s.sql_in(&dbname(db), &wait) {
+                failed.push(format!("{db}: {e}"));
+            }
         }
-        for node in [p, s] {
-            let log = std::fs::read_to_string(&node.log).unwrap();
-            assert!(
-                !log.contains(PASSWORD),
-                "pg{major}: the password is in {}'s log",
-                node.name
-            );
-        }
-        cluster.stop().unwrap();
-        drop(cluster);
-        std::fs::remove_dir_all(&tmpdir).unwrap();
+        drop(stopper);
+        (sampler.join().unwrap(), failed)
     });
+    eprintln!("pg{major}: {seen:?}");
+    // What a local user could have seen comes first, whether the syncs worked or not.
+    assert!(
+        seen.leaks.is_empty(),
+        "pg{major}: the password showed on command lines: {:?}",
+        seen.leaks
+    );
+    assert!(
+        seen.files.is_empty(),
+        "pg{major}: files appeared in the server's temp directory: {:?}",
+        seen.files
+    );
+    assert!(
+        failed.is_empty(),
+        "pg{major}: sync failed: {failed:?}\nsubscriber log:\n{}",
+        s.log_tail(40)
+    );
+    // Each sync runs pg_dump and pg_restore twice (pre-data, post-data); the sampler must
+    // have watched them, or the check above proves nothing.
+    assert!(
+        seen.dumps > 0 && seen.restores > 0,
+        "pg{major}: the sampler never saw pg_dump/pg_restore run: {seen:?}"
+    );
+    // Each program gets exactly its libpq variables: the password only through pg_dump's
+    // environment (readable by the server account and root), the local database, role,
+    // socket directory and port as separate parameters, nothing of the server's own `PG*`
+    // variables (pg_ctl gives it PG_GRANDPARENT_PID).
+    assert!(
+        server_env(s, "PG_GRANDPARENT_PID").is_some(),
+        "pg{major}: the server has no PG* variable of its own"
+    );
+    let socket_dir = s.sql("SHOW unix_socket_directories").unwrap();
+    let dump_env = BTreeSet::from([vec![format!("PGPASSWORD={PASSWORD}")]]);
+    assert_eq!(seen.dump_env, dump_env, "pg{major}: pg_dump's environment");
+    let restore_env = |db: &str| {
+        vec![
+            format!("PGDATABASE={db}"),
+            format!("PGHOST={socket_dir}"),
+            "PGOPTIONS=-c spock.enable_ddl_replication=off -c spock.include_ddl_repset=off"
+                .to_string(),
+            format!("PGPORT={}", s.port),
+            "PGUSER=postgres".to_string(),
+        ]
+    };
+    assert!(
+        seen.restore_env
+            .iter()
+            .all(|e| *e == restore_env(ODD_DB) || *e == restore_env(URI_DB))
+            && seen.restore_env.contains(&restore_env(ODD_DB)),
+        "pg{major}: pg_restore's environment: {:?}",
+        seen.restore_env
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spock-"))
+        .collect();
+    assert!(left.is_empty(), "pg{major}: left in TMPDIR: {left:?}");
+
+    for db in [ODD_DB, URI_DB] {
+        check_copy(p, s, db, major);
+    }
+    p.sql("INSERT INTO shapes VALUES (1001, 'blue', 5)")
+        .unwrap();
+    for db in [ODD_DB, URI_DB] {
+        common::wait_for(
+            s,
+            &dbname(db),
+            "SELECT count(*), string_agg(DISTINCT c::text, ',' ORDER BY c::text) FROM shapes",
+            "1001|blue,red",
+            30,
+        );
+        assert_eq!(
+            s.sql_in(&dbname(db), "SELECT status FROM spock.sub_show_status()")
+                .unwrap(),
+            "replicating",
+            "pg{major} {db}"
+        );
+    }
+    for node in [p, s] {
+        let log = std::fs::read_to_string(&node.log).unwrap();
+        assert!(
+            !log.contains(PASSWORD),
+            "pg{major}: the password is in {}'s log",
+            node.name
+        );
+    }
+    cluster.stop().unwrap();
+    drop(cluster);
+    std::fs::remove_dir_all(&tmpdir).unwrap();
 }

@@ -18,6 +18,9 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(an_upstream_database_works_with_this_library,);
+
 use harness::{Cluster, ClusterOptions, Node};
 
 /// `pg_describe_object` of every member of spock 5.0.5 as upstream's scripts install it.
@@ -343,246 +346,243 @@ fn wait_rows(node: &Node, db: &str, sql: &str, want: &str, what: &str, major: u3
     }
 }
 
-#[test]
-fn an_upstream_database_works_with_this_library() {
-    common::for_each_kernel(|kernel| {
-        let major = kernel.major;
-        let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-        let (n1, n2) = (cluster.node(0), cluster.node(1));
-        n2.sql("CREATE EXTENSION spock").unwrap();
-        let ours = members(n2, "postgres");
+fn an_upstream_database_works_with_this_library(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    n2.sql("CREATE EXTENSION spock").unwrap();
+    let ours = members(n2, "postgres");
 
-        // A node whose objects upstream created, with a table already replicated.
-        upstream_505(n1, "legacy", major);
-        upstream_node(n1, "legacy", n2, "n1");
+    // A node whose objects upstream created, with a table already replicated.
+    upstream_505(n1, "legacy", major);
+    upstream_node(n1, "legacy", n2, "n1");
+    n1.sql_in(
+        "legacy",
+        "CREATE TABLE kept (id int PRIMARY KEY, v text); \
+         INSERT INTO spock.replication_set_table (set_id, set_reloid) \
+         SELECT set_id, 'kept'::regclass FROM spock.replication_set WHERE set_name = 'default'",
+    )
+    .unwrap();
+    // A database without a node, and a node whose update cannot run (no path from its
+    // version).
+    upstream_505(n1, "nonode", major);
+    upstream_505(n1, "stuck", major);
+    upstream_node(n1, "stuck", n2, "n9");
+    n1.sql_in(
+        "stuck",
+        "UPDATE pg_extension SET extversion = '5.0.9' WHERE extname = 'spock'",
+    )
+    .unwrap();
+
+    // The switch to this library.
+    n1.restart().unwrap();
+
+    // The manager updates the node by itself.
+    wait_rows(
+        n1,
+        "legacy",
+        "SELECT extversion || ' ' || (to_regclass('spock.subscription_progress') IS NOT NULL) \
+           FROM pg_extension WHERE extname = 'spock'",
+        "5.0.5 true",
+        "the manager did not bring upstream's objects up to this library",
+        major,
+    );
+    assert_eq!(
+        members(n1, "legacy"),
+        ours,
+        "PostgreSQL {major}: after the automatic update the objects differ from a fresh install"
+    );
+    let legacy_oid = n1
+        .sql("SELECT oid FROM pg_database WHERE datname = 'legacy'")
+        .unwrap();
+    let log = n1.log_tail(2000);
+    assert!(
+        log.lines().any(
+            |l| l.contains(&format!("spock manager {legacy_oid}: brought"))
+                && l.contains("UPDATE TO '5.0.5-1'")
+        ),
+        "PostgreSQL {major}: the update was not the manager's; log:\n{log}"
+    );
+    assert!(
+        c_symbols(n1, "legacy")
+            .iter()
+            .all(|s| !UPSTREAM_SYMBOLS.contains(&s.as_str())),
+        "PostgreSQL {major}: functions still declared against upstream symbols: {:?}",
+        c_symbols(n1, "legacy")
+    );
+    assert_eq!(
         n1.sql_in(
             "legacy",
-            "CREATE TABLE kept (id int PRIMARY KEY, v text); \
-             INSERT INTO spock.replication_set_table (set_id, set_reloid) \
-             SELECT set_id, 'kept'::regclass FROM spock.replication_set WHERE set_name = 'default'",
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'kept'::regclass \
+               AND tgname = 'spock_tombstone'"
         )
-        .unwrap();
-        // A database without a node, and a node whose update cannot run (no path from its
-        // version).
-        upstream_505(n1, "nonode", major);
-        upstream_505(n1, "stuck", major);
-        upstream_node(n1, "stuck", n2, "n9");
+        .unwrap(),
+        "1",
+        "PostgreSQL {major}: a table replicated before the update got no tombstone trigger"
+    );
+    assert_eq!(
+        n1.sql_in("legacy", "SELECT spock.spock_version()").unwrap(),
+        "5.0.5",
+        "PostgreSQL {major}"
+    );
+    assert_eq!(
+        n1.sql_in("legacy", "SELECT node_name FROM spock.node_info()")
+            .unwrap(),
+        "n1",
+        "PostgreSQL {major}: node_info of the upstream node"
+    );
+    assert_eq!(
+        n1.sql_in("legacy", "SELECT count(*) FROM spock.sub_show_status()")
+            .unwrap(),
+        "0",
+        "PostgreSQL {major}: sub_show_status of the upstream node"
+    );
+
+    // Without a node the manager leaves the database alone; a superuser's first call of
+    // an upstream-declared function updates it and is answered.
+    assert_eq!(
+        c_symbols(n1, "nonode").len(),
+        UPSTREAM_SYMBOLS.len(),
+        "PostgreSQL {major}: the manager touched a database without a node"
+    );
+    assert_eq!(
         n1.sql_in(
-            "stuck",
-            "UPDATE pg_extension SET extversion = '5.0.9' WHERE extname = 'spock'",
+            "nonode",
+            "SELECT spock.spock_version(), spock.spock_version_num()"
+        )
+        .unwrap(),
+        "5.0.5|50005",
+        "PostgreSQL {major}: upstream's spock_version symbols"
+    );
+    n1.sql("CREATE ROLE plain LOGIN").unwrap();
+    n1.sql_in("nonode", "GRANT USAGE ON SCHEMA spock TO plain")
+        .unwrap();
+    let refused = n1
+        .sql_as(
+            "plain",
+            "nonode",
+            "SELECT count(*) FROM spock.sub_show_status()",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("declared against C symbol \"spock_show_subscription_status\""),
+        "PostgreSQL {major}: a plain user's call should be refused clearly: {refused}"
+    );
+    assert_eq!(
+        n1.sql_in("nonode", "SELECT count(*) FROM spock.sub_show_status()")
+            .unwrap(),
+        "0",
+        "PostgreSQL {major}: sub_show_status through upstream's symbol"
+    );
+    assert_eq!(
+        members(n1, "nonode"),
+        ours,
+        "PostgreSQL {major}: after the update on first call the objects differ from a fresh install"
+    );
+
+    // A failing update: one WARNING, and the manager goes on.
+    wait_rows(
+        n1,
+        "postgres",
+        "SELECT count(*) > 0 FROM pg_stat_activity a JOIN pg_database d ON d.oid = a.datid \
+          WHERE d.datname = 'stuck' AND a.backend_type = 'spock manager'",
+        "t",
+        "the manager of the database whose update fails is not running",
+        major,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let log = n1.log_tail(2000);
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARNING") && l.contains("could not bring the spock objects"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "PostgreSQL {major}: wanted exactly one WARNING for the failing update; log:\n{log}"
+    );
+
+    // A database made by a 4.0.x package (simulated: only its version number is 4.0.x)
+    // follows the 4.0.x steps to 5.0.0 and on to this build's objects.
+    n2.sql("CREATE DATABASE from400").unwrap();
+    n2.sql_in(
+        "from400",
+        "CREATE EXTENSION spock VERSION '5.0.0'; \
+         UPDATE pg_extension SET extversion = '4.0.0' WHERE extname = 'spock'",
+    )
+    .unwrap();
+    n2.sql_in("from400", "ALTER EXTENSION spock UPDATE")
+        .unwrap();
+    assert_eq!(
+        members(n2, "from400"),
+        ours,
+        "PostgreSQL {major}: 4.0.0 updated to 5.0.5 differs from a fresh install"
+    );
+
+    // The README's workflow between the updated node and a fresh one.
+    n2.sql(&format!(
+        "SELECT spock.node_create('n2', '{}')",
+        n2.dsn("postgres")
+    ))
+    .unwrap();
+    n2.sql("CREATE TABLE kept (id int PRIMARY KEY, v text)")
+        .unwrap();
+    for (node, db) in [(n1, "legacy"), (n2, "postgres")] {
+        node.sql_in(db, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+            .unwrap();
+        node.sql_in(
+            db,
+            "SELECT spock.repset_add_all_tables('default', ARRAY['public'])",
         )
         .unwrap();
-
-        // The switch to this library.
-        n1.restart().unwrap();
-
-        // The manager updates the node by itself.
-        wait_rows(
-            n1,
-            "legacy",
-            "SELECT extversion || ' ' || (to_regclass('spock.subscription_progress') IS NOT NULL) \
-               FROM pg_extension WHERE extname = 'spock'",
-            "5.0.5 true",
-            "the manager did not bring upstream's objects up to this library",
-            major,
-        );
-        assert_eq!(
-            members(n1, "legacy"),
-            ours,
-            "PostgreSQL {major}: after the automatic update the objects differ from a fresh install"
-        );
-        let legacy_oid = n1
-            .sql("SELECT oid FROM pg_database WHERE datname = 'legacy'")
-            .unwrap();
-        let log = n1.log_tail(2000);
-        assert!(
-            log.lines().any(
-                |l| l.contains(&format!("spock manager {legacy_oid}: brought"))
-                    && l.contains("UPDATE TO '5.0.5-1'")
-            ),
-            "PostgreSQL {major}: the update was not the manager's; log:\n{log}"
-        );
-        assert!(
-            c_symbols(n1, "legacy")
-                .iter()
-                .all(|s| !UPSTREAM_SYMBOLS.contains(&s.as_str())),
-            "PostgreSQL {major}: functions still declared against upstream symbols: {:?}",
-            c_symbols(n1, "legacy")
-        );
-        assert_eq!(
-            n1.sql_in(
-                "legacy",
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'kept'::regclass \
-                   AND tgname = 'spock_tombstone'"
-            )
-            .unwrap(),
-            "1",
-            "PostgreSQL {major}: a table replicated before the update got no tombstone trigger"
-        );
-        assert_eq!(
-            n1.sql_in("legacy", "SELECT spock.spock_version()").unwrap(),
-            "5.0.5",
-            "PostgreSQL {major}"
-        );
-        assert_eq!(
-            n1.sql_in("legacy", "SELECT node_name FROM spock.node_info()")
-                .unwrap(),
-            "n1",
-            "PostgreSQL {major}: node_info of the upstream node"
-        );
-        assert_eq!(
-            n1.sql_in("legacy", "SELECT count(*) FROM spock.sub_show_status()")
-                .unwrap(),
-            "0",
-            "PostgreSQL {major}: sub_show_status of the upstream node"
-        );
-
-        // Without a node the manager leaves the database alone; a superuser's first call of
-        // an upstream-declared function updates it and is answered.
-        assert_eq!(
-            c_symbols(n1, "nonode").len(),
-            UPSTREAM_SYMBOLS.len(),
-            "PostgreSQL {major}: the manager touched a database without a node"
-        );
-        assert_eq!(
-            n1.sql_in(
-                "nonode",
-                "SELECT spock.spock_version(), spock.spock_version_num()"
-            )
-            .unwrap(),
-            "5.0.5|50005",
-            "PostgreSQL {major}: upstream's spock_version symbols"
-        );
-        n1.sql("CREATE ROLE plain LOGIN").unwrap();
-        n1.sql_in("nonode", "GRANT USAGE ON SCHEMA spock TO plain")
-            .unwrap();
-        let refused = n1
-            .sql_as(
-                "plain",
-                "nonode",
-                "SELECT count(*) FROM spock.sub_show_status()",
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("declared against C symbol \"spock_show_subscription_status\""),
-            "PostgreSQL {major}: a plain user's call should be refused clearly: {refused}"
-        );
-        assert_eq!(
-            n1.sql_in("nonode", "SELECT count(*) FROM spock.sub_show_status()")
-                .unwrap(),
-            "0",
-            "PostgreSQL {major}: sub_show_status through upstream's symbol"
-        );
-        assert_eq!(
-            members(n1, "nonode"),
-            ours,
-            "PostgreSQL {major}: after the update on first call the objects differ from a fresh install"
-        );
-
-        // A failing update: one WARNING, and the manager goes on.
-        wait_rows(
-            n1,
-            "postgres",
-            "SELECT count(*) > 0 FROM pg_stat_activity a JOIN pg_database d ON d.oid = a.datid \
-              WHERE d.datname = 'stuck' AND a.backend_type = 'spock manager'",
-            "t",
-            "the manager of the database whose update fails is not running",
-            major,
-        );
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let log = n1.log_tail(2000);
-        let warnings = log
-            .lines()
-            .filter(|l| l.contains("WARNING") && l.contains("could not bring the spock objects"))
-            .count();
-        assert_eq!(
-            warnings, 1,
-            "PostgreSQL {major}: wanted exactly one WARNING for the failing update; log:\n{log}"
-        );
-
-        // A database made by a 4.0.x package (simulated: only its version number is 4.0.x)
-        // follows the 4.0.x steps to 5.0.0 and on to this build's objects.
-        n2.sql("CREATE DATABASE from400").unwrap();
-        n2.sql_in(
-            "from400",
-            "CREATE EXTENSION spock VERSION '5.0.0'; \
-             UPDATE pg_extension SET extversion = '4.0.0' WHERE extname = 'spock'",
-        )
-        .unwrap();
-        n2.sql_in("from400", "ALTER EXTENSION spock UPDATE")
-            .unwrap();
-        assert_eq!(
-            members(n2, "from400"),
-            ours,
-            "PostgreSQL {major}: 4.0.0 updated to 5.0.5 differs from a fresh install"
-        );
-
-        // The README's workflow between the updated node and a fresh one.
-        n2.sql(&format!(
-            "SELECT spock.node_create('n2', '{}')",
+    }
+    n2.sql(&format!(
+        "SELECT spock.sub_create('sub_n2_n1', '{}')",
+        n1.dsn("legacy")
+    ))
+    .unwrap();
+    n1.sql_in(
+        "legacy",
+        &format!(
+            "SELECT spock.sub_create('sub_n1_n2', '{}')",
             n2.dsn("postgres")
-        ))
-        .unwrap();
-        n2.sql("CREATE TABLE kept (id int PRIMARY KEY, v text)")
-            .unwrap();
-        for (node, db) in [(n1, "legacy"), (n2, "postgres")] {
-            node.sql_in(db, "CREATE TABLE items (id int PRIMARY KEY, v text)")
-                .unwrap();
-            node.sql_in(
-                db,
-                "SELECT spock.repset_add_all_tables('default', ARRAY['public'])",
-            )
-            .unwrap();
-        }
-        n2.sql(&format!(
-            "SELECT spock.sub_create('sub_n2_n1', '{}')",
-            n1.dsn("legacy")
-        ))
-        .unwrap();
-        n1.sql_in(
-            "legacy",
-            &format!(
-                "SELECT spock.sub_create('sub_n1_n2', '{}')",
-                n2.dsn("postgres")
-            ),
-        )
-        .unwrap();
-        for (node, db) in [(n1, "legacy"), (n2, "postgres")] {
-            wait_rows(
-                node,
-                db,
-                "SELECT string_agg(status, ',') FROM spock.sub_show_status()",
-                "replicating",
-                "the subscription does not replicate",
-                major,
-            );
-        }
-        n1.sql_in(
-            "legacy",
-            "INSERT INTO items VALUES (1, 'from n1'); INSERT INTO kept VALUES (1, 'kept n1')",
-        )
-        .unwrap();
-        n2.sql("INSERT INTO items VALUES (2, 'from n2'); INSERT INTO kept VALUES (2, 'kept n2')")
-            .unwrap();
-        let want = "1:from n1,2:from n2|1:kept n1,2:kept n2";
-        let both = "SELECT (SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM items) || '|' || \
-                           (SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM kept)";
+        ),
+    )
+    .unwrap();
+    for (node, db) in [(n1, "legacy"), (n2, "postgres")] {
         wait_rows(
-            n1,
-            "legacy",
-            both,
-            want,
-            "rows did not reach the upstream node",
+            node,
+            db,
+            "SELECT string_agg(status, ',') FROM spock.sub_show_status()",
+            "replicating",
+            "the subscription does not replicate",
             major,
         );
-        wait_rows(
-            n2,
-            "postgres",
-            both,
-            want,
-            "rows did not reach the fresh node",
-            major,
-        );
-    });
+    }
+    n1.sql_in(
+        "legacy",
+        "INSERT INTO items VALUES (1, 'from n1'); INSERT INTO kept VALUES (1, 'kept n1')",
+    )
+    .unwrap();
+    n2.sql("INSERT INTO items VALUES (2, 'from n2'); INSERT INTO kept VALUES (2, 'kept n2')")
+        .unwrap();
+    let want = "1:from n1,2:from n2|1:kept n1,2:kept n2";
+    let both = "SELECT (SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM items) || '|' || \
+                       (SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM kept)";
+    wait_rows(
+        n1,
+        "legacy",
+        both,
+        want,
+        "rows did not reach the upstream node",
+        major,
+    );
+    wait_rows(
+        n2,
+        "postgres",
+        both,
+        want,
+        "rows did not reach the fresh node",
+        major,
+    );
 }

@@ -10,6 +10,12 @@
 
 mod common;
 
+// One test per major for each of these (`name::pg17`…); see `common::per_major`.
+crate::per_major!(
+    upstream_old_versions_install_and_work,
+    every_update_path_ends_like_a_fresh_install,
+);
+
 use harness::{ClusterOptions, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -475,34 +481,30 @@ fn check_extension(node: &Node, ext: &str, dir: &str) -> Vec<String> {
     problems
 }
 
-#[test]
-fn every_update_path_ends_like_a_fresh_install() {
-    common::for_each_kernel(|kernel| {
-        // spock must be preloaded (the default); snowflake ids need a node number.
-        let cluster = harness::Cluster::start(
-            kernel,
-            &ClusterOptions::default().setting("snowflake.node", "1"),
-        )
-        .unwrap();
-        let node = cluster.node(0);
-        let mut problems = Vec::new();
-        for (ext, dir) in EXTENSIONS {
-            problems.extend(check_extension(node, ext, dir));
-        }
-        assert!(
-            problems.is_empty(),
-            "PostgreSQL {}: {} update-path problem(s):\n  {}\nlog:\n{}",
-            kernel.major,
-            problems.len(),
-            problems.join("\n  "),
-            node.log_tail(30)
-        );
-    });
+fn every_update_path_ends_like_a_fresh_install(kernel: &harness::Kernel) {
+    // spock must be preloaded (the default); snowflake ids need a node number.
+    let cluster = harness::Cluster::start(
+        kernel,
+        &ClusterOptions::default().setting("snowflake.node", "1"),
+    )
+    .unwrap();
+    let node = cluster.node(0);
+    let mut problems = Vec::new();
+    for (ext, dir) in EXTENSIONS {
+        problems.extend(check_extension(node, ext, dir));
+    }
+    assert!(
+        problems.is_empty(),
+        "PostgreSQL {}: {} update-path problem(s):\n  {}\nlog:\n{}",
+        kernel.major,
+        problems.len(),
+        problems.join("\n  "),
+        node.log_tail(30)
+    );
 }
 
 /// Upstream's old versions that databases in the field may be at: each has a script and installs.
-#[test]
-fn upstream_old_versions_install_and_work() {
+fn upstream_old_versions_install_and_work(kernel: &harness::Kernel) {
     // From upstream's release trees (shared spec, upstream-versions.md).
     let expected: &[(&str, &str, &[&str])] = &[
         (
@@ -522,86 +524,84 @@ fn upstream_old_versions_install_and_work() {
             );
         }
     }
-    common::for_each_kernel(|kernel| {
-        let cluster = harness::Cluster::start(
-            kernel,
-            &ClusterOptions::default()
-                .preload(None)
-                .setting("snowflake.node", "7"),
+    let cluster = harness::Cluster::start(
+        kernel,
+        &ClusterOptions::default()
+            .preload(None)
+            .setting("snowflake.node", "7"),
+    )
+    .unwrap();
+    let n = cluster.node(0);
+    let major = kernel.major;
+
+    install(n, "sf10", "snowflake", Some("1.0"))
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: snowflake VERSION '1.0': {e}"));
+    assert_eq!(extversion(n, "sf10", "snowflake"), "1.0");
+    assert_eq!(
+        n.sql_in(
+            "sf10",
+            "SELECT snowflake.get_node(snowflake.nextval()), \
+             snowflake.format(snowflake.nextval()) ? 'node'"
         )
-        .unwrap();
-        let n = cluster.node(0);
-        let major = kernel.major;
+        .unwrap(),
+        "7|t",
+        "PostgreSQL {major}: snowflake 1.0 issues ids (its format() says \"node\")"
+    );
 
-        install(n, "sf10", "snowflake", Some("1.0"))
-            .unwrap_or_else(|e| panic!("PostgreSQL {major}: snowflake VERSION '1.0': {e}"));
-        assert_eq!(extversion(n, "sf10", "snowflake"), "1.0");
-        assert_eq!(
-            n.sql_in(
-                "sf10",
-                "SELECT snowflake.get_node(snowflake.nextval()), \
-                 snowflake.format(snowflake.nextval()) ? 'node'"
-            )
-            .unwrap(),
-            "7|t",
-            "PostgreSQL {major}: snowflake 1.0 issues ids (its format() says \"node\")"
-        );
+    // The pre-2.4 conversion finds the referencing columns with one recursive query (2.4
+    // has a helper function for that); a reference cycle must not loop.
+    install(n, "sf23", "snowflake", Some("2.3"))
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: snowflake VERSION '2.3': {e}"));
+    assert_eq!(
+        n.sql_in(
+            "sf23",
+            "CREATE TABLE a (id serial PRIMARY KEY); \
+             CREATE TABLE b (id int PRIMARY KEY REFERENCES a); \
+             ALTER TABLE a ADD FOREIGN KEY (id) REFERENCES b; \
+             CREATE TABLE c (a_id int REFERENCES a, n int); \
+             SET client_min_messages = warning; \
+             SELECT snowflake.convert_sequence_to_snowflake('a_id_seq'); \
+             SELECT string_agg(attrelid::regclass || '.' || attname || ':' || atttypid::regtype, ' ' \
+                               ORDER BY attrelid::regclass::text, attname) \
+               FROM pg_attribute \
+              WHERE attrelid IN ('a'::regclass, 'b'::regclass, 'c'::regclass) AND attnum > 0; \
+             SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'a'::regclass; \
+             SELECT snowflake.get_node(snowflake.nextval('a_id_seq')) = 7"
+        )
+        .unwrap(),
+        "3\na.id:bigint b.id:bigint c.a_id:bigint c.n:integer\n\
+         snowflake.nextval('a_id_seq'::regclass)\nt",
+        "PostgreSQL {major}: snowflake 2.3 converts a serial and the columns referencing it"
+    );
 
-        // The pre-2.4 conversion finds the referencing columns with one recursive query (2.4
-        // has a helper function for that); a reference cycle must not loop.
-        install(n, "sf23", "snowflake", Some("2.3"))
-            .unwrap_or_else(|e| panic!("PostgreSQL {major}: snowflake VERSION '2.3': {e}"));
-        assert_eq!(
-            n.sql_in(
-                "sf23",
-                "CREATE TABLE a (id serial PRIMARY KEY); \
-                 CREATE TABLE b (id int PRIMARY KEY REFERENCES a); \
-                 ALTER TABLE a ADD FOREIGN KEY (id) REFERENCES b; \
-                 CREATE TABLE c (a_id int REFERENCES a, n int); \
-                 SET client_min_messages = warning; \
-                 SELECT snowflake.convert_sequence_to_snowflake('a_id_seq'); \
-                 SELECT string_agg(attrelid::regclass || '.' || attname || ':' || atttypid::regtype, ' ' \
-                                   ORDER BY attrelid::regclass::text, attname) \
-                   FROM pg_attribute \
-                  WHERE attrelid IN ('a'::regclass, 'b'::regclass, 'c'::regclass) AND attnum > 0; \
-                 SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'a'::regclass; \
-                 SELECT snowflake.get_node(snowflake.nextval('a_id_seq')) = 7"
-            )
-            .unwrap(),
-            "3\na.id:bigint b.id:bigint c.a_id:bigint c.n:integer\n\
-             snowflake.nextval('a_id_seq'::regclass)\nt",
-            "PostgreSQL {major}: snowflake 2.3 converts a serial and the columns referencing it"
-        );
-
-        install(n, "lo121", "lolor", Some("1.2.1"))
-            .unwrap_or_else(|e| panic!("PostgreSQL {major}: lolor VERSION '1.2.1': {e}"));
-        assert_eq!(extversion(n, "lo121", "lolor"), "1.2.1");
-        assert_eq!(
-            n.sql_in(
-                "lo121",
-                "SELECT lo_from_bytea(77, 'old'); SELECT convert_from(lo_get(77), 'UTF8'), \
-                 (SELECT count(*) FROM lolor.pg_largeobject_metadata), \
-                 to_regprocedure('lolor.is_enabled()') IS NULL"
-            )
-            .unwrap(),
-            "77\nold|1|t",
-            "PostgreSQL {major}: lolor 1.2.1 stores objects in its tables and has no is_enabled()"
-        );
-        // Without lolor.disable() (added in 1.2.2) DROP EXTENSION still gives the built-in
-        // functions their names back.
-        n.sql_in("lo121", "SELECT lo_unlink(77); DROP EXTENSION lolor")
-            .unwrap_or_else(|e| panic!("PostgreSQL {major}: DROP EXTENSION lolor at 1.2.1: {e}"));
-        assert_eq!(
-            n.sql_in(
-                "lo121",
-                "SELECT count(*) FROM pg_proc WHERE proname IN ('lo_open_orig', 'lo_get_orig', 'lolor_lo_open', 'lolor_lo_get'); \
-                 SELECT lo_unlink(lo_from_bytea(0, 'native'))"
-            )
-            .unwrap(),
-            "0\n1",
-            "PostgreSQL {major}: after DROP EXTENSION lolor at 1.2.1 the built-ins are back"
-        );
-    });
+    install(n, "lo121", "lolor", Some("1.2.1"))
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: lolor VERSION '1.2.1': {e}"));
+    assert_eq!(extversion(n, "lo121", "lolor"), "1.2.1");
+    assert_eq!(
+        n.sql_in(
+            "lo121",
+            "SELECT lo_from_bytea(77, 'old'); SELECT convert_from(lo_get(77), 'UTF8'), \
+             (SELECT count(*) FROM lolor.pg_largeobject_metadata), \
+             to_regprocedure('lolor.is_enabled()') IS NULL"
+        )
+        .unwrap(),
+        "77\nold|1|t",
+        "PostgreSQL {major}: lolor 1.2.1 stores objects in its tables and has no is_enabled()"
+    );
+    // Without lolor.disable() (added in 1.2.2) DROP EXTENSION still gives the built-in
+    // functions their names back.
+    n.sql_in("lo121", "SELECT lo_unlink(77); DROP EXTENSION lolor")
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: DROP EXTENSION lolor at 1.2.1: {e}"));
+    assert_eq!(
+        n.sql_in(
+            "lo121",
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('lo_open_orig', 'lo_get_orig', 'lolor_lo_open', 'lolor_lo_get'); \
+             SELECT lo_unlink(lo_from_bytea(0, 'native'))"
+        )
+        .unwrap(),
+        "0\n1",
+        "PostgreSQL {major}: after DROP EXTENSION lolor at 1.2.1 the built-ins are back"
+    );
 }
 
 #[test]
