@@ -16,6 +16,7 @@ mod patch;
 mod pipeline;
 mod prereq;
 mod sources;
+mod spockctrl;
 mod sqlgen;
 mod stage;
 mod test_cmd;
