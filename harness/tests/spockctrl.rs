@@ -190,7 +190,13 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         let sql = json(&expect(kernel, &dir, &["-f", "json", "sql", "n3", "SELECT count(*) AS c FROM t"], 0));
         assert_eq!(sql[0]["c"], "30");
         let gucs = expect(kernel, &dir, &["node", "gucs", "--node", "n1"], 0);
-        assert!(gucs.stdout.contains("track_commit_timestamp | on"), "{}", gucs.stdout);
+        assert!(
+            gucs.stdout
+                .lines()
+                .any(|l| l.starts_with("track_commit_timestamp ") && l.ends_with("| on")),
+            "{}",
+            gucs.stdout
+        );
 
         // table-diff: the same everywhere, then 10 rows changed on n2 behind replication's back.
         n1.sql("CREATE TABLE big (id int PRIMARY KEY, v text, n numeric)").unwrap();
@@ -271,6 +277,8 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         // sync event from n1 waited for on n4 (an earlier result substituted), the remaining
         // subscriptions both ways; a failing step marked ignore_errors does not stop it.
         let mut steps = vec![
+            serde_json::json!({ "sql": { "node": "n4", "command": "SQL", "description": "spock on n4",
+                "args": ["--sql=CREATE EXTENSION spock"] } }),
             serde_json::json!({ "spock": { "node": "n4", "command": "CREATE NODE", "description": "create node n4",
                 "args": ["--node_name=n4", "--dsn=${node.n4.dsn}"] } }),
             serde_json::json!({ "spock": { "node": "n4", "command": "DROP SUBSCRIPTION", "description": "nothing to drop",
@@ -280,6 +288,9 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
                          "--synchronize_data=true", "--replication_sets=default,default_insert_only,ddl_sql"] } }),
             serde_json::json!({ "spock": { "node": "n4", "command": "WAIT FOR SYNC", "description": "wait for the copy",
                 "args": ["--sub_name=sub_n1n4"] } }),
+            // The copied tables join n4's own set, so n4's writes reach the others.
+            serde_json::json!({ "spock": { "node": "n4", "command": "repset add-all-tables", "description": "n4's tables in default",
+                "args": ["--set_name=default", "--schema_names=public"] } }),
             serde_json::json!({ "sql": { "node": "n1", "command": "SQL", "name": "ev", "description": "sync event on n1",
                 "args": ["--sql=SELECT spock.sync_event()"] } }),
             serde_json::json!({ "sql": { "node": "n4", "command": "SQL", "description": "n4 reached it", "sleep": 1,
@@ -298,9 +309,11 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         write(&dir, "add_n4.json", &serde_json::json!({ "workflow_name": "Add n4",
             "description": "add a fourth node", "steps": steps }));
         let wf = expect(kernel, &dir, &["-w", "add_n4.json"], 0);
-        assert!(wf.stdout.contains("workflow Add n4: 11 steps done, 1 failed and ignored"), "{}\n{}", wf.stdout, wf.stderr);
-        assert!(wf.stderr.contains("[step 05] sync event on n1 [OK]"), "{}", wf.stderr);
+        assert!(wf.stdout.contains("workflow Add n4: 13 steps done, 1 failed and ignored"), "{}\n{}", wf.stdout, wf.stderr);
+        assert!(wf.stderr.contains("[step 07] sync event on n1 [OK]"), "{}", wf.stderr);
         wait(n4, "SELECT count(*) FROM big", &BIG_ROWS.to_string());
+        // n4's changes reach a subscriber from the moment its slot exists.
+        wait(n4, "SELECT count(*) FROM pg_replication_slots WHERE active", "3");
         n4.sql("INSERT INTO t VALUES (41, 'n4')").unwrap();
         n2.sql("INSERT INTO t VALUES (42, 'n2')").unwrap();
         for node in [n1, n2, n3, n4] {

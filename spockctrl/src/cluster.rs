@@ -32,7 +32,8 @@ pub enum ClusterCmd {
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// A cluster spec (same as the global --spec).
-    pub spec: Option<std::path::PathBuf>,
+    #[arg(value_name = "SPEC")]
+    pub spec_file: Option<std::path::PathBuf>,
     /// Seconds to wait for every subscription to replicate (0: do not wait).
     #[arg(long, default_value_t = 120)]
     pub wait: u64,
@@ -65,7 +66,7 @@ pub struct RemoveNodeArgs {
 pub fn run(ctx: &mut Ctx, cmd: ClusterCmd) -> Result<Outcome> {
     match cmd {
         ClusterCmd::Init(a) => {
-            if let Some(spec) = a.spec {
+            if let Some(spec) = a.spec_file {
                 *ctx = Ctx::new(ctx.config.clone(), Some(spec), ctx.format);
             }
             init(ctx, a.wait)
