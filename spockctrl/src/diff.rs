@@ -1,8 +1,8 @@
 //! `spockctrl table-diff`: compares a table across nodes without pulling it whole. The primary
 //! key space is cut into ranges (boundaries sampled from one node); every node hashes each
-//! range's rows in key order, all nodes at once; only ranges whose count or hash differ are cut
-//! further (with keys of the node holding most rows there), down to a few rows, and only those
-//! rows are fetched and compared. Memory holds range hashes and the differing rows, never the
+//! range's rows, all nodes at once; only ranges whose count or hash differ are cut further (with
+//! keys of the node holding most rows there), down to a few rows, and only those rows are
+//! fetched and compared. Memory holds range hashes and the differing rows, never the
 //! table. Each difference carries every node's version with its commit timestamp and origin.
 
 use crate::{
@@ -257,16 +257,66 @@ fn same_layout(a: &Table, b: &Table, an: &str, bn: &str) -> Result<()> {
 struct NodeConn {
     conn: Conn,
     commit_ts: bool,
+    /// Whether spock's catalog is there to name origins by node.
+    spock: bool,
 }
 
 fn hash_sql(t: &Table, r: &Range) -> (String, Vec<String>) {
     let (w, params) = t.range_clause(r, 1);
     (
+        // A 64-bit hash of each row's text, summed and xor-ed: no sort and no long string per
+        // range (a range is defined by its keys, so order does not matter), and a changed row
+        // changes both unless two changes cancel exactly in both (about 2^-64).
         format!(
-            "SELECT count(*)::text, md5(string_agg({}, E'\\n' ORDER BY {})) FROM {} _r WHERE {w}",
+            "SELECT {HASH} FROM (SELECT hashtextextended({}, 0) AS h FROM {} _r WHERE {w}) _h",
             t.row_text(),
-            t.key_list(),
             t.name
+        ),
+        params,
+    )
+}
+
+/// Ranges hashed per query.
+const BATCH: usize = 100;
+
+/// The per-range hash expression over `_r` (see `hash_sql`).
+const HASH: &str = "count(*)::text, sum(h)::text || ':' || bit_xor(h)::text";
+
+/// One query hashing several ranges bounded on both sides: their bounds are rows of a VALUES
+/// list, each range's rows found through the key index by a lateral subquery. Returns rows
+/// (position in `ranges`, count, hash).
+fn hash_batch_sql(t: &Table, ranges: &[&Range]) -> (String, Vec<String>) {
+    let k = t.key.len();
+    let mut params = Vec::new();
+    let mut values = Vec::new();
+    for (i, r) in ranges.iter().enumerate() {
+        let mut cells = vec![i.to_string()];
+        for bound in [&r.lo, &r.hi] {
+            for ((_, ty), v) in t.key.iter().zip(bound.as_ref().expect("bounded range")) {
+                params.push(v.clone());
+                cells.push(format!("${}::{ty}", params.len()));
+            }
+        }
+        values.push(format!("({})", cells.join(", ")));
+    }
+    let lo: Vec<String> = (0..k).map(|j| format!("_v.l{j}")).collect();
+    let hi: Vec<String> = (0..k).map(|j| format!("_v.h{j}")).collect();
+    let cols: Vec<String> = std::iter::once("i".to_string())
+        .chain((0..k).map(|j| format!("l{j}")))
+        .chain((0..k).map(|j| format!("h{j}")))
+        .collect();
+    let keys = format!("({})", t.key_list());
+    (
+        format!(
+            "SELECT _v.i::text, _x.* FROM (VALUES {}) _v({}) CROSS JOIN LATERAL \
+             (SELECT {HASH} FROM (SELECT hashtextextended({}, 0) AS h FROM {} _r \
+               WHERE {keys} >= ({}) AND {keys} < ({})) _h) _x ORDER BY _v.i",
+            values.join(", "),
+            cols.join(", "),
+            t.row_text(),
+            t.name,
+            lo.join(", "),
+            hi.join(", ")
         ),
         params,
     )
@@ -287,15 +337,29 @@ fn hash_ranges(
             .map(|nc| {
                 let done = &done;
                 s.spawn(move || -> Result<Vec<(i64, Option<String>)>> {
-                    let mut out = Vec::with_capacity(ranges.len());
-                    for r in ranges {
-                        let (sql, params) = hash_sql(t, r);
+                    let mut out = vec![(0, None); ranges.len()];
+                    // Ranges bounded on both sides go in batches (one round trip and one plan
+                    // for many small ranges); the two open-ended ones alone.
+                    let (inner, edges): (Vec<usize>, Vec<usize>) =
+                        (0..ranges.len()).partition(|&i| ranges[i].lo.is_some() && ranges[i].hi.is_some());
+                    for i in edges {
+                        let (sql, params) = hash_sql(t, &ranges[i]);
                         let refs: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
                         let rows = nc.conn.query(&sql, &refs)?;
                         let row = &rows.rows[0];
-                        let n = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
-                        out.push((n, row[1].clone()));
+                        out[i] = (row[0].as_deref().unwrap_or("0").parse().unwrap_or(0), row[1].clone());
                         done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for batch in inner.chunks(BATCH) {
+                        let chosen: Vec<&Range> = batch.iter().map(|&i| &ranges[i]).collect();
+                        let (sql, params) = hash_batch_sql(t, &chosen);
+                        let refs: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
+                        let rows = nc.conn.query(&sql, &refs)?;
+                        for row in rows.rows {
+                            let at: usize = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+                            out[batch[at]] = (row[1].as_deref().unwrap_or("0").parse().unwrap_or(0), row[2].clone());
+                        }
+                        done.fetch_add(batch.len(), Ordering::Relaxed);
                     }
                     Ok(out)
                 })
@@ -361,9 +425,11 @@ fn key_rows(rows: Rows) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Cut points splitting `r` into about 16 parts of the rows `nc` holds there.
-fn sub_cuts(nc: &mut NodeConn, t: &Table, r: &Range, rows: i64) -> Result<Vec<Vec<String>>> {
-    let step = ((rows as f64) / 16.0).ceil().max(1.0) as i64;
+/// Cut points splitting `r` into parts of about `unit` rows of those `nc` holds there (at most 64
+/// parts, so a huge range takes another round rather than thousands of queries).
+fn sub_cuts(nc: &mut NodeConn, t: &Table, r: &Range, rows: i64, unit: u64) -> Result<Vec<Vec<String>>> {
+    let parts = (rows as f64 / unit.max(1) as f64).ceil().clamp(2.0, 64.0);
+    let step = ((rows as f64) / parts).ceil().max(1.0) as i64;
     let (w, params) = t.range_clause(r, 2);
     let keys_text: Vec<String> = t.key.iter().map(|(c, _)| format!("_r.{}::text", ident(c))).collect();
     let sql = format!(
@@ -403,7 +469,8 @@ fn fetch_rows(nc: &mut NodeConn, t: &Table, r: &Range) -> Result<Vec<(Vec<String
         (
             "LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(_r.xmin) _ct ON true",
             "_ct.timestamp::text",
-            ORIGIN_SQL,
+            // Without spock, origins are shown as PostgreSQL's (0 is this node).
+            if nc.spock { ORIGIN_SQL } else { "_ct.roident::text" },
         )
     } else {
         ("", "NULL::text", "NULL::text")
@@ -454,7 +521,15 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
         // node; ranges are read in turn instead, so concurrent writes show up as differences
         // only while they are in flight (run it on a quiet table, or again).
         conn.exec("SET statement_timeout = 0")?;
-        Ok(NodeConn { conn, commit_ts })
+        let spock = conn
+            .value("SELECT to_regclass('spock.local_node') IS NOT NULL", &[])?
+            .as_deref()
+            == Some("t");
+        Ok(NodeConn {
+            conn,
+            commit_ts,
+            spock,
+        })
     });
     let mut conns = Vec::new();
     for r in opened {
@@ -501,7 +576,7 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
                 .expect("two nodes or more");
             let mut parts = Vec::new();
             if most as u64 > a.unit_rows && round < 64 {
-                parts = cut(r, sub_cuts(&mut conns[holder], &t, r, most)?);
+                parts = cut(r, sub_cuts(&mut conns[holder], &t, r, most, a.unit_rows)?);
             }
             if parts.len() > 1 {
                 next.extend(parts);
@@ -697,6 +772,17 @@ mod tests {
         assert_eq!(d[1].versions[1], None);
         assert_eq!(d[2].versions[0], None);
         assert_eq!(d[0].versions[1].as_ref().unwrap().text, "B");
+    }
+
+    #[test]
+    fn batched_hashes_bind_both_bounds_of_each_range() {
+        let t = table();
+        let a = Range { lo: Some(k("1")), hi: Some(k("5")) };
+        let b = Range { lo: Some(k("5")), hi: Some(k("9")) };
+        let (sql, p) = hash_batch_sql(&t, &[&a, &b]);
+        assert!(sql.contains("(VALUES (0, $1::integer, $2::integer), (1, $3::integer, $4::integer)) _v(i, l0, h0)"), "{sql}");
+        assert!(sql.contains("(_r.\"id\") >= (_v.l0) AND (_r.\"id\") < (_v.h0)"), "{sql}");
+        assert_eq!(p, ["1", "5", "5", "9"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod lolor;
 mod multimaster;
 mod replication;
 mod snowflake;
+mod table_diff;
 
 use anyhow::{Context, Result, bail};
 use harness::Node;
@@ -21,6 +22,8 @@ pub enum Bench {
     Replication,
     /// A 3-node spock mesh against a native `origin = none` mesh.
     Multimaster,
+    /// spockctrl table-diff on 1M rows against one full checksum scan per node.
+    TableDiff,
 }
 
 pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
@@ -30,6 +33,7 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
         Bench::Lolor => lolor::run(&kernel),
         Bench::Replication => replication::run(&kernel),
         Bench::Multimaster => multimaster::run(&kernel),
+        Bench::TableDiff => table_diff::run(&kernel),
     }
 }
 
