@@ -129,15 +129,33 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         );
 
         // A mesh from the spec; the second run finds everything in place.
-        let first = expect(kernel, &dir, &["--spec", "cluster.json", "cluster", "init"], 0);
-        assert!(first.stdout.contains("subscription sub_n1n2 | created"), "{}", first.stdout);
-        let again = expect(kernel, &dir, &["--spec", "cluster.json", "cluster", "init"], 0);
+        let first = expect(
+            kernel,
+            &dir,
+            &["--spec", "cluster.json", "cluster", "init"],
+            0,
+        );
+        assert!(
+            first.stdout.contains("subscription sub_n1n2 | created"),
+            "{}",
+            first.stdout
+        );
+        let again = expect(
+            kernel,
+            &dir,
+            &["--spec", "cluster.json", "cluster", "init"],
+            0,
+        );
         assert!(
             again.stdout.contains("nothing changed") && !again.stdout.contains("created"),
             "{}",
             again.stdout
         );
-        for (node, subs) in [(n1, "sub_n2n1,sub_n3n1"), (n2, "sub_n1n2,sub_n3n2"), (n3, "sub_n1n3,sub_n2n3")] {
+        for (node, subs) in [
+            (n1, "sub_n2n1,sub_n3n1"),
+            (n2, "sub_n1n2,sub_n3n2"),
+            (n3, "sub_n1n3,sub_n2n3"),
+        ] {
             wait(
                 node,
                 "SELECT string_agg(subscription_name, ',' ORDER BY 1) FROM spock.sub_show_status() \
@@ -148,7 +166,12 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         }
         // A partly built cluster is completed: only the missing subscription is made.
         n3.sql("SELECT spock.sub_drop('sub_n1n3')").unwrap();
-        let mended = expect(kernel, &dir, &["--spec", "cluster.json", "-f", "json", "cluster", "init"], 0);
+        let mended = expect(
+            kernel,
+            &dir,
+            &["--spec", "cluster.json", "-f", "json", "cluster", "init"],
+            0,
+        );
         let mended = json(&mended);
         let created: Vec<&Value> = mended
             .as_array()
@@ -160,34 +183,97 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         assert_eq!(created[0]["object"], "subscription sub_n1n3");
 
         // Replication every way: DDL from n1 (automatic DDL), rows from every node.
-        n1.sql("CREATE TABLE t (id int PRIMARY KEY, v text)").unwrap();
+        n1.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+            .unwrap();
         for node in [n1, n2, n3] {
-            wait(node, "SELECT count(*) FROM spock.tables WHERE relname = 't' AND set_name = 'default'", "1");
+            wait(
+                node,
+                "SELECT count(*) FROM spock.tables WHERE relname = 't' AND set_name = 'default'",
+                "1",
+            );
         }
         for (i, node) in [n1, n2, n3].iter().enumerate() {
-            node.sql(&format!("INSERT INTO t SELECT g, '{}' FROM generate_series({}, {}) g", node.name, i * 10 + 1, i * 10 + 10))
-                .unwrap();
+            node.sql(&format!(
+                "INSERT INTO t SELECT g, '{}' FROM generate_series({}, {}) g",
+                node.name,
+                i * 10 + 1,
+                i * 10 + 10
+            ))
+            .unwrap();
         }
         for node in [n1, n2, n3] {
             wait(node, "SELECT count(*), sum(id) FROM t", "30|465");
         }
 
         // The upstream-style commands.
-        let versions = json(&expect(kernel, &dir, &["-f", "json", "node", "spock-version"], 0));
+        let versions = json(&expect(
+            kernel,
+            &dir,
+            &["-f", "json", "node", "spock-version"],
+            0,
+        ));
         assert_eq!(versions.as_array().unwrap().len(), 4);
         assert_eq!(versions[0]["spock_version"], "5.0.5");
         assert_eq!(versions[3]["spock_version"], "not installed");
-        expect(kernel, &dir, &["repset", "create", "extra", "--node=n1", "--replicate_truncate=false"], 0);
-        expect(kernel, &dir, &["repset", "add-table", "--node", "n1", "extra", "public.t"], 0);
-        let tables = json(&expect(kernel, &dir, &["-f", "json", "repset", "list-tables", "extra", "--node", "n1"], 0));
+        expect(
+            kernel,
+            &dir,
+            &[
+                "repset",
+                "create",
+                "extra",
+                "--node=n1",
+                "--replicate_truncate=false",
+            ],
+            0,
+        );
+        expect(
+            kernel,
+            &dir,
+            &["repset", "add-table", "--node", "n1", "extra", "public.t"],
+            0,
+        );
+        let tables = json(&expect(
+            kernel,
+            &dir,
+            &[
+                "-f",
+                "json",
+                "repset",
+                "list-tables",
+                "extra",
+                "--node",
+                "n1",
+            ],
+            0,
+        ));
         assert_eq!(tables[0]["table"], "t");
-        assert_eq!(n1.sql("SELECT replicate_truncate FROM spock.replication_set WHERE set_name = 'extra'").unwrap(), "f");
-        expect(kernel, &dir, &["repset", "remove-table", "extra", "public.t", "--node=n1"], 0);
+        assert_eq!(
+            n1.sql("SELECT replicate_truncate FROM spock.replication_set WHERE set_name = 'extra'")
+                .unwrap(),
+            "f"
+        );
+        expect(
+            kernel,
+            &dir,
+            &["repset", "remove-table", "extra", "public.t", "--node=n1"],
+            0,
+        );
         expect(kernel, &dir, &["repset", "drop", "extra", "--node=n1"], 0);
-        let status = json(&expect(kernel, &dir, &["-f", "json", "sub", "show-status", "--node=n2"], 0));
+        let status = json(&expect(
+            kernel,
+            &dir,
+            &["-f", "json", "sub", "show-status", "--node=n2"],
+            0,
+        ));
         assert_eq!(status.as_array().unwrap().len(), 2);
         assert!(!status.to_string().contains("password"));
-        let sql = json(&expect(kernel, &dir, &["-f", "json", "sql", "n3", "SELECT count(*) AS c FROM t"], 0));
+        let sql = json(&expect(
+            kernel,
+            &dir,
+            &["-f", "json", "sql", "n3", "SELECT count(*) AS c FROM t"],
+            0,
+        ));
         assert_eq!(sql[0]["c"], "30");
         let gucs = expect(kernel, &dir, &["node", "gucs", "--node", "n1"], 0);
         assert!(
@@ -199,19 +285,33 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         );
 
         // table-diff: the same everywhere, then 10 rows changed on n2 behind replication's back.
-        n1.sql("CREATE TABLE big (id int PRIMARY KEY, v text, n numeric)").unwrap();
-        for node in [n2, n3] {
-            wait(node, "SELECT count(*) FROM spock.tables WHERE relname = 'big' AND set_name = 'default'", "1");
-        }
-        n1.sql(&format!("INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, {BIG_ROWS}) g"))
+        n1.sql("CREATE TABLE big (id int PRIMARY KEY, v text, n numeric)")
             .unwrap();
+        for node in [n2, n3] {
+            wait(
+                node,
+                "SELECT count(*) FROM spock.tables WHERE relname = 'big' AND set_name = 'default'",
+                "1",
+            );
+        }
+        n1.sql(&format!(
+            "INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, {BIG_ROWS}) g"
+        ))
+        .unwrap();
         for node in [n1, n2, n3] {
             wait(node, "SELECT count(*) FROM big", &BIG_ROWS.to_string());
             node.sql("ANALYZE big").unwrap();
         }
-        let same = expect(kernel, &dir, &["--spec", "cluster.json", "table-diff", "public.big"], 0);
+        let same = expect(
+            kernel,
+            &dir,
+            &["--spec", "cluster.json", "table-diff", "public.big"],
+            0,
+        );
         assert!(
-            same.stdout.contains(&format!("TABLES MATCH: big is the same on n1, n2, n3 ({BIG_ROWS} rows)")),
+            same.stdout.contains(&format!(
+                "TABLES MATCH: big is the same on n1, n2, n3 ({BIG_ROWS} rows)"
+            )),
             "{}",
             same.stdout
         );
@@ -222,15 +322,38 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
              SELECT spock.repair_mode(false); COMMIT",
         )
         .unwrap();
-        let changed = vec![1, 777, 4242, 5000, 77777, 123456, 150001, 199999, 200000, 300001];
+        let changed = vec![
+            1, 777, 4242, 5000, 77777, 123456, 150001, 199999, 200000, 300001,
+        ];
         std::thread::sleep(std::time::Duration::from_secs(1));
         for node in [n1, n3] {
-            assert_eq!(node.sql("SELECT count(*) FROM big WHERE v = 'changed' OR id = 300001").unwrap(), "0");
+            assert_eq!(
+                node.sql("SELECT count(*) FROM big WHERE v = 'changed' OR id = 300001")
+                    .unwrap(),
+                "0"
+            );
         }
-        let diff = expect(kernel, &dir, &["--spec", "cluster.json", "-f", "json", "table-diff", "public.big"], 2);
+        let diff = expect(
+            kernel,
+            &dir,
+            &[
+                "--spec",
+                "cluster.json",
+                "-f",
+                "json",
+                "table-diff",
+                "public.big",
+            ],
+            2,
+        );
         let report = json(&diff);
         assert_eq!(diff_keys(&report), changed, "{}", diff.stdout);
-        assert!(diff.stderr.contains("Found 10 differences in big between n1, n2, n3"), "{}", diff.stderr);
+        assert!(
+            diff.stderr
+                .contains("Found 10 differences in big between n1, n2, n3"),
+            "{}",
+            diff.stderr
+        );
         let d777 = report["differences"]
             .as_array()
             .unwrap()
@@ -240,7 +363,10 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         assert_eq!(d777["versions"]["n2"]["values"]["v"], "changed");
         assert_eq!(d777["versions"]["n2"]["origin"], "n2");
         assert_eq!(d777["versions"]["n1"]["origin"], "n1");
-        assert_eq!(d777["versions"]["n3"]["origin"], "n1", "n3's copy came from n1: {d777}");
+        assert_eq!(
+            d777["versions"]["n3"]["origin"], "n1",
+            "n3's copy came from n1: {d777}"
+        );
         assert!(d777["versions"]["n1"]["commit_ts"].is_string());
         let missing = report["differences"]
             .as_array()
@@ -251,17 +377,70 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
         assert!(missing["versions"]["n1"].is_null() && missing["versions"]["n3"].is_null());
         // Table output: one line per version and the verdict.
         let table = expect(kernel, &dir, &["table-diff", "big", "--nodes", "n1,n2"], 2);
-        assert!(table.stdout.contains("(20 rows)") && table.stdout.contains("Found 10 differences in big between n1, n2"), "{}", table.stdout);
+        assert!(
+            table.stdout.contains("(20 rows)")
+                && table
+                    .stdout
+                    .contains("Found 10 differences in big between n1, n2"),
+            "{}",
+            table.stdout
+        );
 
         // table-repair: a dry run changes nothing; the repair makes n2 equal to n1 without
         // replicating, keeping n1's versions' commit timestamps and origin.
-        let dry = expect(kernel, &dir, &["--spec", "cluster.json", "table-repair", "big", "--source-of-truth", "n1", "--dry-run"], 0);
-        assert!(dry.stdout.contains("n2: 1 inserted, 8 updated, 1 deleted"), "{}", dry.stdout);
-        assert_eq!(n2.sql("SELECT count(*) FROM big WHERE v = 'changed'").unwrap(), "8");
-        let n1_ts = n1.sql("SELECT pg_xact_commit_timestamp(xmin) FROM big WHERE id = 777").unwrap();
-        let fixed = expect(kernel, &dir, &["--spec", "cluster.json", "table-repair", "big", "--source-of-truth", "n1"], 0);
-        assert!(fixed.stdout.contains("repaired big from n1 (n2: 1 inserted, 8 updated, 1 deleted)"), "{}", fixed.stdout);
-        let clean = expect(kernel, &dir, &["--spec", "cluster.json", "table-diff", "big"], 0);
+        let dry = expect(
+            kernel,
+            &dir,
+            &[
+                "--spec",
+                "cluster.json",
+                "table-repair",
+                "big",
+                "--source-of-truth",
+                "n1",
+                "--dry-run",
+            ],
+            0,
+        );
+        assert!(
+            dry.stdout.contains("n2: 1 inserted, 8 updated, 1 deleted"),
+            "{}",
+            dry.stdout
+        );
+        assert_eq!(
+            n2.sql("SELECT count(*) FROM big WHERE v = 'changed'")
+                .unwrap(),
+            "8"
+        );
+        let n1_ts = n1
+            .sql("SELECT pg_xact_commit_timestamp(xmin) FROM big WHERE id = 777")
+            .unwrap();
+        let fixed = expect(
+            kernel,
+            &dir,
+            &[
+                "--spec",
+                "cluster.json",
+                "table-repair",
+                "big",
+                "--source-of-truth",
+                "n1",
+            ],
+            0,
+        );
+        assert!(
+            fixed
+                .stdout
+                .contains("repaired big from n1 (n2: 1 inserted, 8 updated, 1 deleted)"),
+            "{}",
+            fixed.stdout
+        );
+        let clean = expect(
+            kernel,
+            &dir,
+            &["--spec", "cluster.json", "table-diff", "big"],
+            0,
+        );
         assert!(clean.stdout.contains("TABLES MATCH"), "{}", clean.stdout);
         for node in [n1, n2, n3] {
             assert_eq!(
@@ -269,8 +448,17 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
                 format!("{BIG_ROWS}|0|{BIG_ROWS}|t")
             );
         }
-        assert_eq!(n2.sql("SELECT pg_xact_commit_timestamp(xmin) FROM big WHERE id = 777").unwrap(), n1_ts);
-        let after = json(&expect(kernel, &dir, &["-f", "json", "table-diff", "big", "--nodes", "n2,n1"], 0));
+        assert_eq!(
+            n2.sql("SELECT pg_xact_commit_timestamp(xmin) FROM big WHERE id = 777")
+                .unwrap(),
+            n1_ts
+        );
+        let after = json(&expect(
+            kernel,
+            &dir,
+            &["-f", "json", "table-diff", "big", "--nodes", "n2,n1"],
+            0,
+        ));
         assert_eq!(after["differences"].as_array().unwrap().len(), 0);
 
         // A workflow adds n4: its node, a subscription copying structure and data from n1, a
@@ -297,55 +485,126 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status() {
                 "args": ["--sql=CALL spock.wait_for_sync_event(NULL, 'n1', '${ev}'::pg_lsn, 60)"] } }),
         ];
         for p in ["n2", "n3"] {
-            steps.push(serde_json::json!({ "spock": { "node": "n4", "command": "CREATE SUBSCRIPTION",
+            steps.push(
+                serde_json::json!({ "spock": { "node": "n4", "command": "CREATE SUBSCRIPTION",
                 "description": format!("n4 from {p}"),
-                "args": [format!("--sub_name=sub_{p}n4"), format!("--provider_dsn={p}")] } }));
+                "args": [format!("--sub_name=sub_{p}n4"), format!("--provider_dsn={p}")] } }),
+            );
         }
         for s in ["n1", "n2", "n3"] {
-            steps.push(serde_json::json!({ "spock": { "node": s, "command": "CREATE SUBSCRIPTION",
+            steps.push(
+                serde_json::json!({ "spock": { "node": s, "command": "CREATE SUBSCRIPTION",
                 "description": format!("{s} from n4"),
-                "args": [format!("--sub_name=sub_n4{s}"), "--provider_dsn=${node.n4.dsn}"] } }));
+                "args": [format!("--sub_name=sub_n4{s}"), "--provider_dsn=${node.n4.dsn}"] } }),
+            );
         }
-        write(&dir, "add_n4.json", &serde_json::json!({ "workflow_name": "Add n4",
-            "description": "add a fourth node", "steps": steps }));
+        write(
+            &dir,
+            "add_n4.json",
+            &serde_json::json!({ "workflow_name": "Add n4",
+            "description": "add a fourth node", "steps": steps }),
+        );
         let wf = expect(kernel, &dir, &["-w", "add_n4.json"], 0);
-        assert!(wf.stdout.contains("workflow Add n4: 13 steps done, 1 failed and ignored"), "{}\n{}", wf.stdout, wf.stderr);
-        assert!(wf.stderr.contains("[step 07] sync event on n1 [OK]"), "{}", wf.stderr);
+        assert!(
+            wf.stdout
+                .contains("workflow Add n4: 13 steps done, 1 failed and ignored"),
+            "{}\n{}",
+            wf.stdout,
+            wf.stderr
+        );
+        assert!(
+            wf.stderr.contains("[step 07] sync event on n1 [OK]"),
+            "{}",
+            wf.stderr
+        );
         wait(n4, "SELECT count(*) FROM big", &BIG_ROWS.to_string());
         // n4's changes reach a subscriber from the moment its slot exists.
-        wait(n4, "SELECT count(*) FROM pg_replication_slots WHERE active", "3");
+        wait(
+            n4,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "3",
+        );
         n4.sql("INSERT INTO t VALUES (41, 'n4')").unwrap();
         n2.sql("INSERT INTO t VALUES (42, 'n2')").unwrap();
         for node in [n1, n2, n3, n4] {
             wait(node, "SELECT count(*), sum(id) FROM t", "32|548");
         }
-        let clean4 = expect(kernel, &dir, &["-c", "spockctrl.json", "table-diff", "big"], 0);
-        assert!(clean4.stdout.contains("on n1, n2, n3, n4"), "{}", clean4.stdout);
+        let clean4 = expect(
+            kernel,
+            &dir,
+            &["-c", "spockctrl.json", "table-diff", "big"],
+            0,
+        );
+        assert!(
+            clean4.stdout.contains("on n1, n2, n3, n4"),
+            "{}",
+            clean4.stdout
+        );
         // A failing step without ignore_errors stops the workflow with its error.
-        write(&dir, "bad.json", &serde_json::json!({ "workflow_name": "bad", "description": "",
+        write(
+            &dir,
+            "bad.json",
+            &serde_json::json!({ "workflow_name": "bad", "description": "",
             "steps": [ { "sql": { "node": "n1", "command": "SQL", "description": "broken", "args": ["--sql=SELECT nope"] } },
-                       { "sql": { "node": "n1", "command": "SQL", "description": "never", "args": ["--sql=CREATE TABLE never_made()"] } } ] }));
+                       { "sql": { "node": "n1", "command": "SQL", "description": "never", "args": ["--sql=CREATE TABLE never_made()"] } } ] }),
+        );
         let bad = expect(kernel, &dir, &["-w", "bad.json"], 1);
-        assert!(bad.stderr.contains("workflow bad stopped at step 1 (broken): n1: column \"nope\" does not exist"), "{}", bad.stderr);
-        assert_eq!(n1.sql("SELECT to_regclass('never_made') IS NULL").unwrap(), "t");
+        assert!(
+            bad.stderr.contains(
+                "workflow bad stopped at step 1 (broken): n1: column \"nope\" does not exist"
+            ),
+            "{}",
+            bad.stderr
+        );
+        assert_eq!(
+            n1.sql("SELECT to_regclass('never_made') IS NULL").unwrap(),
+            "t"
+        );
 
         // Status: every subscription replicating; with n3 killed, it shows as down.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while spockctrl(kernel, &dir, &["cluster", "status"]).code != 0 {
-            assert!(std::time::Instant::now() < deadline, "the cluster never became healthy");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster never became healthy"
+            );
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
         let healthy = expect(kernel, &dir, &["cluster", "status"], 0);
-        assert!(healthy.stdout.contains("4 nodes (0 down), 12 subscriptions (0 not replicating), all replicating"), "{}", healthy.stdout);
+        assert!(
+            healthy.stdout.contains(
+                "4 nodes (0 down), 12 subscriptions (0 not replicating), all replicating"
+            ),
+            "{}",
+            healthy.stdout
+        );
         n3.stop(StopMode::Immediate).unwrap();
         let degraded = expect(kernel, &dir, &["-f", "json", "cluster", "status"], 2);
         let rows = json(&degraded);
-        let n3_rows: Vec<&Value> = rows.as_array().unwrap().iter().filter(|r| r["node"] == "n3").collect();
+        let n3_rows: Vec<&Value> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["node"] == "n3")
+            .collect();
         assert_eq!(n3_rows.len(), 1);
         assert_eq!(n3_rows[0]["status"], "down");
-        assert!(degraded.stderr.contains("cannot connect to node n3"), "{}", degraded.stderr);
-        assert!(degraded.stderr.contains("4 nodes (1 down)"), "{}", degraded.stderr);
-        let n1_rows = rows.as_array().unwrap().iter().filter(|r| r["node"] == "n1").count();
+        assert!(
+            degraded.stderr.contains("cannot connect to node n3"),
+            "{}",
+            degraded.stderr
+        );
+        assert!(
+            degraded.stderr.contains("4 nodes (1 down)"),
+            "{}",
+            degraded.stderr
+        );
+        let n1_rows = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["node"] == "n1")
+            .count();
         assert_eq!(n1_rows, 3, "n1's subscriptions are still listed");
     });
 }
@@ -356,7 +615,11 @@ fn bad_files_and_unreachable_nodes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // A port nothing listens on.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut s = spec(&[("n1", dead), ("n2", dead)], Some("topsecret"));
         s["node_groups"][1].as_object_mut().unwrap().remove("port");
         write(d, "noport.json", &s);
@@ -366,23 +629,57 @@ fn bad_files_and_unreachable_nodes_are_named() {
             "spockctrl: error: cluster spec noport.json: node_groups[1] (n2): missing port"
         );
         std::fs::write(d.join("broken.json"), "{ \"cluster_name\": ").unwrap();
-        let r = expect(kernel, d, &["--spec", "broken.json", "cluster", "status"], 1);
-        assert!(r.stderr.contains("cluster spec broken.json is not valid JSON"), "{}", r.stderr);
+        let r = expect(
+            kernel,
+            d,
+            &["--spec", "broken.json", "cluster", "status"],
+            1,
+        );
+        assert!(
+            r.stderr
+                .contains("cluster spec broken.json is not valid JSON"),
+            "{}",
+            r.stderr
+        );
         let r = expect(kernel, d, &["node", "list"], 1);
-        assert!(r.stderr.contains("cannot read configuration spockctrl.json"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("cannot read configuration spockctrl.json"),
+            "{}",
+            r.stderr
+        );
 
-        write(d, "dead.json", &spec(&[("n1", dead), ("n2", dead)], Some("topsecret")));
+        write(
+            d,
+            "dead.json",
+            &spec(&[("n1", dead), ("n2", dead)], Some("topsecret")),
+        );
         let r = expect(kernel, d, &["--spec", "dead.json", "cluster", "init"], 1);
         assert!(
             r.stderr.contains(&format!("cannot connect to node n1: connection to server at \"127.0.0.1\", port {dead} failed: Connection refused")),
             "{}",
             r.stderr
         );
-        let r = expect(kernel, d, &["--spec", "dead.json", "-v", "3", "table-diff", "t"], 1);
+        let r = expect(
+            kernel,
+            d,
+            &["--spec", "dead.json", "-v", "3", "table-diff", "t"],
+            1,
+        );
         assert!(r.stderr.contains("cannot connect to node"), "{}", r.stderr);
         assert!(!r.stderr.contains("topsecret") && !r.stdout.contains("topsecret"));
-        let r = expect(kernel, d, &["--spec", "dead.json", "sql", "n9", "SELECT 1"], 1);
-        assert!(r.stderr.contains("no node n9 in the configuration (nodes: n1, n2)"), "{}", r.stderr);
+        let r = expect(
+            kernel,
+            d,
+            &["--spec", "dead.json", "sql", "n9", "SELECT 1"],
+            1,
+        );
+        assert!(
+            r.stderr
+                .contains("no node n9 in the configuration (nodes: n1, n2)"),
+            "{}",
+            r.stderr
+        );
         let r = expect(kernel, d, &["--spec", "dead.json", "cluster", "status"], 2);
         assert!(r.stdout.contains("2 nodes (2 down)"), "{}", r.stdout);
     });

@@ -158,7 +158,11 @@ pub fn array_literal(v: &str) -> String {
 }
 
 /// The SQL text and parameters of a call with the given values (in `params` order).
-pub fn build(call: &Call, params: &[Param], values: &[Option<String>]) -> (String, Vec<Option<String>>) {
+pub fn build(
+    call: &Call,
+    params: &[Param],
+    values: &[Option<String>],
+) -> (String, Vec<Option<String>>) {
     let norm = |prm: &Param, v: &Option<String>| {
         v.as_ref().map(|s| {
             if prm.cast.ends_with("[]") {
@@ -185,7 +189,11 @@ pub fn build(call: &Call, params: &[Param], values: &[Option<String>]) -> (Strin
         }
         Call::Sql(sql) => (
             sql.to_string(),
-            params.iter().zip(values).map(|(prm, v)| norm(prm, v)).collect(),
+            params
+                .iter()
+                .zip(values)
+                .map(|(prm, v)| norm(prm, v))
+                .collect(),
         ),
     }
 }
@@ -215,10 +223,16 @@ pub fn run(ctx: &Ctx, cmds: &'static [ApiCmd], m: &ArgMatches) -> Result<Outcome
             *v = Some(ctx.node(name)?.dsn());
         }
     }
-    if let Some(i) = cmd.params.iter().position(|p| p.flag == "dsn" && p.kind == Kind::Opt)
+    if let Some(i) = cmd
+        .params
+        .iter()
+        .position(|p| p.flag == "dsn" && p.kind == Kind::Opt)
         && values[i].is_none()
     {
-        let target = node.clone().or_else(|| values[0].clone()).unwrap_or_default();
+        let target = node
+            .clone()
+            .or_else(|| values[0].clone())
+            .unwrap_or_default();
         values[i] = Some(ctx.node(&target)?.dsn());
     }
     let (sql, params) = build(&cmd.call, cmd.params, &values);
@@ -266,7 +280,13 @@ mod tests {
 
     const PARAMS: &[Param] = &[
         p("sub_name", "subscription_name", "name", Kind::Pos, ""),
-        p("replication_sets", "replication_sets", "text[]", Kind::Opt, ""),
+        p(
+            "replication_sets",
+            "replication_sets",
+            "text[]",
+            Kind::Opt,
+            "",
+        ),
         p("enabled", "enabled", "boolean", Kind::Opt, ""),
     ];
 
@@ -286,7 +306,10 @@ mod tests {
 
     #[test]
     fn lists_become_array_literals() {
-        assert_eq!(array_literal("default, ddl_sql"), r#"{"default","ddl_sql"}"#);
+        assert_eq!(
+            array_literal("default, ddl_sql"),
+            r#"{"default","ddl_sql"}"#
+        );
         assert_eq!(array_literal("ARRAY['a','b']"), r#"{"a","b"}"#);
         assert_eq!(array_literal("{x}"), "{x}");
     }
@@ -311,6 +334,9 @@ mod tests {
         let m = g
             .try_get_matches_from(["sub", "create", "--sub-name", "s2"])
             .unwrap();
-        assert_eq!(given(m.subcommand().unwrap().1, &PARAMS[0]).as_deref(), Some("s2"));
+        assert_eq!(
+            given(m.subcommand().unwrap().1, &PARAMS[0]).as_deref(),
+            Some("s2")
+        );
     }
 }

@@ -113,7 +113,10 @@ fn local_node(conn: &mut Conn) -> Result<Option<String>> {
 fn init_node(node: &NodeConf, auto_ddl: bool) -> Result<Vec<(String, String)>> {
     let mut done = Vec::new();
     let mut conn = connect(node)?;
-    let had = conn.value("SELECT extversion FROM pg_extension WHERE extname = 'spock'", &[])?;
+    let had = conn.value(
+        "SELECT extversion FROM pg_extension WHERE extname = 'spock'",
+        &[],
+    )?;
     if had.is_none() {
         conn.exec("CREATE EXTENSION IF NOT EXISTS spock")?;
     }
@@ -136,7 +139,10 @@ fn init_node(node: &NodeConf, auto_ddl: bool) -> Result<Vec<(String, String)>> {
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut c2 = connect(node)?;
             while c2
-                .value("SELECT current_setting('spock.enable_ddl_replication')", &[])?
+                .value(
+                    "SELECT current_setting('spock.enable_ddl_replication')",
+                    &[],
+                )?
                 .as_deref()
                 != Some("on")
                 && Instant::now() < deadline
@@ -249,10 +255,8 @@ fn wait_replicating(ctx: &Ctx, subs: &[(String, String)], limit: Duration) -> Re
     for (node, sub) in subs {
         let mut conn = ctx.connect(node)?;
         loop {
-            let status = conn.value(
-                "SELECT status FROM spock.sub_show_status($1)",
-                &[Some(sub)],
-            )?;
+            let status =
+                conn.value("SELECT status FROM spock.sub_show_status($1)", &[Some(sub)])?;
             if status.as_deref() == Some("replicating") {
                 break;
             }
@@ -358,7 +362,12 @@ fn list_nodes(ctx: &Ctx) -> Result<Outcome> {
             Ok(s) => ("up".to_string(), s),
             Err(e) => (format!("down: {e:#}"), None),
         };
-        out.push(vec![Some(n.name.clone()), Some(n.dsn()), Some(state), spock]);
+        out.push(vec![
+            Some(n.name.clone()),
+            Some(n.dsn()),
+            Some(state),
+            spock,
+        ]);
     }
     Ok(out.into())
 }

@@ -65,7 +65,10 @@ impl Cluster {
     pub fn node(&self, name: &str) -> Result<&NodeConf> {
         self.nodes.iter().find(|n| n.name == name).with_context(|| {
             let known: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!("no node {name} in the configuration (nodes: {})", known.join(", "))
+            format!(
+                "no node {name} in the configuration (nodes: {})",
+                known.join(", ")
+            )
         })
     }
 
@@ -123,7 +126,10 @@ fn check_unique(nodes: &[NodeConf], place: &str) -> Result<()> {
 
 /// Upstream's `spockctrl.json`.
 pub fn load_config(path: &Path) -> Result<Cluster> {
-    parse_config(&read_json(path, "configuration")?, &path.display().to_string())
+    parse_config(
+        &read_json(path, "configuration")?,
+        &path.display().to_string(),
+    )
 }
 
 pub fn parse_config(v: &Value, file: &str) -> Result<Cluster> {
@@ -167,7 +173,10 @@ pub fn parse_config(v: &Value, file: &str) -> Result<Cluster> {
 
 /// A pgEdge-CLI cluster spec (`json_version` 1.1).
 pub fn load_spec(path: &Path) -> Result<Cluster> {
-    parse_spec(&read_json(path, "cluster spec")?, &path.display().to_string())
+    parse_spec(
+        &read_json(path, "cluster spec")?,
+        &path.display().to_string(),
+    )
 }
 
 fn truthy(v: &Value) -> Option<bool> {
@@ -213,8 +222,14 @@ pub fn parse_spec(v: &Value, file: &str) -> Result<Cluster> {
         if g.get("is_active").and_then(truthy) == Some(false) {
             continue;
         }
-        let public = g.get("public_ip").and_then(scalar).filter(|s| !s.is_empty());
-        let private = g.get("private_ip").and_then(scalar).filter(|s| !s.is_empty());
+        let public = g
+            .get("public_ip")
+            .and_then(scalar)
+            .filter(|s| !s.is_empty());
+        let private = g
+            .get("private_ip")
+            .and_then(scalar)
+            .filter(|s| !s.is_empty());
         let host = public
             .clone()
             .or(private.clone())
@@ -276,7 +291,10 @@ mod tests {
         let mut s = spec();
         s["node_groups"][1]["port"] = json!("x");
         let e = parse_spec(&s, "s.json").unwrap_err().to_string();
-        assert_eq!(e, "cluster spec s.json: node_groups[1] (n2): port \"x\" is not a TCP port");
+        assert_eq!(
+            e,
+            "cluster spec s.json: node_groups[1] (n2): port \"x\" is not a TCP port"
+        );
         let mut s = spec();
         s["node_groups"][1]["name"] = json!("n1");
         let e = parse_spec(&s, "s.json").unwrap_err().to_string();

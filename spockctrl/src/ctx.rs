@@ -102,7 +102,10 @@ pub fn on_nodes<T: Send>(
         let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| f(n))).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
             .collect()
     })
 }
@@ -117,7 +120,10 @@ pub fn on_nodes_mut<T: Send, R: Send>(
         let handles: Vec<_> = items.iter_mut().map(|i| s.spawn(move || f(i))).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
             .collect()
     })
 }

@@ -56,12 +56,20 @@ pub fn ident(s: &str) -> String {
 
 impl Table {
     fn key_list(&self) -> String {
-        self.key.iter().map(|(c, _)| format!("_r.{}", ident(c))).collect::<Vec<_>>().join(", ")
+        self.key
+            .iter()
+            .map(|(c, _)| format!("_r.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The row as canonical text: the columns in one agreed order, whatever each node's.
     fn row_text(&self) -> String {
-        let cols: Vec<String> = self.columns.iter().map(|(c, _)| format!("_r.{}", ident(c))).collect();
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(c, _)| format!("_r.{}", ident(c)))
+            .collect();
         format!("ROW({})::text", cols.join(", "))
     }
 
@@ -276,6 +284,100 @@ fn hash_sql(t: &Table, r: &Range) -> (String, Vec<String>) {
     )
 }
 
+/// A range's row count and hash (`None` when empty).
+type RangeHash = (i64, Option<String>);
+
+/// A text array literal of single-column keys.
+fn key_array(keys: &[Vec<String>]) -> String {
+    let items: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{}\"", k[0].replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// Single-column keys: one query per range reads its rows once (one pass over the table in
+/// the first round) and hashes every part, the part found by `width_bucket` over the cut
+/// points (part i holds keys from cut i to cut i+1, as `cut` makes them).
+fn bucket_sql(t: &Table, r: &Range, cuts: &[Vec<String>]) -> (String, Vec<String>) {
+    let (w, mut params) = t.range_clause(r, 2);
+    let (k, ty) = &t.key[0];
+    params.insert(0, key_array(cuts));
+    (
+        format!(
+            "SELECT width_bucket(_h.k, $1::{ty}[])::text, {HASH} FROM \
+             (SELECT _r.{} AS k, hashtextextended({}, 0) AS h FROM {} _r WHERE {w}) _h GROUP BY 1",
+            ident(k),
+            t.row_text(),
+            t.name
+        ),
+        params,
+    )
+}
+
+/// Hashes of every part of every group, on every node at once (single-column keys).
+fn hash_groups(
+    conns: &mut [NodeConn],
+    t: &Table,
+    groups: &[(Range, Vec<Vec<String>>)],
+    progress: &mut Progress,
+    what: &str,
+) -> Result<Vec<Vec<RangeHash>>> {
+    let done = AtomicUsize::new(0);
+    let total = groups.len() * conns.len();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .iter_mut()
+            .map(|nc| {
+                let done = &done;
+                s.spawn(move || -> Result<Vec<RangeHash>> {
+                    let mut out = Vec::new();
+                    for (r, cuts) in groups {
+                        let mut parts = vec![(0i64, None); cuts.len() + 1];
+                        let (sql, params) = if cuts.is_empty() {
+                            hash_sql(t, r)
+                        } else {
+                            bucket_sql(t, r, cuts)
+                        };
+                        let refs: Vec<Option<&str>> =
+                            params.iter().map(|p| Some(p.as_str())).collect();
+                        for row in nc.conn.query(&sql, &refs)?.rows {
+                            let (b, n, h) = if cuts.is_empty() {
+                                (0, row[0].clone(), row[1].clone())
+                            } else {
+                                let b: usize =
+                                    row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+                                (b, row[1].clone(), row[2].clone())
+                            };
+                            let n = n.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                            if let Some(p) = parts.get_mut(b) {
+                                *p = (n, if n == 0 { None } else { h });
+                            }
+                        }
+                        out.extend(parts);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            progress.show(&format!(
+                "{what}: {}/{total} ranges",
+                done.load(Ordering::Relaxed)
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect()
+    })
+}
+
 /// Ranges hashed per query.
 const BATCH: usize = 100;
 
@@ -328,7 +430,7 @@ fn hash_ranges(
     ranges: &[Range],
     progress: &mut Progress,
     what: &str,
-) -> Result<Vec<Vec<(i64, Option<String>)>>> {
+) -> Result<Vec<Vec<RangeHash>>> {
     let done = AtomicUsize::new(0);
     let total = ranges.len() * conns.len();
     std::thread::scope(|s| {
@@ -336,28 +438,36 @@ fn hash_ranges(
             .iter_mut()
             .map(|nc| {
                 let done = &done;
-                s.spawn(move || -> Result<Vec<(i64, Option<String>)>> {
+                s.spawn(move || -> Result<Vec<RangeHash>> {
                     let mut out = vec![(0, None); ranges.len()];
                     // Ranges bounded on both sides go in batches (one round trip and one plan
                     // for many small ranges); the two open-ended ones alone.
-                    let (inner, edges): (Vec<usize>, Vec<usize>) =
-                        (0..ranges.len()).partition(|&i| ranges[i].lo.is_some() && ranges[i].hi.is_some());
+                    let (inner, edges): (Vec<usize>, Vec<usize>) = (0..ranges.len())
+                        .partition(|&i| ranges[i].lo.is_some() && ranges[i].hi.is_some());
                     for i in edges {
                         let (sql, params) = hash_sql(t, &ranges[i]);
-                        let refs: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
+                        let refs: Vec<Option<&str>> =
+                            params.iter().map(|p| Some(p.as_str())).collect();
                         let rows = nc.conn.query(&sql, &refs)?;
                         let row = &rows.rows[0];
-                        out[i] = (row[0].as_deref().unwrap_or("0").parse().unwrap_or(0), row[1].clone());
+                        out[i] = (
+                            row[0].as_deref().unwrap_or("0").parse().unwrap_or(0),
+                            row[1].clone(),
+                        );
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     for batch in inner.chunks(BATCH) {
                         let chosen: Vec<&Range> = batch.iter().map(|&i| &ranges[i]).collect();
                         let (sql, params) = hash_batch_sql(t, &chosen);
-                        let refs: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
+                        let refs: Vec<Option<&str>> =
+                            params.iter().map(|p| Some(p.as_str())).collect();
                         let rows = nc.conn.query(&sql, &refs)?;
                         for row in rows.rows {
                             let at: usize = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
-                            out[batch[at]] = (row[1].as_deref().unwrap_or("0").parse().unwrap_or(0), row[2].clone());
+                            out[batch[at]] = (
+                                row[1].as_deref().unwrap_or("0").parse().unwrap_or(0),
+                                row[2].clone(),
+                            );
                         }
                         done.fetch_add(batch.len(), Ordering::Relaxed);
                     }
@@ -374,7 +484,10 @@ fn hash_ranges(
         }
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
             .collect()
     })
 }
@@ -384,10 +497,17 @@ fn hash_ranges(
 fn first_cuts(nc: &mut NodeConn, t: &Table, block: u64) -> Result<Vec<Vec<String>>> {
     let est: f64 = nc
         .conn
-        .value("SELECT reltuples::text FROM pg_class WHERE oid = $1::regclass", &[Some(&t.name)])?
+        .value(
+            "SELECT reltuples::text FROM pg_class WHERE oid = $1::regclass",
+            &[Some(&t.name)],
+        )?
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1.0);
-    let keys_text: Vec<String> = t.key.iter().map(|(c, _)| format!("_r.{}::text", ident(c))).collect();
+    let keys_text: Vec<String> = t
+        .key
+        .iter()
+        .map(|(c, _)| format!("_r.{}::text", ident(c)))
+        .collect();
     let keys_text = keys_text.join(", ");
     if est >= 0.0 && est < block as f64 {
         return Ok(Vec::new());
@@ -427,11 +547,21 @@ fn key_rows(rows: Rows) -> Vec<Vec<String>> {
 
 /// Cut points splitting `r` into parts of about `unit` rows of those `nc` holds there (at most 64
 /// parts, so a huge range takes another round rather than thousands of queries).
-fn sub_cuts(nc: &mut NodeConn, t: &Table, r: &Range, rows: i64, unit: u64) -> Result<Vec<Vec<String>>> {
+fn sub_cuts(
+    nc: &mut NodeConn,
+    t: &Table,
+    r: &Range,
+    rows: i64,
+    unit: u64,
+) -> Result<Vec<Vec<String>>> {
     let parts = (rows as f64 / unit.max(1) as f64).ceil().clamp(2.0, 64.0);
     let step = ((rows as f64) / parts).ceil().max(1.0) as i64;
     let (w, params) = t.range_clause(r, 2);
-    let keys_text: Vec<String> = t.key.iter().map(|(c, _)| format!("_r.{}::text", ident(c))).collect();
+    let keys_text: Vec<String> = t
+        .key
+        .iter()
+        .map(|(c, _)| format!("_r.{}::text", ident(c)))
+        .collect();
     let sql = format!(
         "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {} _r WHERE {w}) _r \
          WHERE rn > 1 AND (rn - 1) % $1 = 0 ORDER BY {}",
@@ -464,13 +594,21 @@ const ORIGIN_SQL: &str = "\
 
 fn fetch_rows(nc: &mut NodeConn, t: &Table, r: &Range) -> Result<Vec<(Vec<String>, Version)>> {
     let (w, params) = t.range_clause(r, 1);
-    let keys_text: Vec<String> = t.key.iter().map(|(c, _)| format!("_r.{}::text", ident(c))).collect();
+    let keys_text: Vec<String> = t
+        .key
+        .iter()
+        .map(|(c, _)| format!("_r.{}::text", ident(c)))
+        .collect();
     let (ts_join, ts, origin) = if nc.commit_ts {
         (
             "LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(_r.xmin) _ct ON true",
             "_ct.timestamp::text",
             // Without spock, origins are shown as PostgreSQL's (0 is this node).
-            if nc.spock { ORIGIN_SQL } else { "_ct.roident::text" },
+            if nc.spock {
+                ORIGIN_SQL
+            } else {
+                "_ct.roident::text"
+            },
         )
     } else {
         ("", "NULL::text", "NULL::text")
@@ -550,17 +688,32 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
     }
 
     let cuts = first_cuts(&mut conns[0], &t, a.block_rows.max(1))?;
-    let mut ranges = cut(&Range { lo: None, hi: None }, cuts);
+    // Each round hashes the parts of some ranges: (range, its cut points).
+    let mut groups = vec![(Range { lo: None, hi: None }, cuts)];
     let mut totals: Option<Vec<i64>> = None;
     let mut diffs = Vec::new();
     let mut truncated = false;
     let mut round = 0;
-    while !ranges.is_empty() {
+    while !groups.is_empty() {
         round += 1;
-        let what = if round == 1 { "hashing".to_string() } else { format!("narrowing (round {round})") };
-        let hashes = hash_ranges(&mut conns, &t, &ranges, &mut progress, &what)?;
+        let what = if round == 1 {
+            "hashing".to_string()
+        } else {
+            format!("narrowing (round {round})")
+        };
+        let ranges: Vec<Range> = groups.iter().flat_map(|(r, c)| cut(r, c.clone())).collect();
+        let hashes = if t.key.len() == 1 {
+            hash_groups(&mut conns, &t, &groups, &mut progress, &what)?
+        } else {
+            hash_ranges(&mut conns, &t, &ranges, &mut progress, &what)?
+        };
         if totals.is_none() {
-            totals = Some(hashes.iter().map(|h| h.iter().map(|(n, _)| n).sum()).collect());
+            totals = Some(
+                hashes
+                    .iter()
+                    .map(|h| h.iter().map(|(n, _)| n).sum())
+                    .collect(),
+            );
         }
         let mut next = Vec::new();
         for (i, r) in ranges.iter().enumerate() {
@@ -574,13 +727,12 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
                 .map(|(n, h)| (n, h[i].0))
                 .max_by_key(|(_, c)| *c)
                 .expect("two nodes or more");
-            let mut parts = Vec::new();
             if most as u64 > a.unit_rows && round < 64 {
-                parts = cut(r, sub_cuts(&mut conns[holder], &t, r, most, a.unit_rows)?);
-            }
-            if parts.len() > 1 {
-                next.extend(parts);
-                continue;
+                let cuts = sub_cuts(&mut conns[holder], &t, r, most, a.unit_rows)?;
+                if !cuts.is_empty() {
+                    next.push((r.clone(), cuts));
+                    continue;
+                }
             }
             // Small enough (or no longer divisible): compare row by row.
             let fetched = crate::ctx::on_nodes_mut(&mut conns, |nc| fetch_rows(nc, &t, r));
@@ -597,7 +749,7 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
         if truncated {
             break;
         }
-        ranges = next;
+        groups = next;
     }
     progress.done();
     Ok(Report {
@@ -614,12 +766,19 @@ impl Report {
         let nodes = self.nodes.join(", ");
         if self.diffs.is_empty() {
             let rows = self.rows.first().copied().unwrap_or(0);
-            format!("TABLES MATCH: {} is the same on {nodes} ({rows} rows)", self.table.name)
+            format!(
+                "TABLES MATCH: {} is the same on {nodes} ({rows} rows)",
+                self.table.name
+            )
         } else {
             format!(
                 "Found {}{} differences in {} between {nodes}",
                 self.diffs.len(),
-                if self.truncated { "+ (stopped at --max-diffs)" } else { "" },
+                if self.truncated {
+                    "+ (stopped at --max-diffs)"
+                } else {
+                    ""
+                },
                 self.table.name
             )
         }
@@ -677,7 +836,13 @@ impl Report {
             let key = d.key.join(", ");
             for (n, v) in self.nodes.iter().zip(&d.versions) {
                 out.push(match v {
-                    None => vec![Some(key.clone()), Some(n.clone()), None, None, Some("(missing)".into())],
+                    None => vec![
+                        Some(key.clone()),
+                        Some(n.clone()),
+                        None,
+                        None,
+                        Some("(missing)".into()),
+                    ],
                     Some(v) => vec![
                         Some(key.clone()),
                         Some(n.clone()),
@@ -696,7 +861,11 @@ pub fn run(ctx: &Ctx, a: &DiffArgs) -> Result<Outcome> {
     let nodes = ctx.cluster()?.select(&a.nodes)?;
     let report = compare(&nodes, a)?;
     Ok(Outcome {
-        rows: if report.diffs.is_empty() { Rows::default() } else { report.to_rows() },
+        rows: if report.diffs.is_empty() {
+            Rows::default()
+        } else {
+            report.to_rows()
+        },
         json: Some(report.to_json()),
         verdict: Some(report.verdict()),
         exit: if report.diffs.is_empty() { 0 } else { 2 },
@@ -725,11 +894,32 @@ mod tests {
         let all = Range { lo: None, hi: None };
         let parts = cut(&all, vec![k("10"), k("20")]);
         assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0], Range { lo: None, hi: Some(k("10")) });
-        assert_eq!(parts[1], Range { lo: Some(k("10")), hi: Some(k("20")) });
-        assert_eq!(parts[2], Range { lo: Some(k("20")), hi: None });
+        assert_eq!(
+            parts[0],
+            Range {
+                lo: None,
+                hi: Some(k("10"))
+            }
+        );
+        assert_eq!(
+            parts[1],
+            Range {
+                lo: Some(k("10")),
+                hi: Some(k("20"))
+            }
+        );
+        assert_eq!(
+            parts[2],
+            Range {
+                lo: Some(k("20")),
+                hi: None
+            }
+        );
         // A cut on the lower bound itself adds no empty range.
-        let inner = Range { lo: Some(k("10")), hi: Some(k("20")) };
+        let inner = Range {
+            lo: Some(k("10")),
+            hi: Some(k("20")),
+        };
         assert_eq!(cut(&inner, vec![k("10"), k("15")]).len(), 2);
         assert_eq!(cut(&all, vec![]), vec![all.clone()]);
     }
@@ -743,15 +933,24 @@ mod tests {
     #[test]
     fn range_clauses_cast_each_key_part() {
         let t = table();
-        let r = Range { lo: Some(k("5")), hi: Some(k("9")) };
+        let r = Range {
+            lo: Some(k("5")),
+            hi: Some(k("9")),
+        };
         let (w, p) = t.range_clause(&r, 2);
-        assert_eq!(w, "(_r.\"id\") >= ($2::integer) AND (_r.\"id\") < ($3::integer)");
+        assert_eq!(
+            w,
+            "(_r.\"id\") >= ($2::integer) AND (_r.\"id\") < ($3::integer)"
+        );
         assert_eq!(p, ["5", "9"]);
         let open = Range { lo: None, hi: None };
         assert_eq!(t.range_clause(&open, 1).0, "true");
         let mut t2 = t.clone();
         t2.key.push(("v".into(), "text".into()));
-        let r = Range { lo: Some(vec!["1".into(), "a".into()]), hi: None };
+        let r = Range {
+            lo: Some(vec!["1".into(), "a".into()]),
+            hi: None,
+        };
         assert_eq!(
             t2.range_clause(&r, 1).0,
             "(_r.\"id\", _r.\"v\") >= ($1::integer, $2::text)"
@@ -759,7 +958,12 @@ mod tests {
     }
 
     fn v(text: &str) -> Version {
-        Version { text: text.into(), json: text.into(), commit_ts: None, origin: None }
+        Version {
+            text: text.into(),
+            json: text.into(),
+            commit_ts: None,
+            origin: None,
+        }
     }
 
     #[test]
@@ -777,12 +981,40 @@ mod tests {
     #[test]
     fn batched_hashes_bind_both_bounds_of_each_range() {
         let t = table();
-        let a = Range { lo: Some(k("1")), hi: Some(k("5")) };
-        let b = Range { lo: Some(k("5")), hi: Some(k("9")) };
+        let a = Range {
+            lo: Some(k("1")),
+            hi: Some(k("5")),
+        };
+        let b = Range {
+            lo: Some(k("5")),
+            hi: Some(k("9")),
+        };
         let (sql, p) = hash_batch_sql(&t, &[&a, &b]);
         assert!(sql.contains("(VALUES (0, $1::integer, $2::integer), (1, $3::integer, $4::integer)) _v(i, l0, h0)"), "{sql}");
-        assert!(sql.contains("(_r.\"id\") >= (_v.l0) AND (_r.\"id\") < (_v.h0)"), "{sql}");
+        assert!(
+            sql.contains("(_r.\"id\") >= (_v.l0) AND (_r.\"id\") < (_v.h0)"),
+            "{sql}"
+        );
         assert_eq!(p, ["1", "5", "5", "9"]);
+    }
+
+    #[test]
+    fn bucketed_hashes_take_the_cuts_as_one_array() {
+        let t = table();
+        let r = Range {
+            lo: Some(k("1")),
+            hi: None,
+        };
+        let (sql, p) = bucket_sql(&t, &r, &[k("10"), k("2\"0")]);
+        assert!(
+            sql.starts_with("SELECT width_bucket(_h.k, $1::integer[])::text"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("WHERE (_r.\"id\") >= ($2::integer)) _h GROUP BY 1"),
+            "{sql}"
+        );
+        assert_eq!(p, [r#"{"10","2\"0"}"#, "1"]);
     }
 
     #[test]

@@ -25,8 +25,10 @@ fn cli() -> Command {
     let global = |a: Arg| a.global(true);
     Command::new("spockctrl")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Manage spock nodes, replication sets and subscriptions; build a cluster from a \
-                spec; find and repair differences between nodes")
+        .about(
+            "Manage spock nodes, replication sets and subscriptions; build a cluster from a \
+                spec; find and repair differences between nodes",
+        )
         .subcommand_required(false)
         .arg(global(
             Arg::new("config")
@@ -68,7 +70,11 @@ fn cli() -> Command {
         .subcommand(api::group("node", "Spock nodes", node::COMMANDS))
         .subcommand(api::group("repset", "Replication sets", repset::COMMANDS))
         .subcommand(api::group("sub", "Subscriptions", sub::COMMANDS))
-        .subcommand(api::group("slot", "Logical replication slots", slot::COMMANDS))
+        .subcommand(api::group(
+            "slot",
+            "Logical replication slots",
+            slot::COMMANDS,
+        ))
         .subcommand(
             Command::new("sql")
                 .about("Run SQL on a configured node; prints the last statement's rows")

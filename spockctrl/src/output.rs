@@ -137,9 +137,7 @@ impl Rows {
     pub fn print(&self, format: Format) {
         let text = match format {
             Format::Table => self.to_table(),
-            Format::Json => {
-                serde_json::to_string_pretty(&self.to_json()).expect("json") + "\n"
-            }
+            Format::Json => serde_json::to_string_pretty(&self.to_json()).expect("json") + "\n",
         };
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());

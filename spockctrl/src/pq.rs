@@ -85,7 +85,9 @@ extern "C" fn notice(arg: *mut c_void, message: *const c_char) {
 /// One open connection, used by one thread at a time.
 pub struct Conn {
     raw: *mut PGconn,
-    /// Names the node in notices and errors.
+    /// Names the node in notices and errors. Boxed: the notice callback keeps a pointer to the
+    /// String itself, which must not move when the Conn does.
+    #[allow(clippy::box_collection)]
     label: Box<String>,
 }
 
@@ -175,7 +177,11 @@ impl Conn {
     /// The first value of the first row (`None` for NULL or no rows).
     pub fn value(&mut self, sql: &str, params: &[Option<&str>]) -> Result<Option<String>> {
         let rows = self.query(sql, params)?;
-        Ok(rows.rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+        Ok(rows
+            .rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten()))
     }
 
     fn collect(&mut self, res: *mut PGresult) -> Result<Rows> {

@@ -138,7 +138,12 @@ fn delete_sql(t: &Table) -> String {
 }
 
 /// Applies one group of fixes on `conn` in one transaction, stamped when `stamp` is known.
-fn apply(conn: &mut Conn, t: &Table, stamp: &Option<(String, String)>, fixes: &[Fix]) -> Result<()> {
+fn apply(
+    conn: &mut Conn,
+    t: &Table,
+    stamp: &Option<(String, String)>,
+    fixes: &[Fix],
+) -> Result<()> {
     if let Some((origin, _)) = stamp {
         let name = format!("spockctrl_repair_{origin}");
         conn.query(
@@ -146,7 +151,10 @@ fn apply(conn: &mut Conn, t: &Table, stamp: &Option<(String, String)>, fixes: &[
              (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
             &[Some(&name)],
         )?;
-        conn.query("SELECT pg_replication_origin_session_setup($1)", &[Some(&name)])?;
+        conn.query(
+            "SELECT pg_replication_origin_session_setup($1)",
+            &[Some(&name)],
+        )?;
     }
     let result = (|| -> Result<()> {
         conn.exec("BEGIN")?;
@@ -193,7 +201,11 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
             format!(
                 "source of truth {} is not among the compared nodes ({})",
                 a.source,
-                nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
     let report = diff::compare(&nodes, &a.diff)?;
@@ -249,7 +261,11 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
         )
     };
     Ok(Outcome {
-        rows: if out.rows.is_empty() { Rows::default() } else { out },
+        rows: if out.rows.is_empty() {
+            Rows::default()
+        } else {
+            out
+        },
         verdict: Some(verdict),
         ..Outcome::default()
     })
@@ -272,9 +288,18 @@ mod tests {
     #[test]
     fn plans_insert_update_delete_against_the_source() {
         let diffs = vec![
-            Difference { key: vec!["1".into()], versions: vec![v("a", "n1"), v("x", "n2")] },
-            Difference { key: vec!["2".into()], versions: vec![v("b", "n3"), None] },
-            Difference { key: vec!["3".into()], versions: vec![None, v("c", "n2")] },
+            Difference {
+                key: vec!["1".into()],
+                versions: vec![v("a", "n1"), v("x", "n2")],
+            },
+            Difference {
+                key: vec!["2".into()],
+                versions: vec![v("b", "n3"), None],
+            },
+            Difference {
+                key: vec!["3".into()],
+                versions: vec![None, v("c", "n2")],
+            },
         ];
         let fixes = plan(&diffs, 0, 1);
         let acts: Vec<_> = fixes.iter().map(|f| f.action).collect();
@@ -306,6 +331,9 @@ mod tests {
              FROM jsonb_populate_record(NULL::public.t, $1::jsonb) ON CONFLICT (\"id\") \
              DO UPDATE SET \"v\" = EXCLUDED.\"v\""
         );
-        assert_eq!(delete_sql(&t), "DELETE FROM public.t WHERE (\"id\") = ($1::integer)");
+        assert_eq!(
+            delete_sql(&t),
+            "DELETE FROM public.t WHERE (\"id\") = ($1::integer)"
+        );
     }
 }

@@ -86,7 +86,10 @@ pub fn parse(v: &Value, file: &str) -> Result<Workflow> {
             command,
             args,
             sleep,
-            ignore_errors: body.get("ignore_errors").and_then(Value::as_bool).unwrap_or(false),
+            ignore_errors: body
+                .get("ignore_errors")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         });
     }
     Ok(Workflow {
@@ -160,7 +163,9 @@ pub fn substitute(
                 .get(*step)
                 .and_then(|r| r.rows.first())
                 .and_then(|r| r.first().cloned().flatten())
-                .with_context(|| format!("${{{reference}}}: no earlier step {step} returned a value"))?,
+                .with_context(|| {
+                    format!("${{{reference}}}: no earlier step {step} returned a value")
+                })?,
             [step, column] => results
                 .get(*step)
                 .and_then(|r| r.first(column).map(String::from))
@@ -177,7 +182,11 @@ pub fn substitute(
 }
 
 /// The command line of a step (after the program name).
-pub fn argv(step: &Step, results: &HashMap<String, Rows>, cluster: Option<&Cluster>) -> Result<Vec<String>> {
+pub fn argv(
+    step: &Step,
+    results: &HashMap<String, Rows>,
+    cluster: Option<&Cluster>,
+) -> Result<Vec<String>> {
     let mut argv = match step.kind {
         StepKind::Spock => verb(&step.command)?,
         StepKind::Sql => vec!["sql".to_string()],
@@ -215,11 +224,10 @@ pub fn run(
             std::thread::sleep(Duration::from_secs(step.sleep));
         }
         let cluster = ctx.cluster().ok().cloned();
-        let outcome = argv(step, &results, cluster.as_ref())
-            .and_then(|a| {
-                info(&format!("step {}: spockctrl {}", i + 1, a.join(" ")));
-                dispatch(ctx, &a)
-            });
+        let outcome = argv(step, &results, cluster.as_ref()).and_then(|a| {
+            info(&format!("step {}: spockctrl {}", i + 1, a.join(" ")));
+            dispatch(ctx, &a)
+        });
         let label = format!("[step {:02}] {}", i + 1, step.description);
         let result = match outcome {
             Ok(o) => {
@@ -303,7 +311,12 @@ mod tests {
         r.push(vec![Some("0/1A2B".into())]);
         results.insert("ev".to_string(), r);
         assert_eq!(
-            substitute("--sql=CALL w('${ev}'::pg_lsn, '${ev.sync_event}')", &results, None).unwrap(),
+            substitute(
+                "--sql=CALL w('${ev}'::pg_lsn, '${ev.sync_event}')",
+                &results,
+                None
+            )
+            .unwrap(),
             "--sql=CALL w('0/1A2B'::pg_lsn, '0/1A2B')"
         );
         assert!(substitute("${nope}", &results, None).is_err());

@@ -24,7 +24,10 @@ const INPUTS: &[&str] = &[
 pub fn key(repo: &Path, kernel_key: &str) -> Result<String> {
     let sh = Shell::new()?;
     sh.change_dir(repo);
-    let rustc = cmd!(sh, "rustc -vV").quiet().read().context("cannot run rustc")?;
+    let rustc = cmd!(sh, "rustc -vV")
+        .quiet()
+        .read()
+        .context("cannot run rustc")?;
     let mut key = Key::default();
     key.add("kernel", kernel_key).add("rustc", rustc);
     for input in INPUTS {
@@ -33,7 +36,10 @@ pub fn key(repo: &Path, kernel_key: &str) -> Result<String> {
         if path.is_dir() {
             key.add_tree(&path)?;
         } else {
-            key.add(input, fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
+            key.add(
+                input,
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
         }
     }
     Ok(key.finish())

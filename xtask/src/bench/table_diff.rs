@@ -42,7 +42,9 @@ fn scan(nodes: &[Node]) -> Result<Duration> {
                 s.spawn(move || n.sql("SELECT md5(string_agg(t::text, '' ORDER BY id)) FROM t"))
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("scan thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("scan thread"))
+            .collect()
     });
     let elapsed = started.elapsed();
     let sums = sums.into_iter().collect::<Result<Vec<_>>>()?;
@@ -56,7 +58,14 @@ fn scan(nodes: &[Node]) -> Result<Duration> {
 fn table_diff(kernel: &Kernel, dir: &std::path::Path) -> Result<(Duration, f64)> {
     let started = Instant::now();
     let child = Command::new(kernel.bin("spockctrl"))
-        .args(["--spec", "spec.json", "-f", "json", "table-diff", "public.t"])
+        .args([
+            "--spec",
+            "spec.json",
+            "-f",
+            "json",
+            "table-diff",
+            "public.t",
+        ])
         .envs(kernel.env())
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
@@ -164,7 +173,11 @@ pub fn run(kernel: &Kernel) -> Result<()> {
         "time, 10 differences found",
         ours.as_secs_f64(),
         base.as_secs_f64(),
-        if ratio <= GOAL_RATIO { "meets" } else { "MISSES" }
+        if ratio <= GOAL_RATIO {
+            "meets"
+        } else {
+            "MISSES"
+        }
     );
     println!(
         "{:<40} {rss:>8.1} MB  ({} goal < {GOAL_RSS_MB:.0} MB)",
