@@ -492,8 +492,9 @@ fn hash_ranges(
     })
 }
 
-/// First-level cut points from a sample of node 0's keys (an exact pass over the key when the
-/// table has no statistics or the sample comes back too small).
+/// First-level cut points: every `block`-th key of node 0, from one pass over its key index
+/// (a page sample, `TABLESAMPLE SYSTEM`, clusters its keys in a few pages and gave ranges of very
+/// uneven size).
 fn first_cuts(nc: &mut NodeConn, t: &Table, block: u64) -> Result<Vec<Vec<String>>> {
     let est: f64 = nc
         .conn
@@ -511,21 +512,6 @@ fn first_cuts(nc: &mut NodeConn, t: &Table, block: u64) -> Result<Vec<Vec<String
     let keys_text = keys_text.join(", ");
     if est >= 0.0 && est < block as f64 {
         return Ok(Vec::new());
-    }
-    if est > 0.0 {
-        let ranges = (est / block as f64).ceil();
-        // About eight sampled keys per range, so the cuts fall near even row counts.
-        let pct = (ranges * 8.0 / est * 100.0).clamp(0.0001, 100.0);
-        let sql = format!(
-            "SELECT {keys_text} FROM {} _r TABLESAMPLE SYSTEM ({pct}) ORDER BY {}",
-            t.name,
-            t.key_list()
-        );
-        let sample = key_rows(nc.conn.query(&sql, &[])?);
-        if sample.len() as f64 >= ranges * 2.0 {
-            let step = (sample.len() as f64 / ranges).round() as usize;
-            return Ok(every_nth(sample, step));
-        }
     }
     let sql = format!(
         "SELECT {keys_text} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {} _r) _r \
