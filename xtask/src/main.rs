@@ -17,6 +17,7 @@ mod pipeline;
 mod prereq;
 mod progress;
 mod sources;
+mod spockctrl;
 mod sqlgen;
 mod stage;
 mod test_cmd;

@@ -5,7 +5,7 @@ use crate::{
     cache::{Cache, Key, Stamp},
     configure, extensions,
     fetch::{self, FetchOptions},
-    patch, sources,
+    patch, sources, spockctrl,
     stage::PgConfig,
 };
 use anyhow::{Context, Result};
@@ -105,8 +105,9 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
         }
         configure::build_and_install(&src, &stage, &dir.join("build.log"), &args, opts.jobs)
             .with_context(|| format!("building PostgreSQL {} failed", release.version))?;
-        // A rebuilt kernel invalidates the extensions installed into the old stage.
+        // A rebuilt kernel invalidates the extensions and tools installed into the old stage.
         let _ = fs::remove_file(dir.join("extensions.done"));
+        let _ = fs::remove_file(dir.join("spockctrl.done"));
         kernel_done.write(&key)?;
         eprintln!(
             "kernel PostgreSQL {}: built and staged in {}",
@@ -127,6 +128,15 @@ pub fn build(cache: &Cache, opts: &BuildOptions) -> Result<Built> {
         } else {
             extensions::build_and_install(&repo, cache, opts.major, &pg, &selected)?;
             ext_done.write(&ext_key)?;
+        }
+        // The cluster command line, linked against this kernel's libpq.
+        let tool_key = spockctrl::key(&repo, &key)?;
+        let tool_done = Stamp(dir.join("spockctrl.done"));
+        if tool_done.matches(&tool_key) && pg.path.with_file_name("spockctrl").exists() {
+            eprintln!("spockctrl: up to date (cache hit {})", &tool_key[..16]);
+        } else {
+            spockctrl::build_and_stage(&repo, cache, opts.major, &pg)?;
+            tool_done.write(&tool_key)?;
         }
     }
     eprintln!(

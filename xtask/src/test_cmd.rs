@@ -1,5 +1,5 @@
 //! `cargo xtask test`: builds (or finds cached) kernels and runs the test suite against them.
-//! Tests find a staged kernel through `PGEDGE_PG_CONFIG_<major>`.
+//! Tests find a staged kernel through `PGEDGE_PG_CONFIG_<major>` (with `spockctrl` in its bin/).
 
 use crate::{cache::Cache, chaos, extensions, pipeline};
 use anyhow::{Context, Result};
@@ -52,6 +52,11 @@ pub fn run(cache: &Cache, builds: &[pipeline::BuildOptions], cargo_args: &[Strin
     }
 
     sh.set_var("PGEDGE_BUILD_CACHE", &cache.root);
+    // spockctrl's own unit tests link the kernel's libpq (the staged copy is in each kernel's
+    // bin/, where the integration tests run it).
+    if let Some((_, pg_config)) = pg_configs.first() {
+        sh.set_var("SPOCKCTRL_PG_CONFIG", pg_config);
+    }
     let majors = builds
         .iter()
         .map(|b| b.major.to_string())

@@ -19,6 +19,7 @@ fn expected_files(major: u32) -> Vec<String> {
         "bin/psql",
         "bin/pg_dump",
         "bin/pg_config",
+        "bin/spockctrl",
         "lib/libpq.so.5",
         "lib/postgresql/spock.so",
         "lib/postgresql/spock_output.so",

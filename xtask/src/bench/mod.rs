@@ -6,6 +6,7 @@ mod lolor;
 mod multimaster;
 mod replication;
 mod snowflake;
+mod table_diff;
 
 use anyhow::{Context, Result, bail};
 use harness::Node;
@@ -24,6 +25,8 @@ pub enum Bench {
     Multimaster,
     /// `spock.add_node` to a 3-node mesh under writes against `pg_dump | pg_restore`.
     AddNode,
+    /// spockctrl table-diff on 1M rows against one full checksum scan per node.
+    TableDiff,
 }
 
 pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
@@ -34,6 +37,7 @@ pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
         Bench::Replication => replication::run(&kernel),
         Bench::Multimaster => multimaster::run(&kernel),
         Bench::AddNode => add_node::run(&kernel),
+        Bench::TableDiff => table_diff::run(&kernel),
     }
 }
 
