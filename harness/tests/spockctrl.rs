@@ -11,6 +11,7 @@ mod common;
 crate::per_major!(
     cluster_from_a_spec_diff_repair_workflow_and_status,
     bad_files_and_unreachable_nodes_are_named,
+    live_add_and_remove_through_the_cli,
 );
 
 use harness::{Cluster, ClusterOptions, Kernel, Node, StopMode};
@@ -610,6 +611,126 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
         .filter(|r| r["node"] == "n1")
         .count();
     assert_eq!(n1_rows, 3, "n1's subscriptions are still listed");
+}
+
+/// `cluster add-node` joins a fourth node to a running mesh through `spock.add_node` (its
+/// data copied from n1, every old node subscribed to it), `cluster remove-node` takes it out
+/// again through `spock.remove_node`; the other three keep replicating.
+fn live_add_and_remove_through_the_cli(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(4)).unwrap();
+    let dir = cluster.dir().to_path_buf();
+    let three: Vec<(&str, u16)> = cluster.nodes[..3]
+        .iter()
+        .map(|n| (n.name.as_str(), n.port))
+        .collect();
+    write(&dir, "cluster.json", &spec(&three, None));
+    write(&dir, "spockctrl.json", &config(&cluster));
+    let (n1, n2, n3, n4) = (
+        cluster.node(0),
+        cluster.node(1),
+        cluster.node(2),
+        cluster.node(3),
+    );
+    expect(
+        kernel,
+        &dir,
+        &["--spec", "cluster.json", "cluster", "init"],
+        0,
+    );
+    // Automatic DDL (the spec's auto_ddl) creates the table on every node and in its set.
+    n1.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .unwrap();
+    for node in [n2, n3] {
+        wait(node, "SELECT to_regclass('t') IS NOT NULL", "t");
+    }
+    n1.sql("INSERT INTO t SELECT g, 'n1' FROM generate_series(1, 100) g")
+        .unwrap();
+    n2.sql("INSERT INTO t SELECT g, 'n2' FROM generate_series(101, 150) g")
+        .unwrap();
+    for node in [n1, n2, n3] {
+        wait(node, "SELECT count(*) FROM t", "150");
+    }
+
+    let added = expect(
+        kernel,
+        &dir,
+        &[
+            "-c",
+            "spockctrl.json",
+            "cluster",
+            "add-node",
+            "--node",
+            "n4",
+            "--source",
+            "n1",
+        ],
+        0,
+    );
+    assert!(
+        added.stdout.contains("node n4 added from n1"),
+        "{}",
+        added.stdout
+    );
+    // n4 holds the copy and is in the mesh both ways.
+    assert_eq!(
+        n4.sql("SELECT count(*), sum(id) FROM t").unwrap(),
+        "150|11325"
+    );
+    assert_eq!(
+        n4.sql("SELECT count(*) FROM spock.subscription").unwrap(),
+        "3"
+    );
+    n4.sql("INSERT INTO t VALUES (400, 'n4')").unwrap();
+    n3.sql("INSERT INTO t VALUES (300, 'n3')").unwrap();
+    for node in [n1, n2, n3, n4] {
+        wait(node, "SELECT count(*), sum(id) FROM t", "152|12025");
+    }
+
+    let removed = expect(
+        kernel,
+        &dir,
+        &[
+            "-c",
+            "spockctrl.json",
+            "cluster",
+            "remove-node",
+            "--node",
+            "n4",
+        ],
+        0,
+    );
+    assert!(
+        removed.stdout.contains("node n4 removed"),
+        "{}",
+        removed.stdout
+    );
+    for node in [n1, n2, n3] {
+        assert_eq!(
+            node.sql(
+                "SELECT count(*) FROM spock.subscription s JOIN spock.node o \
+                 ON o.node_id = s.sub_origin WHERE o.node_name = 'n4'"
+            )
+            .unwrap(),
+            "0",
+            "{}: a subscription from n4 is left",
+            node.name
+        );
+        assert_eq!(
+            node.sql("SELECT count(*) FROM spock.subscription").unwrap(),
+            "2",
+            "{}",
+            node.name
+        );
+    }
+    assert_eq!(
+        n4.sql("SELECT count(*) FROM spock.subscription").unwrap(),
+        "0"
+    );
+    // The remaining three still replicate.
+    n3.sql("INSERT INTO t VALUES (301, 'n3')").unwrap();
+    for node in [n1, n2] {
+        wait(node, "SELECT count(*) FROM t WHERE id = 301", "1");
+    }
 }
 
 fn bad_files_and_unreachable_nodes_are_named(kernel: &harness::Kernel) {
