@@ -36,6 +36,9 @@ pub struct Member {
     pub filter: Option<Rc<RowFilter>>,
     /// RELATION metadata already sent on this stream.
     pub relation_sent: bool,
+    /// How its rows are written, worked out at its first row (like the member itself, it
+    /// goes with any invalidation of the relation).
+    pub layout: Option<Rc<[super::tuples::Column]>>,
 }
 
 pub struct Members {
@@ -218,6 +221,12 @@ impl Members {
         }
     }
 
+    pub fn set_layout(&mut self, relid: pg_sys::Oid, layout: Rc<[super::tuples::Column]>) {
+        if let Some(Some(m)) = self.by_rel.get_mut(&relid) {
+            m.layout = Some(layout);
+        }
+    }
+
     pub fn get(&self, relid: pg_sys::Oid) -> Option<&Member> {
         self.by_rel.get(&relid).and_then(Option::as_ref)
     }
@@ -255,6 +264,7 @@ impl Members {
                     columns: None,
                     filter: None,
                     relation_sent: false,
+                    layout: None,
                 })
             } else {
                 // SAFETY: the decoding callback's relation, open for the call.
@@ -353,6 +363,7 @@ impl Members {
                     columns: if all_columns { None } else { columns },
                     filter: None,
                     relation_sent: false,
+                    layout: None,
                 });
             }
             found.then(|| Member {
@@ -360,6 +371,7 @@ impl Members {
                 columns: if all_columns { None } else { columns },
                 filter: (!filters.is_empty()).then(|| Rc::new(RowFilter::new(relation, &filters))),
                 relation_sent: false,
+                layout: None,
             })
         }
     }

@@ -34,6 +34,8 @@ struct Stream {
     /// Built-in types travel in their send/recv form (the client asked, same major).
     binary: bool,
     buf: Vec<u8>,
+    /// The row being written, its buffers reused from row to row.
+    row: tuples::Row,
 }
 
 #[pg_guard]
@@ -143,6 +145,7 @@ unsafe extern "C-unwind" fn startup(
         repair: false,
         binary,
         buf: Vec::new(),
+        row: tuples::Row::default(),
     });
     // SAFETY: the context outlives the stream; `shutdown` frees it.
     unsafe { (*ctx).output_plugin_private = Box::into_raw(stream).cast() };
@@ -426,25 +429,35 @@ unsafe fn send_change(
                 ),
             );
         };
+        let layout = match &member.layout {
+            Some(layout) => layout.clone(),
+            None => {
+                let layout: std::rc::Rc<[tuples::Column]> =
+                    tuples::layout(relation, &member.columns, s.binary).into();
+                s.members.set_layout(relid, layout.clone());
+                layout
+            }
+        };
         s.buf.clear();
         let mut w = Writer::new(&mut s.buf);
+        let row = &mut s.row;
         match action {
             Kind::REORDER_BUFFER_CHANGE_INSERT => {
                 w.insert_header(relid_u32);
-                tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
+                tuples::write_tuple(&mut w, relation, new, &layout, row);
             }
             Kind::REORDER_BUFFER_CHANGE_UPDATE => {
                 w.update_header(relid_u32);
                 if !old.is_null() {
                     w.old_tuple();
-                    tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
+                    tuples::write_tuple(&mut w, relation, old, &layout, row);
                 }
                 w.new_tuple();
-                tuples::write_tuple(&mut w, relation, new, &member.columns, s.binary);
+                tuples::write_tuple(&mut w, relation, new, &layout, row);
             }
             _ => {
                 w.delete_header(relid_u32);
-                tuples::write_tuple(&mut w, relation, old, &member.columns, s.binary);
+                tuples::write_tuple(&mut w, relation, old, &layout, row);
             }
         }
         send(ctx, &s.buf, true);

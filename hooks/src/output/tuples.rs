@@ -27,12 +27,10 @@ fn function_info(f: pg_sys::Oid) -> Box<pg_sys::FmgrInfo> {
     info
 }
 
-/// The text output of `value`, a datum of `typid`.
-///
-/// # Safety
-/// `value` must be a valid datum of the type.
-unsafe fn output(typid: pg_sys::Oid, value: pg_sys::Datum) -> *mut std::ffi::c_char {
-    let info: *mut pg_sys::FmgrInfo = OUTPUT_FN.with(|cache| {
+/// The output function of `typid`, looked up once per walsender (a type's output function
+/// cannot change while values of it exist); the call info lives as long as the process.
+fn output_fn(typid: pg_sys::Oid) -> *mut pg_sys::FmgrInfo {
+    OUTPUT_FN.with(|cache| {
         &mut **cache.borrow_mut().entry(typid).or_insert_with(|| {
             let mut out_fn = pg_sys::InvalidOid;
             let mut is_varlena = false;
@@ -40,9 +38,7 @@ unsafe fn output(typid: pg_sys::Oid, value: pg_sys::Datum) -> *mut std::ffi::c_c
             unsafe { pg_sys::getTypeOutputInfo(typid, &mut out_fn, &mut is_varlena) };
             function_info(out_fn)
         }) as *mut _
-    });
-    // SAFETY: the boxed call info stays in the cache for the life of the process.
-    unsafe { pg_sys::OutputFunctionCall(info, value) }
+    })
 }
 
 /// The send function of `typid` if values of it may travel in binary: built-in (its oid means
@@ -162,40 +158,101 @@ pub unsafe fn write_relation(
     }
 }
 
-/// Appends a tuple ('T', natts, values) of `tuple` restricted to the published columns.
+/// A published column as its values are written: its place in the relation's tuples and the
+/// functions that turn its values into bytes (worked out once per relation and stream, not
+/// per row).
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    index: usize,
+    varlena: bool,
+    output: *mut pg_sys::FmgrInfo,
+    /// Set when the client takes binary values and the type's can travel.
+    send: Option<*mut pg_sys::FmgrInfo>,
+}
+
+/// How the rows of `relation` are written on a stream: its published columns, in order.
 ///
 /// # Safety
-/// Call from a decoding callback; `tuple` belongs to `relation`.
+/// Call from a decoding callback with `relation` open.
+pub unsafe fn layout(
+    relation: pg_sys::Relation,
+    columns: &Option<Vec<String>>,
+    binary: bool,
+) -> Vec<Column> {
+    // SAFETY: forwarded from the caller.
+    unsafe { published(relation, columns) }
+        .into_iter()
+        .map(|(index, a)| Column {
+            index,
+            varlena: a.attlen == -1,
+            output: output_fn(a.atttypid),
+            send: binary.then(|| binary_send_fn(a.atttypid)).flatten(),
+        })
+        .collect()
+}
+
+/// A row's values and null flags, reused from row to row.
+#[derive(Default)]
+pub struct Row {
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+}
+
+impl Row {
+    /// Deforms `tuple` of `relation` into the buffers.
+    ///
+    /// # Safety
+    /// `tuple` belongs to `relation`.
+    unsafe fn deform(&mut self, relation: pg_sys::Relation, tuple: pg_sys::HeapTuple) {
+        // SAFETY: the arrays get one entry per attribute of the descriptor deforming them.
+        unsafe {
+            let desc = (*relation).rd_att;
+            let natts = (*desc).natts as usize;
+            self.values.resize(natts, pg_sys::Datum::from(0));
+            self.nulls.resize(natts, false);
+            pg_sys::heap_deform_tuple(
+                tuple,
+                desc,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+            );
+        }
+    }
+}
+
+/// Appends a tuple ('T', natts, values) of `tuple` restricted to the columns of `layout`.
+///
+/// # Safety
+/// Call from a decoding callback; `tuple` belongs to `relation`, `layout` was made for it.
 pub unsafe fn write_tuple(
     w: &mut Writer<'_>,
     relation: pg_sys::Relation,
     tuple: pg_sys::HeapTuple,
-    columns: &Option<Vec<String>>,
-    binary: bool,
+    layout: &[Column],
+    row: &mut Row,
 ) {
     // SAFETY: the tuple is deformed with its relation's descriptor; output strings are copied
-    // before being freed.
+    // before being freed; the call infos live as long as the process.
     unsafe {
-        let (values, nulls) = deform(relation, tuple);
-        let atts = published(relation, columns);
-        w.tuple_header(atts.len() as u16);
-        for (i, a) in atts {
-            if nulls[i] {
+        row.deform(relation, tuple);
+        w.tuple_header(layout.len() as u16);
+        for c in layout {
+            if row.nulls[c.index] {
                 w.null_value();
                 continue;
             }
-            let value = values[i];
-            if unchanged_toast(&a, value) {
+            let value = row.values[c.index];
+            if c.varlena && is_ondisk_pointer(value) {
                 w.unchanged_toast_value();
                 continue;
             }
-            if let Some(send) = binary.then(|| binary_send_fn(a.atttypid)).flatten() {
+            if let Some(send) = c.send {
                 let bytes = pg_sys::SendFunctionCall(send, value);
                 w.binary_value(pgrx::varlena::varlena_to_byte_slice(bytes));
                 pg_sys::pfree(bytes.cast());
                 continue;
             }
-            let text = output(a.atttypid, value);
+            let text = pg_sys::OutputFunctionCall(c.output, value);
             w.text_value(CStr::from_ptr(text).to_bytes());
             pg_sys::pfree(text.cast());
         }
@@ -227,9 +284,15 @@ unsafe fn deform(
 /// # Safety
 /// `value` is a non-null value of `a`.
 unsafe fn unchanged_toast(a: &pg_sys::FormData_pg_attribute, value: pg_sys::Datum) -> bool {
-    if a.attlen != -1 {
-        return false;
-    }
+    // SAFETY: forwarded from the caller.
+    a.attlen == -1 && unsafe { is_ondisk_pointer(value) }
+}
+
+/// Whether a varlena `value` is a pointer to out-of-line TOAST storage.
+///
+/// # Safety
+/// `value` is a non-null varlena.
+unsafe fn is_ondisk_pointer(value: pg_sys::Datum) -> bool {
     let p = value.cast_mut_ptr::<u8>();
     // SAFETY: a varlena value has at least its header's first two bytes.
     unsafe { *p == 0x01 && *p.add(1) == VARTAG_ONDISK }

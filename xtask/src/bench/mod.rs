@@ -137,6 +137,24 @@ pub fn pgbench_rate(
 }
 
 /// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
+/// CPU time (user + system, in clock ticks) process `pid` has used so far.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may itself hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let tick = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc stat line")?
+            .parse()
+            .context("bad /proc stat field")
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
 pub fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
     loop {
         if node.sql(query)? == want {

@@ -2,7 +2,7 @@
 //! same two servers, one workload at a time: rows per second from the start of the workload
 //! until the subscriber holds the result.
 
-use super::{pgbench_rate, pgbench_tps, report, until};
+use super::{cpu_ticks, pgbench_rate, pgbench_tps, report, until};
 use anyhow::Result;
 use harness::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
@@ -88,8 +88,23 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         )?;
         Ok(200_000.0 / started.elapsed().as_secs_f64())
     };
+    // The walsenders' CPU for it: ticks are counted per process, so unlike the rates they do
+    // not depend on what else the machine runs.
+    let sender = |slot: &str| -> Result<u32> {
+        Ok(p.sql(&format!(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE '{slot}'"
+        ))?
+        .parse()?)
+    };
+    let (ours_pid, native_pid) = (sender("spk_%")?, sender("native_sub")?);
+    let (ours_before, native_before) = (cpu_ticks(ours_pid)?, cpu_ticks(native_pid)?);
     let (ours, native) = (bulk("spock_t")?, bulk("native_t")?);
     rate("(b) one 200k-row transaction", ours, native);
+    println!(
+        "(b) walsender CPU for it: spock_output {} ticks, pgoutput {} ticks",
+        cpu_ticks(ours_pid)? - ours_before,
+        cpu_ticks(native_pid)? - native_before
+    );
 
     // (c) one transaction updating 100,000 rows.
     let update = |t: &str| -> Result<f64> {
