@@ -247,7 +247,12 @@ fn table_on(conn: &mut Conn, table: &str) -> Result<Table> {
         t.name = get(0);
         let (col, ty) = (get(1), get(2));
         if let Some(ord) = &r[3] {
-            key.push((ord.parse().unwrap_or(0), col.clone(), ty.clone(), get(5) == "true"));
+            key.push((
+                ord.parse().unwrap_or(0),
+                col.clone(),
+                ty.clone(),
+                get(5) == "true",
+            ));
         }
         if !get(4).is_empty() {
             t.generated.push(col.clone());

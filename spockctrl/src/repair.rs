@@ -108,7 +108,11 @@ fn writable(t: &Table) -> Vec<String> {
 
 /// `(key columns of _r) = ($first, …)`, each parameter cast to its column's type.
 fn key_match(t: &Table, first: usize) -> String {
-    let key: Vec<String> = t.key.iter().map(|(c, _)| format!("_r.{}", ident(c))).collect();
+    let key: Vec<String> = t
+        .key
+        .iter()
+        .map(|(c, _)| format!("_r.{}", ident(c)))
+        .collect();
     let ph: Vec<String> = t
         .key
         .iter()
@@ -316,7 +320,9 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
             a.source,
             counts.join("; "),
             if skipped > 0 {
-                format!("; {skipped} rows changed since the diff and were left alone: run table-diff again")
+                format!(
+                    "; {skipped} rows changed since the diff and were left alone: run table-diff again"
+                )
             } else {
                 String::new()
             }

@@ -349,7 +349,10 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let line = step_line(&argv);
-        assert!(!line.contains("s3cret") && !line.contains("other"), "{line}");
+        assert!(
+            !line.contains("s3cret") && !line.contains("other"),
+            "{line}"
+        );
         assert_eq!(
             line,
             "spockctrl sub create --provider_dsn=host=h port=5432 password=******** user=u \
