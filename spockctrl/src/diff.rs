@@ -154,17 +154,6 @@ pub fn cut(range: &Range, cuts: Vec<Vec<String>>) -> Vec<Range> {
     out
 }
 
-/// Every `step`-th of `sorted` keys (skipping the first), as cut points.
-pub fn every_nth(sorted: Vec<Vec<String>>, step: usize) -> Vec<Vec<String>> {
-    let step = step.max(1);
-    sorted
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i > 0 && i % step == 0)
-        .map(|(_, k)| k)
-        .collect()
-}
-
 /// One node's version of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
@@ -1002,12 +991,6 @@ mod tests {
             sql.contains("WHERE (_r.\"name\" COLLATE \"C\") >= ($2::text)"),
             "{sql}"
         );
-    }
-
-    #[test]
-    fn every_nth_skips_the_first_key() {
-        let keys: Vec<_> = (0..10).map(|i| k(&i.to_string())).collect();
-        assert_eq!(every_nth(keys, 4), vec![k("4"), k("8")]);
     }
 
     #[test]
