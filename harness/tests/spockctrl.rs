@@ -12,6 +12,7 @@ crate::per_major!(
     cluster_from_a_spec_diff_repair_workflow_and_status,
     bad_files_and_unreachable_nodes_are_named,
     live_add_and_remove_through_the_cli,
+    diff_and_repair_ignore_each_nodes_settings,
 );
 
 use harness::{Cluster, ClusterOptions, Kernel, Node, StopMode};
@@ -315,7 +316,7 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
     );
     assert!(
         same.stdout.contains(&format!(
-            "TABLES MATCH: big is the same on n1, n2, n3 ({BIG_ROWS} rows)"
+            "TABLES MATCH: public.big is the same on n1, n2, n3 ({BIG_ROWS} rows)"
         )),
         "{}",
         same.stdout
@@ -355,7 +356,7 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
     assert_eq!(diff_keys(&report), changed, "{}", diff.stdout);
     assert!(
         diff.stderr
-            .contains("Found 10 differences in big between n1, n2, n3"),
+            .contains("Found 10 differences in public.big between n1, n2, n3"),
         "{}",
         diff.stderr
     );
@@ -386,7 +387,7 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
         table.stdout.contains("(20 rows)")
             && table
                 .stdout
-                .contains("Found 10 differences in big between n1, n2"),
+                .contains("Found 10 differences in public.big between n1, n2"),
         "{}",
         table.stdout
     );
@@ -436,7 +437,7 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
     assert!(
         fixed
             .stdout
-            .contains("repaired big from n1 (n2: 1 inserted, 8 updated, 1 deleted)"),
+            .contains("repaired public.big from n1 (n2: 1 inserted, 8 updated, 1 deleted)"),
         "{}",
         fixed.stdout
     );
@@ -804,4 +805,171 @@ fn bad_files_and_unreachable_nodes_are_named(kernel: &harness::Kernel) {
     );
     let r = expect(kernel, d, &["--spec", "dead.json", "cluster", "status"], 2);
     assert!(r.stdout.contains("2 nodes (2 down)"), "{}", r.stdout);
+}
+
+/// The `id` keys a table-diff JSON report lists, sorted.
+fn text_keys(report: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"]["id"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Two nodes holding the same rows but configured as differently as settings allow: another
+/// time zone, DateStyle, IntervalStyle, float digits and bytea output on n2; a text key sorted
+/// bytewise on n1 and by ICU's root collation on n2 (mixed case and accents order differently);
+/// a search_path on n1 that finds the table without its schema, and a `public.t` of other rows on
+/// n2 only. table-diff must find them equal and exactly the rows changed later; table-repair
+/// must leave alone a row changed after its diff (committed while the repair waits on its lock).
+fn diff_and_repair_ignore_each_nodes_settings(kernel: &harness::Kernel) {
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+    let dir = cluster.dir().to_path_buf();
+    write(&dir, "spockctrl.json", &config(&cluster));
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    assert_eq!(
+        n2.sql("SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'")
+            .unwrap(),
+        "1",
+        "the kernel is built with ICU"
+    );
+    let columns = "at timestamptz, f float8, b bytea, iv interval, m numeric";
+    let rows = "SELECT (ARRAY['a', 'B', 'é', 'E', 'Z', 'e'])[i % 6 + 1] || i, \
+                timestamptz '2025-03-01 12:00:00+00' + i * interval '67 minutes', 1.0 / 3 + i, \
+                decode(md5(i::text), 'hex'), i * interval '1 day 3.5 seconds', i \
+                FROM generate_series(1, 3000) i";
+    for (node, collation) in [(n1, "C"), (n2, "und-x-icu")] {
+        node.sql(&format!(
+            "CREATE EXTENSION spock; CREATE SCHEMA s; \
+             CREATE TABLE s.t (id text COLLATE \"{collation}\" PRIMARY KEY, {columns}); \
+             INSERT INTO s.t {rows}"
+        ))
+        .unwrap();
+    }
+    // The two collations really order these keys differently.
+    let first =
+        "SELECT string_agg(id, ',' ORDER BY id) FROM (SELECT id FROM s.t ORDER BY id LIMIT 4) x";
+    assert_ne!(n1.sql(first).unwrap(), n2.sql(first).unwrap());
+    n1.sql(
+        "ALTER DATABASE postgres SET search_path = s, public; \
+         ALTER DATABASE postgres SET timezone = 'America/New_York'",
+    )
+    .unwrap();
+    n2.sql(&format!(
+        "ALTER DATABASE postgres SET timezone = 'Pacific/Chatham'; \
+         ALTER DATABASE postgres SET DateStyle = 'SQL, DMY'; \
+         ALTER DATABASE postgres SET IntervalStyle = 'sql_standard'; \
+         ALTER DATABASE postgres SET extra_float_digits = 0; \
+         ALTER DATABASE postgres SET bytea_output = 'escape'; \
+         CREATE TABLE public.t (id text PRIMARY KEY, {columns}); \
+         INSERT INTO public.t SELECT 'other' || i FROM generate_series(1, 50) i"
+    ))
+    .unwrap();
+    // The settings are in effect for new sessions: the same row prints differently.
+    let shown = "SELECT at::text || f::text || b::text || iv::text FROM s.t WHERE id = 'B1'";
+    assert_ne!(n1.sql(shown).unwrap(), n2.sql(shown).unwrap());
+
+    let diff = |code| {
+        json(&expect(
+            kernel,
+            &dir,
+            &[
+                "-f",
+                "json",
+                "table-diff",
+                "s.t",
+                "--block-rows",
+                "200",
+                "--unit-rows",
+                "10",
+            ],
+            code,
+        ))
+    };
+    let same = diff(0);
+    assert_eq!(
+        same["verdict"], "TABLES MATCH: s.t is the same on n1, n2 (3000 rows)",
+        "{same}"
+    );
+
+    // Rows changed on n2 only: found exactly, in the key order of neither node in particular.
+    n2.sql(
+        "UPDATE s.t SET m = -m WHERE id IN ('B1', 'é2', 'Z4'); \
+         UPDATE s.t SET at = at + interval '1 microsecond' WHERE id = 'e5'; \
+         DELETE FROM s.t WHERE id IN ('a6', 'E3'); \
+         INSERT INTO s.t (id, m) VALUES ('b', 1), ('É', 2)",
+    )
+    .unwrap();
+    let found = diff(2);
+    assert_eq!(
+        text_keys(&found),
+        ["B1", "E3", "Z4", "a6", "b", "e5", "É", "é2"],
+        "{found}"
+    );
+
+    // A repair from n1 while a transaction on n2 holds B1 changed, uncommitted: the diff sees
+    // B1's committed version, the update waits for the lock, then finds the row changed since
+    // and leaves it alone; everything else is repaired.
+    let mut writer = n2
+        .client("psql", "postgres")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            "postgres",
+            "-c",
+            "BEGIN; UPDATE s.t SET m = 42 WHERE id = 'B1'; SELECT pg_sleep(6); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait(
+        n2,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND query LIKE 'BEGIN; UPDATE s.t SET m = 42%'",
+        "1",
+    );
+    let repair = expect(
+        kernel,
+        &dir,
+        &["table-repair", "s.t", "--source-of-truth", "n1"],
+        2,
+    );
+    assert!(writer.wait().unwrap().success());
+    assert!(
+        repair.stdout.contains(
+            "repaired s.t from n1 (n2: 2 inserted, 3 updated, 2 deleted); 1 rows changed since \
+             the diff and were left alone: run table-diff again"
+        ),
+        "{}",
+        repair.stdout
+    );
+    assert!(
+        repair
+            .stdout
+            .contains("update skipped: changed since the diff"),
+        "{}",
+        repair.stdout
+    );
+    assert_eq!(
+        n2.sql("SELECT m FROM s.t WHERE id = 'B1'").unwrap(),
+        "42",
+        "the newer write survives"
+    );
+    let left = diff(2);
+    assert_eq!(text_keys(&left), ["B1"], "{left}");
+    expect(
+        kernel,
+        &dir,
+        &["table-repair", "s.t", "--source-of-truth", "n1"],
+        0,
+    );
+    diff(0);
+    // n2's public.t, which n1's search_path would have named, was never touched.
+    assert_eq!(n2.sql("SELECT count(*) FROM public.t").unwrap(), "50");
 }

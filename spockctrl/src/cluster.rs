@@ -78,7 +78,10 @@ pub fn run(ctx: &mut Ctx, cmd: ClusterCmd) -> Result<Outcome> {
     }
 }
 
-/// The subscription `cluster init` makes on `subscriber` from `provider`.
+/// The subscription `cluster init` makes on `subscriber` from `provider` (the upstream tool's
+/// name, which the spec keeps). No separator is needed: subscription names are per subscriber
+/// (and slots per provider), and with one side fixed the name gives the other back, so two
+/// links of one node never share a name (see the test).
 pub fn sub_name(provider: &str, subscriber: &str) -> String {
     format!("sub_{provider}{subscriber}")
 }
@@ -192,15 +195,19 @@ fn init(ctx: &Ctx, wait: u64) -> Result<Outcome> {
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let mut subs = Vec::new();
     for (provider, subscriber) in mesh(&names) {
-        let name = sub_name(&provider, &subscriber);
         let p = cluster.node(&provider)?;
         let mut conn = connect(cluster.node(&subscriber)?)?;
-        let exists = conn
-            .value(
-                "SELECT 1 FROM spock.subscription WHERE sub_name = $1",
-                &[Some(&name)],
-            )?
-            .is_some();
+        // A subscription from this provider under another name (made by hand or by another
+        // tool) is the link already: a second one would apply every change twice.
+        let existing = conn.value(
+            "SELECT s.sub_name::text FROM spock.subscription s \
+               LEFT JOIN spock.node n ON n.node_id = s.sub_origin \
+              WHERE s.sub_name = $1 OR n.node_name = $2 \
+              ORDER BY s.sub_name = $1 DESC LIMIT 1",
+            &[Some(&sub_name(&provider, &subscriber)), Some(&provider)],
+        )?;
+        let exists = existing.is_some();
+        let name = existing.unwrap_or_else(|| sub_name(&provider, &subscriber));
         if !exists {
             conn.query(
                 "SELECT spock.sub_create(subscription_name := $1, provider_dsn := $2, \
@@ -450,5 +457,29 @@ mod tests {
         assert!(pairs.contains(&("n2".into(), "n1".into())));
         assert!(!pairs.iter().any(|(p, s)| p == s));
         assert_eq!(sub_name("n1", "n2"), "sub_n1n2");
+    }
+
+    #[test]
+    fn no_two_links_of_a_node_share_a_subscription_name() {
+        // Names that run into each other when concatenated (n1+n12, n11+n2…): the links into
+        // one subscriber, and those out of one provider, still all differ.
+        let names: Vec<String> = ["n1", "n2", "n11", "n12", "n112", "n", "1n"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for node in &names {
+            let into: std::collections::HashSet<_> = names
+                .iter()
+                .filter(|p| *p != node)
+                .map(|p| sub_name(p, node))
+                .collect();
+            let out_of: std::collections::HashSet<_> = names
+                .iter()
+                .filter(|s| *s != node)
+                .map(|s| sub_name(node, s))
+                .collect();
+            assert_eq!(into.len(), names.len() - 1, "into {node}");
+            assert_eq!(out_of.len(), names.len() - 1, "out of {node}");
+        }
     }
 }

@@ -48,6 +48,11 @@ pub struct Table {
     pub generated: Vec<String>,
     /// (name, SQL type) of the primary key columns, in key order.
     pub key: Vec<(String, String)>,
+    /// Per key column: whether it has a collation (text-like). Those are ordered bytewise
+    /// (`COLLATE "C"`) in every range query: cut points are chosen on one node and applied on
+    /// the others, which may sort by another collation (or another glibc/ICU version of the
+    /// same one), and a row would then fall in different ranges on different nodes.
+    pub collated: Vec<bool>,
 }
 
 pub fn ident(s: &str) -> String {
@@ -55,16 +60,25 @@ pub fn ident(s: &str) -> String {
 }
 
 impl Table {
+    /// Key column `j` of `_r` as range queries compare and order it.
+    fn key_expr(&self, j: usize) -> String {
+        let col = format!("_r.{}", ident(&self.key[j].0));
+        if self.collated.get(j).copied().unwrap_or(false) {
+            format!("{col} COLLATE \"C\"")
+        } else {
+            col
+        }
+    }
+
     fn key_list(&self) -> String {
-        self.key
-            .iter()
-            .map(|(c, _)| format!("_r.{}", ident(c)))
+        (0..self.key.len())
+            .map(|j| self.key_expr(j))
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     /// The row as canonical text: the columns in one agreed order, whatever each node's.
-    fn row_text(&self) -> String {
+    pub fn row_text(&self) -> String {
         let cols: Vec<String> = self
             .columns
             .iter()
@@ -107,14 +121,26 @@ pub struct Range {
     pub hi: Option<Vec<String>>,
 }
 
-/// Consecutive ranges covering `[lo, hi)` cut at `cuts` (ascending, inside the range).
+/// The cut points of `range` that start a new part: without one equal to the range's lower
+/// bound or to the cut before it (either would make an empty part). Both the ranges (`cut`)
+/// and the bucket hashes (`bucket_sql`, one part per cut plus one) are built from this list,
+/// so the n-th hash is always the n-th range's.
+pub fn clean_cuts(range: &Range, cuts: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for c in cuts {
+        if out.last().or(range.lo.as_ref()) != Some(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Consecutive ranges covering `[lo, hi)` cut at `cuts` (ascending, inside the range): one
+/// more than `clean_cuts` keeps.
 pub fn cut(range: &Range, cuts: Vec<Vec<String>>) -> Vec<Range> {
     let mut out = Vec::new();
     let mut lo = range.lo.clone();
-    for c in cuts {
-        if lo.as_ref() == Some(&c) {
-            continue;
-        }
+    for c in clean_cuts(range, cuts) {
         out.push(Range {
             lo: lo.clone(),
             hi: Some(c.clone()),
@@ -126,17 +152,6 @@ pub fn cut(range: &Range, cuts: Vec<Vec<String>>) -> Vec<Range> {
         hi: range.hi.clone(),
     });
     out
-}
-
-/// Every `step`-th of `sorted` keys (skipping the first), as cut points.
-pub fn every_nth(sorted: Vec<Vec<String>>, step: usize) -> Vec<Vec<String>> {
-    let step = step.max(1);
-    sorted
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i > 0 && i % step == 0)
-        .map(|(_, k)| k)
-        .collect()
 }
 
 /// One node's version of a row.
@@ -194,11 +209,13 @@ pub fn merge(nodes: usize, fetched: Vec<Vec<(Vec<String>, Version)>>) -> Vec<Dif
 }
 
 const COLUMNS_SQL: &str = "\
-    SELECT c.oid::regclass::text, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+    SELECT format('%I.%I', n.nspname, c.relname), a.attname::text, \
+           format_type(a.atttypid, a.atttypmod), \
            (SELECT k.ord::text FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord) \
              WHERE i.indrelid = c.oid AND i.indisprimary AND k.attnum = a.attnum), \
-           a.attgenerated::text \
-      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+           a.attgenerated::text, (a.attcollation <> 0)::text \
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+      JOIN pg_attribute a ON a.attrelid = c.oid \
      WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
@@ -211,14 +228,20 @@ fn table_on(conn: &mut Conn, table: &str) -> Result<Table> {
         columns: Vec::new(),
         generated: Vec::new(),
         key: Vec::new(),
+        collated: Vec::new(),
     };
-    let mut key: Vec<(i32, String, String)> = Vec::new();
+    let mut key: Vec<(i32, String, String, bool)> = Vec::new();
     for r in rows.rows {
         let get = |i: usize| r[i].clone().unwrap_or_default();
         t.name = get(0);
         let (col, ty) = (get(1), get(2));
         if let Some(ord) = &r[3] {
-            key.push((ord.parse().unwrap_or(0), col.clone(), ty.clone()));
+            key.push((
+                ord.parse().unwrap_or(0),
+                col.clone(),
+                ty.clone(),
+                get(5) == "true",
+            ));
         }
         if !get(4).is_empty() {
             t.generated.push(col.clone());
@@ -226,7 +249,8 @@ fn table_on(conn: &mut Conn, table: &str) -> Result<Table> {
         t.columns.push((col, ty));
     }
     key.sort();
-    t.key = key.into_iter().map(|(_, c, ty)| (c, ty)).collect();
+    t.collated = key.iter().map(|k| k.3).collect();
+    t.key = key.into_iter().map(|(_, c, ty, _)| (c, ty)).collect();
     if t.key.is_empty() {
         bail!(
             "table {} on node {} has no primary key; table-diff compares rows by primary key",
@@ -302,10 +326,16 @@ fn key_array(keys: &[Vec<String>]) -> String {
 fn bucket_sql(t: &Table, r: &Range, cuts: &[Vec<String>]) -> (String, Vec<String>) {
     let (w, mut params) = t.range_clause(r, 2);
     let (k, ty) = &t.key[0];
+    // Buckets in the same bytewise order as the ranges (see `Table::collated`).
+    let collate = if t.collated.first().copied().unwrap_or(false) {
+        " COLLATE \"C\""
+    } else {
+        ""
+    };
     params.insert(0, key_array(cuts));
     (
         format!(
-            "SELECT width_bucket(_h.k, $1::{ty}[])::text, {HASH} FROM \
+            "SELECT width_bucket(_h.k{collate}, $1::{ty}[])::text, {HASH} FROM \
              (SELECT _r.{} AS k, hashtextextended({}, 0) AS h FROM {} _r WHERE {w}) _h GROUP BY 1",
             ident(k),
             t.row_text(),
@@ -641,10 +671,13 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
             .value("SELECT current_setting('track_commit_timestamp')", &[])?
             .as_deref()
             == Some("on");
-        // Every range query of a node sees the same snapshot would need one transaction per
-        // node; ranges are read in turn instead, so concurrent writes show up as differences
-        // only while they are in flight (run it on a quiet table, or again).
         conn.exec("SET statement_timeout = 0")?;
+        // Every query of a node reads one snapshot: the ranges hashed, cut and fetched agree
+        // with each other even while the table changes (a range hashed before a write and
+        // fetched after it would otherwise show rows that match or miss at random). The nodes'
+        // snapshots are still taken independently, so writes in flight between nodes show up
+        // as differences (run it again, or on a quiet table). Read only: nothing is written.
+        conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let spock = conn
             .value("SELECT to_regclass('spock.local_node') IS NOT NULL", &[])?
             .as_deref()
@@ -675,7 +708,8 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
 
     let cuts = first_cuts(&mut conns[0], &t, a.block_rows.max(1))?;
     // Each round hashes the parts of some ranges: (range, its cut points).
-    let mut groups = vec![(Range { lo: None, hi: None }, cuts)];
+    let all = Range { lo: None, hi: None };
+    let mut groups = vec![(all.clone(), clean_cuts(&all, cuts))];
     let mut totals: Option<Vec<i64>> = None;
     let mut diffs = Vec::new();
     let mut truncated = false;
@@ -688,6 +722,11 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
             format!("narrowing (round {round})")
         };
         let ranges: Vec<Range> = groups.iter().flat_map(|(r, c)| cut(r, c.clone())).collect();
+        // hash_groups makes `cuts.len() + 1` parts per group; cut() as many ranges.
+        debug_assert_eq!(
+            ranges.len(),
+            groups.iter().map(|(_, c)| c.len() + 1).sum::<usize>()
+        );
         let hashes = if t.key.len() == 1 {
             hash_groups(&mut conns, &t, &groups, &mut progress, &what)?
         } else {
@@ -715,6 +754,7 @@ pub fn compare(nodes: &[NodeConf], a: &DiffArgs) -> Result<Report> {
                 .expect("two nodes or more");
             if most as u64 > a.unit_rows && round < 64 {
                 let cuts = sub_cuts(&mut conns[holder], &t, r, most, a.unit_rows)?;
+                let cuts = clean_cuts(r, cuts);
                 if !cuts.is_empty() {
                     next.push((r.clone(), cuts));
                     continue;
@@ -872,6 +912,7 @@ mod tests {
             columns: vec![("id".into(), "integer".into()), ("v".into(), "text".into())],
             generated: vec![],
             key: vec![("id".into(), "integer".into())],
+            collated: vec![false],
         }
     }
 
@@ -911,9 +952,45 @@ mod tests {
     }
 
     #[test]
-    fn every_nth_skips_the_first_key() {
-        let keys: Vec<_> = (0..10).map(|i| k(&i.to_string())).collect();
-        assert_eq!(every_nth(keys, 4), vec![k("4"), k("8")]);
+    fn parts_and_ranges_come_from_the_same_cuts() {
+        // A cut on the lower bound and a repeated cut (both possible when keys are sampled
+        // on another node or round-trip through text) make no empty part, and the number of
+        // bucket parts (cuts + 1) is the number of ranges, so later hashes do not shift.
+        let r = Range {
+            lo: Some(k("10")),
+            hi: Some(k("90")),
+        };
+        let cuts = clean_cuts(&r, vec![k("10"), k("20"), k("20"), k("30")]);
+        assert_eq!(cuts, [k("20"), k("30")]);
+        let parts = cut(&r, cuts.clone());
+        assert_eq!(parts.len(), cuts.len() + 1);
+        assert_eq!(parts[0].hi, Some(k("20")));
+        assert_eq!(parts[1].lo, Some(k("20")));
+        assert_eq!(parts[2].lo, Some(k("30")));
+        // Cleaning twice changes nothing (the group keeps the cleaned list).
+        assert_eq!(clean_cuts(&r, cuts.clone()), cuts);
+        let all = Range { lo: None, hi: None };
+        assert_eq!(clean_cuts(&all, vec![k("a"), k("a")]), [k("a")]);
+    }
+
+    #[test]
+    fn text_keys_bucket_bytewise() {
+        let mut t = table();
+        t.key = vec![("name".into(), "text".into())];
+        t.collated = vec![true];
+        let r = Range {
+            lo: Some(k("B")),
+            hi: None,
+        };
+        let (sql, _) = bucket_sql(&t, &r, &[k("a")]);
+        assert!(
+            sql.starts_with("SELECT width_bucket(_h.k COLLATE \"C\", $1::text[])::text"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHERE (_r.\"name\" COLLATE \"C\") >= ($2::text)"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -933,13 +1010,15 @@ mod tests {
         assert_eq!(t.range_clause(&open, 1).0, "true");
         let mut t2 = t.clone();
         t2.key.push(("v".into(), "text".into()));
+        t2.collated.push(true);
         let r = Range {
             lo: Some(vec!["1".into(), "a".into()]),
             hi: None,
         };
+        // Text keys compare bytewise, whatever each node's collation.
         assert_eq!(
             t2.range_clause(&r, 1).0,
-            "(_r.\"id\", _r.\"v\") >= ($1::integer, $2::text)"
+            "(_r.\"id\", _r.\"v\" COLLATE \"C\") >= ($1::integer, $2::text)"
         );
     }
 

@@ -3,7 +3,7 @@
 //! libpq itself parses them. Results are copied out into owned rows at once.
 
 use crate::output::Rows;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::{
     ffi::{CStr, CString, c_char, c_int, c_void},
     ptr,
@@ -82,6 +82,13 @@ extern "C" fn notice(arg: *mut c_void, message: *const c_char) {
     }
 }
 
+/// Session settings of every spockctrl connection: values as text are then the same on every
+/// node whatever its configuration (ISO dates in UTC, shortest exact floats, hex bytea, plain
+/// money), and parsed back alike.
+pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET lc_monetary = 'C'";
+
 /// One open connection, used by one thread at a time.
 pub struct Conn {
     raw: *mut PGconn,
@@ -105,7 +112,7 @@ impl Conn {
         if raw.is_null() {
             bail!("{label}: out of memory opening a connection");
         }
-        let conn = Conn {
+        let mut conn = Conn {
             raw,
             label: Box::new(label.to_string()),
         };
@@ -118,6 +125,13 @@ impl Conn {
         let arg = &*conn.label as *const String as *mut c_void;
         // SAFETY: the label box lives as long as the connection (dropped after PQfinish).
         unsafe { PQsetNoticeProcessor(conn.raw, notice, arg) };
+        // Values spockctrl compares across nodes (table-diff's row texts and keys) are printed
+        // by each server, in its session's settings: pin every setting that changes a value's
+        // text, so that nodes configured differently (another time zone, DateStyle…) print
+        // equal values alike. A SET after connecting rather than libpq's `options`: that would
+        // replace the user's PGOPTIONS or service-file options instead of adding to them.
+        conn.exec(SESSION_SETTINGS)
+            .with_context(|| format!("{label}: setting the session up"))?;
         crate::output::debug(&format!(
             "{label}: connected (server {})",
             conn.server_version()

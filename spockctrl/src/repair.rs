@@ -16,7 +16,7 @@ use crate::{
 };
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 #[derive(Args, Debug)]
 pub struct RepairArgs {
@@ -53,6 +53,11 @@ pub struct Fix {
     pub action: Action,
     pub key: Vec<String>,
     pub json: Option<String>,
+    /// The target's version as the diff saw it (row text; absent for an insert): the fix
+    /// applies only if the row is still that, so that it never overwrites a write made since
+    /// (or deletes a row whose insert had not replicated yet). A repair is not replicated, so
+    /// overwriting a newer row would make the nodes differ for good.
+    pub seen: Option<String>,
     /// (origin node, commit timestamp) of the source's version, when known.
     pub stamp: Option<(String, String)>,
 }
@@ -75,6 +80,7 @@ pub fn plan(diffs: &[Difference], source: usize, target: usize) -> Vec<Fix> {
                 action,
                 key: d.key.clone(),
                 json: s.as_ref().map(|s| s.json.clone()),
+                seen: t.as_ref().map(|t| t.text.clone()),
                 stamp: s
                     .as_ref()
                     .and_then(|s| Some((s.origin.clone()?, s.commit_ts.clone()?))),
@@ -92,58 +98,92 @@ pub fn by_stamp(fixes: Vec<Fix>) -> BTreeMap<Option<(String, String)>, Vec<Fix>>
     groups
 }
 
-fn upsert_sql(t: &Table) -> String {
-    let cols: Vec<String> = t
-        .columns
+fn writable(t: &Table) -> Vec<String> {
+    t.columns
         .iter()
         .filter(|(c, _)| !t.generated.contains(c))
         .map(|(c, _)| ident(c))
-        .collect();
-    let key: Vec<String> = t.key.iter().map(|(c, _)| ident(c)).collect();
-    let set: Vec<String> = t
-        .columns
-        .iter()
-        .filter(|(c, _)| !t.generated.contains(c) && !t.key.iter().any(|(k, _)| k == c))
-        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
-        .collect();
-    let on_conflict = if set.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        format!("DO UPDATE SET {}", set.join(", "))
-    };
-    format!(
-        "INSERT INTO {tbl} ({cols}) OVERRIDING SYSTEM VALUE \
-         SELECT {cols} FROM jsonb_populate_record(NULL::{tbl}, $1::jsonb) \
-         ON CONFLICT ({key}) {on_conflict}",
-        tbl = t.name,
-        cols = cols.join(", "),
-        key = key.join(", ")
-    )
+        .collect()
 }
 
-fn delete_sql(t: &Table) -> String {
-    let key: Vec<String> = t.key.iter().map(|(c, _)| ident(c)).collect();
+/// `(key columns of _r) = ($first, …)`, each parameter cast to its column's type.
+fn key_match(t: &Table, first: usize) -> String {
+    let key: Vec<String> = t
+        .key
+        .iter()
+        .map(|(c, _)| format!("_r.{}", ident(c)))
+        .collect();
     let ph: Vec<String> = t
         .key
         .iter()
         .enumerate()
-        .map(|(i, (_, ty))| format!("${}::{ty}", i + 1))
+        .map(|(i, (_, ty))| format!("${}::{ty}", first + i))
         .collect();
+    format!("({}) = ({})", key.join(", "), ph.join(", "))
+}
+
+/// Inserts the source's row ($1, JSON) only if the key is still absent: a row inserted since
+/// the diff (or whose replicated insert arrived) is left alone. Returns a row when it inserted.
+fn insert_sql(t: &Table) -> String {
+    let key: Vec<String> = t.key.iter().map(|(c, _)| ident(c)).collect();
     format!(
-        "DELETE FROM {} WHERE ({}) = ({})",
+        "INSERT INTO {tbl} ({cols}) OVERRIDING SYSTEM VALUE \
+         SELECT {cols} FROM jsonb_populate_record(NULL::{tbl}, $1::jsonb) \
+         ON CONFLICT ({key}) DO NOTHING RETURNING 1",
+        tbl = t.name,
+        cols = writable(t).join(", "),
+        key = key.join(", ")
+    )
+}
+
+/// Sets the row of key $2… to the source's version ($1, JSON) only if it is still the version
+/// the diff saw (the last parameter, its row text). Returns a row when it updated.
+fn update_sql(t: &Table) -> String {
+    let set: Vec<String> = writable(t)
+        .into_iter()
+        .filter(|c| !t.key.iter().any(|(k, _)| &ident(k) == c))
+        .collect();
+    // Rows differing only in generated columns: nothing to write, but the statement still
+    // tells whether the row is as seen.
+    let assign = if set.is_empty() {
+        format!("{0} = _r.{0}", ident(&t.key[0].0))
+    } else {
+        format!(
+            "({0}) = (SELECT {0} FROM jsonb_populate_record(NULL::{1}, $1::jsonb))",
+            set.join(", "),
+            t.name
+        )
+    };
+    format!(
+        "UPDATE {} _r SET {assign} WHERE {} AND {} = ${} RETURNING 1",
         t.name,
-        key.join(", "),
-        ph.join(", ")
+        key_match(t, 2),
+        t.row_text(),
+        t.key.len() + 2
+    )
+}
+
+/// Deletes the row of key $1… only if it is still the version the diff saw (the last
+/// parameter). Returns a row when it deleted.
+fn delete_sql(t: &Table) -> String {
+    format!(
+        "DELETE FROM {} _r WHERE {} AND {} = ${} RETURNING 1",
+        t.name,
+        key_match(t, 1),
+        t.row_text(),
+        t.key.len() + 1
     )
 }
 
 /// Applies one group of fixes on `conn` in one transaction, stamped when `stamp` is known.
+/// Returns the keys left alone because the row changed since the diff. Every key's fix is one
+/// statement, so it is never half applied.
 fn apply(
     conn: &mut Conn,
     t: &Table,
     stamp: &Option<(String, String)>,
     fixes: &[Fix],
-) -> Result<()> {
+) -> Result<Vec<Vec<String>>> {
     if let Some((origin, _)) = stamp {
         let name = format!("spockctrl_repair_{origin}");
         conn.query(
@@ -156,7 +196,7 @@ fn apply(
             &[Some(&name)],
         )?;
     }
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<Vec<Vec<String>>> {
         conn.exec("BEGIN")?;
         conn.exec("SELECT spock.repair_mode(true)")?;
         conn.exec("SET LOCAL session_replication_role = replica")?;
@@ -166,22 +206,31 @@ fn apply(
                 &[Some(ts)],
             )?;
         }
-        let (upsert, delete) = (upsert_sql(t), delete_sql(t));
+        let (insert, update, delete) = (insert_sql(t), update_sql(t), delete_sql(t));
+        let mut changed = Vec::new();
         for f in fixes {
-            match (&f.action, &f.json) {
-                (Action::Delete, _) => {
-                    let refs: Vec<Option<&str>> = f.key.iter().map(|k| Some(k.as_str())).collect();
-                    conn.query(&delete, &refs)?;
-                }
-                (_, Some(json)) => {
-                    conn.query(&upsert, &[Some(json)])?;
-                }
-                (_, None) => bail!("no source row for key {:?}", f.key),
+            let keys = f.key.iter().map(|k| Some(k.as_str()));
+            let params: Vec<Option<&str>> = match (f.action, &f.json, &f.seen) {
+                (Action::Insert, Some(json), _) => vec![Some(json.as_str())],
+                (Action::Update, Some(json), Some(seen)) => std::iter::once(Some(json.as_str()))
+                    .chain(keys)
+                    .chain([Some(seen.as_str())])
+                    .collect(),
+                (Action::Delete, _, Some(seen)) => keys.chain([Some(seen.as_str())]).collect(),
+                _ => bail!("incomplete fix for key {:?}", f.key),
+            };
+            let sql = match f.action {
+                Action::Insert => &insert,
+                Action::Update => &update,
+                Action::Delete => &delete,
+            };
+            if conn.query(sql, &params)?.rows.is_empty() {
+                changed.push(f.key.clone());
             }
         }
         conn.exec("SELECT spock.repair_mode(false)")?;
         conn.exec("COMMIT")?;
-        Ok(())
+        Ok(changed)
     })();
     if result.is_err() {
         let _ = conn.exec("ROLLBACK");
@@ -211,6 +260,7 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
     let report = diff::compare(&nodes, &a.diff)?;
     let mut out = Rows::new(&["node", "action", "key", "values"]);
     let mut counts: Vec<String> = Vec::new();
+    let mut skipped = 0;
     for (target, node) in nodes.iter().enumerate() {
         if target == source {
             continue;
@@ -219,7 +269,19 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
         if fixes.is_empty() {
             continue;
         }
-        let count = |x: Action| fixes.iter().filter(|f| f.action == x).count();
+        let mut changed: HashSet<Vec<String>> = HashSet::new();
+        if !a.dry_run {
+            let mut conn = connect(node)?;
+            for (stamp, group) in by_stamp(fixes.clone()) {
+                changed.extend(
+                    apply(&mut conn, &report.table, &stamp, &group).with_context(|| {
+                        format!("repairing {} on {}", report.table.name, node.name)
+                    })?,
+                );
+            }
+        }
+        let done = |f: &&Fix| !changed.contains(&f.key);
+        let count = |x: Action| fixes.iter().filter(done).filter(|f| f.action == x).count();
         counts.push(format!(
             "{}: {} inserted, {} updated, {} deleted",
             node.name,
@@ -227,20 +289,19 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
             count(Action::Update),
             count(Action::Delete)
         ));
+        skipped += changed.len();
         for f in &fixes {
+            let action = if changed.contains(&f.key) {
+                format!("{} skipped: changed since the diff", f.action.as_str())
+            } else {
+                f.action.as_str().to_string()
+            };
             out.push(vec![
                 Some(node.name.clone()),
-                Some(f.action.as_str().into()),
+                Some(action),
                 Some(f.key.join(", ")),
                 f.json.clone(),
             ]);
-        }
-        if !a.dry_run {
-            let mut conn = connect(node)?;
-            for (stamp, group) in by_stamp(fixes) {
-                apply(&mut conn, &report.table, &stamp, &group)
-                    .with_context(|| format!("repairing {} on {}", report.table.name, node.name))?;
-            }
         }
     }
     let verdict = if counts.is_empty() {
@@ -254,10 +315,17 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
         )
     } else {
         format!(
-            "repaired {} from {} ({})",
+            "repaired {} from {} ({}){}",
             report.table.name,
             a.source,
-            counts.join("; ")
+            counts.join("; "),
+            if skipped > 0 {
+                format!(
+                    "; {skipped} rows changed since the diff and were left alone: run table-diff again"
+                )
+            } else {
+                String::new()
+            }
         )
     };
     Ok(Outcome {
@@ -267,6 +335,8 @@ pub fn run(ctx: &Ctx, a: &RepairArgs) -> Result<Outcome> {
             out
         },
         verdict: Some(verdict),
+        // Like table-diff finding differences: ran fine, but the tables may still differ.
+        exit: if skipped > 0 { 2 } else { 0 },
         ..Outcome::default()
     })
 }
@@ -306,6 +376,10 @@ mod tests {
         assert_eq!(acts, [Action::Update, Action::Insert, Action::Delete]);
         assert_eq!(fixes[1].stamp.as_ref().unwrap().0, "n3");
         assert!(fixes[2].json.is_none());
+        // What the target held is kept, to apply the fix only if it still holds it.
+        assert_eq!(fixes[0].seen.as_deref(), Some("x"));
+        assert_eq!(fixes[1].seen, None);
+        assert_eq!(fixes[2].seen.as_deref(), Some("c"));
         let groups = by_stamp(fixes);
         assert_eq!(groups.len(), 3);
         // The reverse direction is the mirror image.
@@ -324,16 +398,25 @@ mod tests {
             ],
             generated: vec!["g".into()],
             key: vec![("id".into(), "integer".into())],
+            collated: vec![false],
         };
         assert_eq!(
-            upsert_sql(&t),
+            insert_sql(&t),
             "INSERT INTO public.t (\"id\", \"v\") OVERRIDING SYSTEM VALUE SELECT \"id\", \"v\" \
              FROM jsonb_populate_record(NULL::public.t, $1::jsonb) ON CONFLICT (\"id\") \
-             DO UPDATE SET \"v\" = EXCLUDED.\"v\""
+             DO NOTHING RETURNING 1"
+        );
+        // Updates and deletes apply only to the row as the diff saw it.
+        assert_eq!(
+            update_sql(&t),
+            "UPDATE public.t _r SET (\"v\") = (SELECT \"v\" FROM \
+             jsonb_populate_record(NULL::public.t, $1::jsonb)) WHERE (_r.\"id\") = ($2::integer) \
+             AND ROW(_r.\"id\", _r.\"v\", _r.\"g\")::text = $3 RETURNING 1"
         );
         assert_eq!(
             delete_sql(&t),
-            "DELETE FROM public.t WHERE (\"id\") = ($1::integer)"
+            "DELETE FROM public.t _r WHERE (_r.\"id\") = ($1::integer) \
+             AND ROW(_r.\"id\", _r.\"v\", _r.\"g\")::text = $2 RETURNING 1"
         );
     }
 }

@@ -204,6 +204,12 @@ pub fn argv(
     Ok(argv)
 }
 
+/// A step's command line as logged: arguments may carry DSNs (`${node.n1.dsn}`, a
+/// `--provider_dsn=… password=…`), and the log is no place for a password.
+fn step_line(argv: &[String]) -> String {
+    crate::pq::mask_password(&format!("spockctrl {}", argv.join(" ")))
+}
+
 pub fn run(
     ctx: &mut Ctx,
     path: &Path,
@@ -225,7 +231,7 @@ pub fn run(
         }
         let cluster = ctx.cluster().ok().cloned();
         let outcome = argv(step, &results, cluster.as_ref()).and_then(|a| {
-            info(&format!("step {}: spockctrl {}", i + 1, a.join(" ")));
+            info(&format!("step {}: {}", i + 1, step_line(&a)));
             dispatch(ctx, &a)
         });
         let label = format!("[step {:02}] {}", i + 1, step.description);
@@ -329,5 +335,28 @@ mod tests {
         assert_eq!(verb("WAIT FOR SYNC").unwrap(), ["sub", "wait-for-sync"]);
         assert_eq!(verb("repset list").unwrap(), ["repset", "list"]);
         assert!(verb("FROB NODE").is_err());
+    }
+
+    #[test]
+    fn logged_step_lines_hide_passwords() {
+        let argv: Vec<String> = [
+            "sub",
+            "create",
+            "--provider_dsn=host=h port=5432 password=s3cret user=u",
+            "--db_password=other",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let line = step_line(&argv);
+        assert!(
+            !line.contains("s3cret") && !line.contains("other"),
+            "{line}"
+        );
+        assert_eq!(
+            line,
+            "spockctrl sub create --provider_dsn=host=h port=5432 password=******** user=u \
+             --db_password=********"
+        );
     }
 }
