@@ -538,11 +538,12 @@ fn subscription_args(node: &Conn, step: &str, origin: &str) -> Result<String, Fa
         ),
         2,
     )?;
+    // No forwarded origins are stored as NULL.
     Ok(match rows.first().map(|r| &r[..]) {
-        Some([Some(sets), Some(forward)]) => format!(
+        Some([Some(sets), forward]) => format!(
             ", replication_sets := {}::text[], forward_origins := {}::text[]",
             literal(sets),
-            literal(forward)
+            literal(forward.as_deref().unwrap_or("{}"))
         ),
         _ => String::new(),
     })
