@@ -7,7 +7,10 @@
 mod common;
 
 // One test per major for each of these (`name::pg17`…); see `common::per_major`.
-crate::per_major!(add_and_remove_a_node_under_write_load,);
+crate::per_major!(
+    add_and_remove_a_node_under_write_load,
+    a_copy_keeps_thousands_of_row_versions,
+);
 
 use harness::{Cluster, ClusterOptions, Node, StopMode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +20,17 @@ const SCHEMA: &str = "CREATE TABLE events(node int, id bigint, k int, PRIMARY KE
      CREATE TABLE counters(k int PRIMARY KEY, c bigint NOT NULL DEFAULT 0); \
      ALTER TABLE counters ALTER COLUMN c SET (log_old_value = true, delta_apply_function = spock.delta_apply); \
      CREATE TABLE big(id int PRIMARY KEY, pad text); \
-     CREATE SEQUENCE ids;";
+     CREATE SEQUENCE ids; \
+     CREATE TABLE \"x$spock$;CREATE TABLE pwn();SELECT$spock$\"(id int PRIMARY KEY); \
+     CREATE TABLE \"q'\"\"$spock$\"(id int PRIMARY KEY, v text);";
+
+/// Names that end a `$spock$` quote early, with quotes of both kinds: add_node must copy
+/// them as names and run nothing they contain (the first would create table `pwn`).
+const INJECT: &str = "\"x$spock$;CREATE TABLE pwn();SELECT$spock$\"";
+const QUOTES: &str = "\"q'\"\"$spock$\"";
+/// A replication set the mesh subscribes to besides the defaults, with a row filter.
+const SET: &str = "set$spock$'x";
+const SECRET: &str = "Zodan-Secret-7";
 
 /// One writer transaction: a unique row, an increment of a shared counter (delta apply), and
 /// an upsert or (one time in ten) a delete of a shared key.
@@ -47,15 +60,24 @@ fn mesh(kernel: &harness::Kernel) -> Cluster {
         node.sql(SCHEMA).unwrap();
         node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
             .unwrap();
+        node.sql(&format!(
+            "SELECT spock.repset_create({set}); \
+             SELECT spock.repset_add_table({set}, {table}, false, NULL, 'v IS DISTINCT FROM ''$spock$x''')",
+            set = lit(SET),
+            table = lit(QUOTES)
+        ))
+        .unwrap();
     }
     for (i, s) in cluster.nodes.iter().enumerate().take(3) {
         for (j, p) in cluster.nodes.iter().enumerate().take(3) {
             if i != j {
                 s.sql(&format!(
-                    "SELECT spock.sub_create('sub_n{}_n{}', '{}')",
+                    "SELECT spock.sub_create('sub_n{}_n{}', '{}', \
+                     ARRAY['default', 'default_insert_only', 'ddl_sql', {}])",
                     j + 1,
                     i + 1,
-                    p.dsn("postgres")
+                    p.dsn("postgres"),
+                    lit(SET)
                 ))
                 .unwrap();
             }
@@ -72,6 +94,10 @@ fn mesh(kernel: &harness::Kernel) -> Cluster {
     n1.sql("INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g")
         .unwrap();
     n1.sql(&format!(
+        "INSERT INTO {INJECT} VALUES (1); INSERT INTO {QUOTES} VALUES (1, 'a'), (2, '$spock$')"
+    ))
+    .unwrap();
+    n1.sql(&format!(
         "INSERT INTO big SELECT g, repeat(md5(g::text), 5) FROM generate_series(1, {ROWS_BIG}) g"
     ))
     .unwrap();
@@ -82,13 +108,20 @@ fn mesh(kernel: &harness::Kernel) -> Cluster {
     cluster
 }
 
+/// An SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 fn wait(node: &Node, sql: &str, want: &str) {
     common::wait_for(node, "postgres", sql, want, 120);
 }
 
+/// The DSNs carry a password (unused: the nodes trust local connections), which must never
+/// reach another node's statement log.
 fn add_node(cluster: &Cluster, src: usize, new: usize, name: &str) -> anyhow::Result<String> {
     cluster.node(new).sql(&format!(
-        "CALL spock.add_node('{}', '{}', '{name}', '{}')",
+        "CALL spock.add_node('{}', '{} password={SECRET}', '{name}', '{} password={SECRET}')",
         cluster.node(src).name,
         cluster.node(src).dsn("postgres"),
         cluster.node(new).dsn("postgres")
@@ -335,6 +368,11 @@ fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
     );
     bad_input(&cluster);
     source_killed_mid_copy(&cluster);
+    // Every statement the old nodes run is logged, and none may show a password.
+    for n in [n1, n2, n3] {
+        n.configure("log_statement", "'all'").unwrap();
+        n.configure("log_min_error_statement", "'error'").unwrap();
+    }
 
     // Every old node writes throughout; n4 joins from n2 meanwhile.
     let dir = tempfile::tempdir().unwrap();
@@ -399,6 +437,49 @@ fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
     // Upserts and deletes of shared keys settle the same everywhere.
     std::thread::sleep(Duration::from_secs(1));
     assert_same(&all, "after add_node");
+    // Names that end a `$spock$` quote were copied as names, and nothing they hold ran; the
+    // set with such a name, its row filter, and the subscriptions to it came along.
+    for n in all {
+        assert_eq!(
+            n.sql(&format!(
+                "SELECT (SELECT count(*) FROM {INJECT}) || '/' || \
+                 (SELECT string_agg(id || v, ',' ORDER BY id) FROM {QUOTES}) || '/' || \
+                 coalesce(to_regclass('pwn')::text, 'none') || '/' || \
+                 (SELECT count(*) FROM spock.subscription WHERE {} = ANY (sub_replication_sets))",
+                lit(SET)
+            ))
+            .unwrap(),
+            "1/1a,2$spock$/none/3",
+            "{}",
+            n.name
+        );
+    }
+    assert_eq!(
+        n4.sql(&format!(
+            "SELECT pg_get_expr(t.set_row_filter, t.set_reloid) FROM spock.replication_set_table t \
+             JOIN spock.replication_set s USING (set_id) WHERE s.set_name = {}",
+            lit(SET)
+        ))
+        .unwrap(),
+        "(v IS DISTINCT FROM '$spock$x'::text)"
+    );
+    for n in [n1, n2, n3] {
+        let log = n.log_tail(usize::MAX);
+        assert!(
+            log.contains("spock_zodan.dsn"),
+            "{}: add_node's statements were not logged",
+            n.name
+        );
+        assert!(
+            !log.contains(SECRET),
+            "{}'s log shows the password:\n{}",
+            n.name,
+            log.lines()
+                .filter(|l| l.contains(SECRET))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     for n in all {
         assert_eq!(
             n.sql("SELECT count(*) FROM spock.subscription WHERE sub_enabled")
@@ -457,4 +538,145 @@ fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
             90,
         );
     }
+}
+
+/// A copy's snapshot waits a bounded time for the provider's open transactions, its apply
+/// workers going on meanwhile. Rows committed after the last change of another node the
+/// provider applied keep their own versions in a copy: 10,000 rows committed one by one are
+/// 10,000 versions, each its own subtransaction; the copy must keep them all (row 0, written
+/// by n2, which n3 does not know, reads as n1's). (Without the early release of each
+/// subtransaction's xid lock this still passed here, up to 40,000 versions with
+/// max_locks_per_transaction = 10: it checks the path at scale, not the lock release.)
+fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
+    const ROWS: usize = 10_000;
+    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+    let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    for (i, n) in [n1, n2, n3].into_iter().enumerate() {
+        n.sql("CREATE EXTENSION spock").unwrap();
+        n.sql(&format!(
+            "SELECT spock.node_create('n{}', '{}')",
+            i + 1,
+            n.dsn("postgres")
+        ))
+        .unwrap();
+    }
+    for n in [n1, n2] {
+        n.sql("CREATE TABLE versions(id int PRIMARY KEY, v text)")
+            .unwrap();
+        n.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
+            .unwrap();
+    }
+    n1.sql(&format!(
+        "SELECT spock.sub_create('sub_n2_n1', '{}')",
+        n2.dsn("postgres")
+    ))
+    .unwrap();
+    n2.sql(&format!(
+        "SELECT spock.sub_create('sub_n1_n2', '{}')",
+        n1.dsn("postgres")
+    ))
+    .unwrap();
+    for n in [n1, n2] {
+        wait(
+            n,
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+            "1",
+        );
+    }
+
+    // A session on n1 idle in a transaction that holds an xid: no copy snapshot can be taken
+    // there while it lasts. The copy (of an empty set) gives up after a bounded wait and says
+    // why, instead of holding n1's apply workers at the commit gate: n2's writes reach n1.
+    n1.sql("SELECT spock.repset_create('empty')").unwrap();
+    let mut idle = n1
+        .client("psql", "postgres")
+        .args(["-X", "-q", "-d", "postgres"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = idle.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"BEGIN; SELECT pg_current_xact_id();\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    wait(
+        n1,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+         AND backend_xid IS NOT NULL",
+        "1",
+    );
+    n3.sql(&format!(
+        "SELECT spock.sub_create('sub_empty', '{}', ARRAY['empty'], false, true)",
+        n1.dsn("postgres")
+    ))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !n3
+        .log_tail(usize::MAX)
+        .contains("session idle in transaction")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not report the open transaction:\n{}",
+            n3.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    n2.sql("INSERT INTO versions VALUES (0, 'during the copy')")
+        .unwrap();
+    common::wait_for(
+        n1,
+        "postgres",
+        "SELECT count(*) FROM versions WHERE id = 0",
+        "1",
+        60,
+    );
+    drop(idle.stdin.take());
+    idle.wait().unwrap();
+    common::wait_for(
+        n3,
+        "postgres",
+        "SELECT sync_status FROM spock.local_sync_status s JOIN spock.subscription b \
+         ON b.sub_id = s.sync_subid WHERE b.sub_name = 'sub_empty' AND sync_nspname IS NULL",
+        "r",
+        120,
+    );
+    n3.sql("SELECT spock.sub_drop('sub_empty')").unwrap();
+
+    // n1's rows, each committed after the last change of n2's it applied, keep their versions.
+    n1.sql(&format!(
+        "DO $$ BEGIN FOR i IN 1..{ROWS} LOOP \
+         INSERT INTO versions VALUES (i, md5(i::text)); COMMIT; END LOOP; END $$"
+    ))
+    .unwrap();
+    wait(n2, "SELECT count(*) FROM versions", &(ROWS + 1).to_string());
+    n3.sql(&format!(
+        "SELECT spock.sub_create('sub_n1_n3', '{}', synchronize_structure := true, \
+         synchronize_data := true)",
+        n1.dsn("postgres")
+    ))
+    .unwrap();
+    common::wait_for(
+        n3,
+        "postgres",
+        "SELECT sync_status FROM spock.local_sync_status WHERE sync_nspname IS NULL",
+        "r",
+        180,
+    );
+    // Every row with its own commit timestamp, as on n1.
+    let versions = "SELECT count(*) || '/' || count(DISTINCT pg_xact_commit_timestamp(xmin)) \
+                    || '/' || md5(string_agg(id || v, ',' ORDER BY id)) FROM versions";
+    let on_n1 = n1.sql(versions).unwrap();
+    assert!(
+        on_n1.starts_with(&format!("{}/{}/", ROWS + 1, ROWS + 1)),
+        "{on_n1}"
+    );
+    assert_eq!(n3.sql(versions).unwrap(), on_n1, "{}", n3.log_tail(40));
+    let log = n3.log_tail(usize::MAX);
+    assert!(!log.contains("out of shared memory"), "{log}");
 }

@@ -97,8 +97,20 @@ fn secret_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
 
 /// `key=value` form, tokenised as libpq's `conninfo_parse` does.
 fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
+    let (pairs, tail) = keyword_pairs(dsn);
+    let spans = pairs
+        .into_iter()
+        .filter(|(key, _)| SECRET_KEYS.contains(key))
+        .map(|(_, value)| value)
+        .collect();
+    (spans, tail)
+}
+
+/// The keywords of a `key=value` string with the byte range of each value as written, plus
+/// the start of a tail libpq could not parse.
+fn keyword_pairs(dsn: &str) -> (Vec<(&str, Range<usize>)>, Option<usize>) {
     let b = dsn.as_bytes();
-    let mut spans = Vec::new();
+    let mut pairs = Vec::new();
     let mut i = 0;
     let skip_space = |mut i: usize| {
         while i < b.len() && b[i].is_ascii_whitespace() {
@@ -109,7 +121,7 @@ fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
     loop {
         i = skip_space(i);
         if i == b.len() {
-            return (spans, None);
+            return (pairs, None);
         }
         let key_start = i;
         while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
@@ -118,7 +130,7 @@ fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
         let key = &dsn[key_start..i];
         i = skip_space(i);
         if i == b.len() || b[i] != b'=' {
-            return (spans, Some(key_start));
+            return (pairs, Some(key_start));
         }
         i = skip_space(i + 1);
         let value_start = i;
@@ -126,7 +138,7 @@ fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
             i += 1;
             loop {
                 match b.get(i) {
-                    None => return (spans, Some(value_start)),
+                    None => return (pairs, Some(value_start)),
                     Some(b'\\') => i += 2,
                     Some(b'\'') => {
                         i += 1;
@@ -141,10 +153,59 @@ fn keyword_spans(dsn: &str) -> (Vec<Range<usize>>, Option<usize>) {
             }
         }
         i = i.min(b.len());
-        if SECRET_KEYS.contains(&key) {
-            spans.push(value_start..i);
-        }
+        pairs.push((key, value_start..i));
     }
+}
+
+/// `dsn` with the server setting `name` = `value` added to its `options` (those it has
+/// already are kept): the value reaches the server in the startup packet, not in a statement.
+pub fn with_setting(dsn: &str, name: &str, value: &str) -> String {
+    // `options` is split at whitespace, a backslash escaping the next character.
+    let mut arg = format!("-c {name}=");
+    for c in value.chars() {
+        if c == '\\' || c.is_whitespace() {
+            arg.push('\\');
+        }
+        arg.push(c);
+    }
+    if let Some(rest) = ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|p| dsn.strip_prefix(p))
+    {
+        // URI form: a later `options` parameter replaces an earlier one.
+        let start = dsn.len() - rest.len();
+        let query = dsn[start..].find('?').map(|q| start + q + 1);
+        let existing = query
+            .into_iter()
+            .flat_map(|q| dsn[q..].split('&'))
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| percent_decode(k) == "options")
+            .map(|(_, v)| percent_decode(v))
+            .next_back();
+        let options = existing.map_or(arg.clone(), |e| format!("{e} {arg}"));
+        let encoded: String = options
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let sep = if query.is_some() { '&' } else { '?' };
+        return format!("{dsn}{sep}options={encoded}");
+    }
+    // Keyword form: a later keyword replaces an earlier one.
+    let (pairs, _) = keyword_pairs(dsn);
+    let existing = pairs
+        .iter()
+        .filter(|(k, _)| *k == "options")
+        .map(|(_, v)| unquote(&dsn[v.clone()]))
+        .next_back();
+    let options = existing.map_or(arg.clone(), |e| format!("{e} {arg}"));
+    let quoted = options.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("{dsn} options='{quoted}'")
 }
 
 /// URI form: the password of `user:password@` and `password=` query parameters, found as
@@ -437,6 +498,26 @@ mod tests {
     use super::*;
 
     const PW: &str = "Secr3t-pw";
+
+    #[test]
+    fn settings_go_into_options() {
+        assert_eq!(
+            with_setting("host=h dbname=d", "a.b", "x y\\z'"),
+            "host=h dbname=d options='-c a.b=x\\\\ y\\\\\\\\z\\''"
+        );
+        assert_eq!(
+            with_setting("host=h options='-c work_mem=1MB'", "a.b", "v"),
+            "host=h options='-c work_mem=1MB' options='-c work_mem=1MB -c a.b=v'"
+        );
+        assert_eq!(
+            with_setting("postgresql://u@h/d", "a.b", "p q"),
+            "postgresql://u@h/d?options=-c%20a.b%3Dp%5C%20q"
+        );
+        assert_eq!(
+            with_setting("postgresql://h/d?options=-c%20x%3D1", "a.b", "v"),
+            "postgresql://h/d?options=-c%20x%3D1&options=-c%20x%3D1%20-c%20a.b%3Dv"
+        );
+    }
 
     #[test]
     fn keyword_passwords_are_masked() {

@@ -52,17 +52,66 @@ pub(super) fn commit_gate_shared() {
     }
 }
 
+/// How long one attempt to take the commit gate may wait. While the exclusive request waits,
+/// the provider's apply workers queue behind it at their next BEGIN: the wait stays short.
+const GATE_WAIT_MS: u64 = 2_000;
+/// Attempts to take the gate (with a growing pause between them) before the copy fails.
+const GATE_ATTEMPTS: u32 = 5;
+/// How long the slot creation may wait, gate held, for the provider's running transactions
+/// (each wait on one is a lock wait, which `lock_timeout` bounds).
+const SNAPSHOT_WAIT_MS: u64 = 10_000;
+
 /// Holds the provider's apply commits (the gate taken exclusively on a second connection)
 /// until dropped: meanwhile the positions of its replication origins match what a snapshot
 /// taken now contains. Apply workers wait for the gate before they get an xid, so the slot
 /// creation, which waits for running transactions, cannot wait for them.
+///
+/// Each attempt waits at most `GATE_WAIT_MS`: a long apply transaction on the provider must
+/// not stall its other workers behind the queued request.
 fn hold_applied_commits(dsn: &str, appname: &str) -> Result<Remote, String> {
     let gate = Remote::connect(dsn, appname)?;
+    // The session must live as long as the gate is needed (see `gate_still_held`).
+    gate.command(&format!(
+        "SET lock_timeout = {GATE_WAIT_MS}; SET idle_session_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0"
+    ))?;
+    let mut last = String::new();
+    for attempt in 0..GATE_ATTEMPTS {
+        if attempt > 0 {
+            super::nap(std::time::Duration::from_millis(500 << attempt));
+        }
+        match gate.query(
+            &format!("SELECT pg_catalog.pg_advisory_lock({COMMIT_GATE})::text"),
+            1,
+        ) {
+            Ok(_) => return Ok(gate),
+            Err(e) if e.contains("lock timeout") => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(format!(
+        "could not take the provider's commit gate in {GATE_ATTEMPTS} attempts of {GATE_WAIT_MS} ms \
+         (an apply transaction on the provider kept it): {last}"
+    ))
+}
+
+/// Whether the gate's session is still there with the gate held. If it went away (killed,
+/// timed out, connection reset), the provider's apply workers may have committed while the
+/// positions were read, and the positions may be past the snapshot.
+fn gate_still_held(gate: &Remote) -> bool {
     gate.query(
-        &format!("SELECT pg_catalog.pg_advisory_lock({COMMIT_GATE})::text"),
+        &format!(
+            "SELECT count(*)::text FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() \
+             AND locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted \
+             AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+             AND ((classid::bigint << 32) | objid::bigint) = {COMMIT_GATE} AND objsubid = 1"
+        ),
         1,
-    )?;
-    Ok(gate)
+    )
+    .ok()
+    .and_then(|rows| rows.first().and_then(|r| r[0].clone()))
+    .as_deref()
+        == Some("1")
 }
 
 /// What the copy needs to keep rows' versions: from when a row's own version matters
@@ -71,6 +120,9 @@ fn hold_applied_commits(dsn: &str, appname: &str) -> Result<Remote, String> {
 struct Versions {
     recent_from: Option<i64>,
     origins: HashMap<u32, u16>,
+    /// The subscription's own origin: what a version from a node without a subscription
+    /// here is stamped with (the provider's, as the rest of the copy).
+    fallback: u16,
 }
 
 /// Per origin node of the provider: how far the snapshot contains its changes (LSN text)
@@ -155,6 +207,14 @@ pub(super) fn copy_tables(
         .then(|| hold_applied_commits(&sub.dsn, &format!("{}_snap", sub.name)))
         .transpose()
         .unwrap_or_else(|e| fail(e));
+    // With the gate held, the slot creation's waits for the provider's running transactions
+    // are bounded: one that stays open (prepared, or a session idle in transaction) would
+    // otherwise hold every apply worker there for as long.
+    if gate.is_some() {
+        remote
+            .command(&format!("SET lock_timeout = {SNAPSHOT_WAIT_MS}"))
+            .unwrap_or_else(|e| fail(e));
+    }
     remote
         .command("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .unwrap_or_else(|e| fail(e));
@@ -166,7 +226,22 @@ pub(super) fn copy_tables(
             ),
             4,
         )
-        .unwrap_or_else(|e| fail(e));
+        .unwrap_or_else(|e| {
+            if gate.is_some() && e.contains("lock timeout") {
+                fail(format!(
+                    "the provider could not take the copy's snapshot within {SNAPSHOT_WAIT_MS} ms: \
+                     a transaction there that holds an xid stays open (a prepared transaction, or \
+                     a session idle in transaction; see pg_prepared_xacts and pg_stat_activity); \
+                     its apply commits, held meanwhile, go on, and the copy is tried again ({e})"
+                ))
+            }
+            fail(e)
+        });
+    if gate.is_some() {
+        remote
+            .command("RESET lock_timeout")
+            .unwrap_or_else(|e| fail(e));
+    }
     let consistent_point = slot
         .first()
         .and_then(|row| row.get(1).cloned().flatten())
@@ -177,6 +252,13 @@ pub(super) fn copy_tables(
     } else {
         Positions::new()
     };
+    if let Some(gate) = &gate
+        && !gate_still_held(gate)
+    {
+        fail("the provider's commit gate was lost while the snapshot was taken (its session ended); \
+              the positions read may be past the snapshot, so the copy is tried again"
+            .into())
+    }
     // The snapshot and the positions are taken: the provider's apply workers may go on.
     drop(gate);
     let snapshot_time = snapshot_time(remote).unwrap_or_else(|e| fail(e));
@@ -199,6 +281,7 @@ pub(super) fn copy_tables(
     let versions = Versions {
         recent_from,
         origins: local_origins().unwrap_or_else(|e| fail(e)),
+        fallback: origin,
     };
     // Older rows share a stamp below every change still to come.
     let stamp = match recent_from {
@@ -504,13 +587,23 @@ fn adopt_progress(remote: &Remote, positions: &Positions) -> Result<(), String> 
         )
         .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
     }
-    for (node, (lsn, _)) in positions {
+    // Upserted: the provider may have no progress row for an origin it has a position for
+    // (none saved yet).
+    for (node, (lsn, ts)) in positions {
         let Some(lsn) = lsn else { continue };
         Spi::run_with_args(
-            "UPDATE spock.progress p SET remote_lsn = greatest(p.remote_lsn, $2::pg_lsn) \
-             FROM spock.local_node l WHERE p.node_id = l.node_id AND p.remote_node_id = $1 \
-             AND l.node_id <> $1",
-            &[pg_sys::Oid::from(*node).into(), lsn.as_str().into()],
+            "INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, \
+             remote_insert_lsn, last_updated_ts, updated_by_decode) \
+             SELECT l.node_id, $1, coalesce(timestamptz '2000-01-01 00:00:00+00' \
+             + $3::bigint * interval '1 microsecond', '-infinity'), $2::pg_lsn, $2::pg_lsn, now(), false \
+             FROM spock.local_node l WHERE l.node_id <> $1 \
+             ON CONFLICT (node_id, remote_node_id) DO UPDATE SET \
+             remote_lsn = greatest(spock.progress.remote_lsn, EXCLUDED.remote_lsn)",
+            &[
+                pg_sys::Oid::from(*node).into(),
+                lsn.as_str().into(),
+                (*ts).into(),
+            ],
         )
         .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
     }
@@ -537,20 +630,35 @@ fn ts_literal(us: i64) -> String {
 }
 
 /// Runs `f` in a subtransaction whose commit timestamp and origin become `version` (when it
-/// wrote anything, and the kernel can).
+/// wrote anything, and the kernel can). One per distinct version, however many rows share it.
 fn stamped<R>(versions: &Versions, ts: i64, node: u32, f: impl FnOnce() -> R) -> R {
     // SAFETY: a subtransaction of the copy's transaction; an error aborts the whole copy
     // (its transaction, subtransactions included).
     unsafe { pg_sys::BeginInternalSubTransaction(c"SpockCopyVersion".as_ptr()) };
     let result = f();
-    // SAFETY: reading and ending the subtransaction begun above.
+    // SAFETY: reading and ending the subtransaction begun above; the lock released is the
+    // one on its own xid, now held by the parent.
     unsafe {
         let xid = pg_sys::GetCurrentTransactionIdIfAny();
         if xid != pg_sys::InvalidTransactionId {
-            let origin = versions.origins.get(&node).copied().unwrap_or(node as u16);
+            // A node with no subscription here has no origin of its own: its rows read as
+            // the provider's, as the rest of the copy (never some unrelated local origin).
+            let origin = versions
+                .origins
+                .get(&node)
+                .copied()
+                .unwrap_or(versions.fallback);
             crate::kernel::subxact_commit_ts(xid, ts, origin);
         }
         pg_sys::ReleaseCurrentSubTransaction();
+        if xid != pg_sys::InvalidTransactionId {
+            // A committed subtransaction's xid lock would stay in the shared lock table until
+            // the copy commits: thousands of versions would exhaust it ("out of shared
+            // memory"). Nobody needs it: a waiter on the xid (XactLockTableWait) finds it
+            // still in progress and waits for the top-level transaction instead, as for an
+            // aborted subtransaction, whose lock core releases the same way.
+            pg_sys::XactLockTableDelete(xid);
+        }
     }
     result
 }
@@ -577,6 +685,9 @@ fn copy_tombstones(remote: &Remote, versions: &Versions) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot copy a tombstone of {table}: {e}"))
     };
+    // Those whose version is kept go in by version, one subtransaction each.
+    let mut by_version: std::collections::BTreeMap<(i64, u32), Vec<(String, String)>> =
+        Default::default();
     for row in rows {
         let [Some(table), Some(key), ts, node] = &row[..] else {
             continue;
@@ -584,11 +695,17 @@ fn copy_tombstones(remote: &Remote, versions: &Versions) -> Result<(), String> {
         let ts: Option<i64> = ts.as_deref().and_then(|t| t.parse().ok());
         let node: Option<u32> = node.as_deref().and_then(|n| n.parse().ok());
         match (ts, node, versions.recent_from) {
-            (Some(ts), Some(node), Some(from)) if ts >= from => {
-                stamped(versions, ts, node, || insert(table, key))?
-            }
+            (Some(ts), Some(node), Some(from)) if ts >= from => by_version
+                .entry((ts, node))
+                .or_default()
+                .push((table.clone(), key.clone())),
             _ => insert(table, key)?,
         }
+    }
+    for ((ts, node), group) in by_version {
+        stamped(versions, ts, node, || {
+            group.iter().try_for_each(|(table, key)| insert(table, key))
+        })?;
     }
     Ok(())
 }

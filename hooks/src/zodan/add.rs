@@ -17,7 +17,8 @@
 //! the error names the step.
 
 use super::{
-    Conn, Failure, check_is_here, literal, local_value, raise_failure, say, sub_name, wait,
+    Conn, DSN_VALUE, Failure, check_is_here, literal, local_value, raise_failure, say, sub_name,
+    wait,
 };
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -53,8 +54,12 @@ enum Created {
         dsn: String,
         slot: String,
     },
-    /// The objects the structure copy restored here (schemas absent before, and relations).
-    Structure { schemas_before: Vec<String> },
+    /// The objects the structure copy restored here: schemas and relations (by OID) absent
+    /// before.
+    Structure {
+        schemas_before: Vec<String>,
+        relations_before: Vec<String>,
+    },
 }
 
 /// How long the waits of one add may take before they count as failed.
@@ -246,6 +251,17 @@ fn add(
         .into_iter()
         .filter_map(|r| r[0].clone())
         .collect();
+    // Views, sequences and foreign tables may exist here already (only tables may not); an
+    // undo drops only the relations the copy brought.
+    let relations_before: Vec<String> = here
+        .rows(
+            CHECKS,
+            "SELECT oid::text FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p', 'v', 'm', 'S', 'f')",
+            1,
+        )?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
     say(&format!(
         "add_node: source \"{}\", {} other node(s): {}",
         req.src_name,
@@ -258,16 +274,16 @@ fn add(
     ));
 
     // ---- 2: node, disabled subscriptions and their slots
-    here.run(
+    here.run_with_dsn(
         CREATE,
         &format!(
-            "spock.node_create({}, {}, {}, {}, {}::jsonb)",
+            "spock.node_create({}, {DSN_VALUE}, {}, {}, {}::jsonb)",
             literal(&req.new_name),
-            literal(&req.new_dsn),
             req.location.as_deref().map_or("NULL".into(), literal),
             req.country.as_deref().map_or("NULL".into(), literal),
             req.info.as_deref().map_or("NULL".into(), literal),
         ),
+        &req.new_dsn,
     )?;
     created.borrow_mut().push(Created::Node {
         name: req.new_name.clone(),
@@ -287,13 +303,15 @@ fn add(
             )?
             .unwrap_or_default();
         drop_stale_slot(peer, &slot, &say)?;
-        here.run(
+        // The sets and forwarded origins the source takes from this node.
+        let sets = subscription_args(&src, CREATE, &peer.name)?;
+        here.run_with_dsn(
             CREATE,
             &format!(
-                "spock.sub_create({}, {}, enabled := false)",
-                literal(&sub),
-                literal(&peer.dsn)
+                "spock.sub_create({}, {DSN_VALUE}, enabled := false{sets})",
+                literal(&sub)
             ),
+            &peer.dsn,
         )?;
         created.borrow_mut().push(Created::Subscription {
             node: req.new_name.clone(),
@@ -339,14 +357,20 @@ fn add(
     drop_stale_slot(&src, &src_slot, &say)?;
     created.borrow_mut().push(Created::Structure {
         schemas_before: schemas_before.clone(),
+        relations_before,
     });
-    here.run(
+    // The new node takes from the source what the other nodes take from it.
+    let src_sets = match others.first() {
+        Some(peer) => subscription_args(peer, COPY, &req.src_name)?,
+        None => String::new(),
+    };
+    here.run_with_dsn(
         COPY,
         &format!(
-            "spock.sub_create({}, {}, synchronize_structure := true, synchronize_data := true)",
-            literal(&src_sub),
-            literal(&req.src_dsn)
+            "spock.sub_create({}, {DSN_VALUE}, synchronize_structure := true, synchronize_data := true{src_sets})",
+            literal(&src_sub)
         ),
+        &req.src_dsn,
     )?;
     created.borrow_mut().push(Created::Subscription {
         node: req.new_name.clone(),
@@ -428,13 +452,17 @@ fn add(
     // ---- 5: the old nodes subscribe to the new one
     for node in std::iter::once(&src).chain(&others) {
         let sub = sub_name(&req.new_name, &node.name);
-        node.run(
+        // Each node takes from the new one what it takes from the source (the source: what
+        // the new node takes from it).
+        let sets = if node.name == req.src_name {
+            src_sets.clone()
+        } else {
+            subscription_args(node, SUBSCRIBE, &req.src_name)?
+        };
+        node.run_with_dsn(
             SUBSCRIBE,
-            &format!(
-                "spock.sub_create({}, {})",
-                literal(&sub),
-                literal(&req.new_dsn)
-            ),
+            &format!("spock.sub_create({}, {DSN_VALUE}{sets})", literal(&sub)),
+            &req.new_dsn,
         )?;
         created.borrow_mut().push(Created::Subscription {
             node: node.name.clone(),
@@ -495,6 +523,32 @@ fn add(
     Ok(())
 }
 
+/// The `replication_sets` and `forward_origins` arguments (with a leading comma) of
+/// `node`'s subscription from node `origin`, for a new subscription to take the same; none
+/// (the defaults) when `node` has no such subscription.
+fn subscription_args(node: &Conn, step: &str, origin: &str) -> Result<String, Failure> {
+    let rows = node.rows(
+        step,
+        &format!(
+            "SELECT s.sub_replication_sets::text, s.sub_forward_origins::text \
+             FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target \
+             JOIN spock.node n ON n.node_id = s.sub_origin WHERE n.node_name = {} \
+             ORDER BY s.sub_name LIMIT 1",
+            literal(origin)
+        ),
+        2,
+    )?;
+    // No forwarded origins are stored as NULL.
+    Ok(match rows.first().map(|r| &r[..]) {
+        Some([Some(sets), forward]) => format!(
+            ", replication_sets := {}::text[], forward_origins := {}::text[]",
+            literal(sets),
+            literal(forward.as_deref().unwrap_or("{}"))
+        ),
+        _ => String::new(),
+    })
+}
+
 /// Drops an inactive slot of `slot`'s name on `node`, left by an earlier failed attempt.
 fn drop_stale_slot(node: &Conn, slot: &str, say: &dyn Fn(&str)) -> Result<(), Failure> {
     let active = node.value(
@@ -545,7 +599,14 @@ fn copy_memberships(src: &Conn, here: &Conn) -> Result<(), Failure> {
         };
         here.run(
             ENABLE,
-            &format!("spock.repset_create({}, {i}, {u}, {d}, {t})", literal(name)),
+            &format!(
+                "spock.repset_create({}, {}::boolean, {}::boolean, {}::boolean, {}::boolean)",
+                literal(name),
+                literal(i),
+                literal(u),
+                literal(d),
+                literal(t)
+            ),
         )?;
     }
     let members = src.rows(
@@ -605,7 +666,10 @@ fn undo(created: &[Created]) -> Vec<String> {
                 )
                 .map(|_| format!("dropped slot {slot} on node \"{node}\""))
             }),
-            Created::Structure { schemas_before } => drop_structure(created, schemas_before),
+            Created::Structure {
+                schemas_before,
+                relations_before,
+            } => drop_structure(created, schemas_before, relations_before),
             Created::Node { name } => local_conn(created).and_then(|n| {
                 n.run("undo", &format!("spock.node_drop({}, true)", literal(name)))
                     .map(|_| format!("dropped node \"{name}\""))
@@ -648,22 +712,27 @@ fn local_conn(created: &[Created]) -> Result<Conn, Failure> {
     Conn::open(&name, &dsn, "undo")
 }
 
-/// Drops what the structure copy restored: schemas that did not exist before, and every
-/// table, view and sequence left in the others (the database had no tables before).
-fn drop_structure(created: &[Created], schemas_before: &[String]) -> Result<String, Failure> {
+/// Drops what the structure copy restored: schemas that did not exist before, and the
+/// relations in the others that did not (what was there before the add stays).
+fn drop_structure(
+    created: &[Created],
+    schemas_before: &[String],
+    relations_before: &[String],
+) -> Result<String, Failure> {
     let here = local_conn(created)?;
     let before = schemas_before
         .iter()
         .map(|s| literal(s))
         .collect::<Vec<_>>()
         .join(", ");
+    let relations = literal(&format!("{{{}}}", relations_before.join(",")));
     here.run_block(
         "undo",
         &format!(
             "DECLARE cmd text; BEGIN \
              PERFORM pg_catalog.set_config('spock.enable_ddl_replication', 'off', true); \
              FOR cmd IN SELECT pg_catalog.format('DROP SCHEMA IF EXISTS %I CASCADE', nspname) \
-               FROM pg_catalog.pg_namespace WHERE nspname NOT IN ({before}) \
+               FROM pg_catalog.pg_namespace WHERE nspname NOT IN ({before}) AND nspname !~ '^pg_' \
              UNION ALL \
              SELECT pg_catalog.format('DROP %s IF EXISTS %I.%I CASCADE', \
                CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' \
@@ -671,6 +740,7 @@ fn drop_structure(created: &[Created], schemas_before: &[String]) -> Result<Stri
                n.nspname, c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname IN ({before}) \
+               AND c.oid <> ALL ({relations}::pg_catalog.oid[]) \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'spock') \
                AND n.nspname !~ '^pg_' \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \

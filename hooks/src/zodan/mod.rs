@@ -79,18 +79,47 @@ impl Conn {
     }
 
     /// Runs a statement whose result does not matter (also usable after the calling
-    /// transaction failed: nothing is converted locally).
+    /// transaction failed: nothing is converted locally). `sql` is an expression `PERFORM`
+    /// accepts; it carries values from callers and from other nodes' catalogs (names, row
+    /// filters), so the block's dollar quote is one they cannot contain (see `dollar_tag`).
     fn run(&self, step: &str, sql: &str) -> Result<(), Failure> {
-        self.remote
-            .command(&format!("DO $spock$ BEGIN PERFORM {sql}; END $spock$"))
-            .map_err(|e| self.failed(step, e))
+        self.run_block(step, &format!("BEGIN PERFORM {sql}; END"))
     }
 
     /// Runs a PL/pgSQL block (`DECLARE … BEGIN … END`).
     fn run_block(&self, step: &str, block: &str) -> Result<(), Failure> {
+        let tag = dollar_tag(block).map_err(|m| Failure::new(step, m))?;
         self.remote
-            .command(&format!("DO $spock$ {block} $spock$"))
+            .command(&format!("DO {tag} {block} {tag}"))
             .map_err(|e| self.failed(step, e))
+    }
+
+    /// Runs `sql` (like `run`) on a connection of its own to this node whose setting
+    /// `spock_zodan.dsn` is `dsn`; `sql` reads it with `current_setting('spock_zodan.dsn')`.
+    /// The connection string then travels in the connection's startup packet, never in a
+    /// statement's text: statements show in `pg_stat_activity` and in the server log
+    /// (`log_statement`, `log_min_error_statement`), with any password they contain.
+    fn run_with_dsn(&self, step: &str, sql: &str, dsn: &str) -> Result<(), Failure> {
+        let conninfo = remote::with_setting(&self.dsn, DSN_SETTING, dsn);
+        let conn = Remote::connect(&conninfo, "spock_zodan").map_err(|e| {
+            Failure::new(
+                step,
+                format!(
+                    "could not connect to node \"{}\": {}",
+                    self.name,
+                    remote::scrub(&remote::scrub(&e, dsn), &self.dsn)
+                ),
+            )
+            .code(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE)
+        })?;
+        let block = format!("BEGIN PERFORM {sql}; END");
+        let tag = dollar_tag(&block).map_err(|m| Failure::new(step, m))?;
+        conn.command(&format!("DO {tag} {block} {tag}"))
+            .map_err(|e| {
+                let mut f = self.failed(step, e);
+                f.message = remote::scrub(&f.message, dsn);
+                f
+            })
     }
 
     fn failed(&self, step: &str, e: String) -> Failure {
@@ -201,9 +230,41 @@ fn wait(
     }
 }
 
-/// An SQL string literal.
+/// An SQL string literal, right whatever `standard_conforming_strings` is on the node that
+/// reads it (as core's `quote_literal`: with a backslash, an `E''` literal with it doubled).
 pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let quoted = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// The setting through which `Conn::run_with_dsn` hands a connection string over.
+pub(crate) const DSN_SETTING: &str = "spock_zodan.dsn";
+
+/// The SQL that reads the connection string handed over by `Conn::run_with_dsn`.
+pub(crate) const DSN_VALUE: &str = "pg_catalog.current_setting('spock_zodan.dsn')";
+
+/// A dollar quote for a `DO` block of `body`, random per call: a fixed one would end early
+/// at a value that contains it (a table named `x$spock$; DROP …`), and what follows would run
+/// as SQL on that node. A body containing the tag is refused rather than run.
+fn dollar_tag(body: &str) -> Result<String, String> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: fills the buffer of the length given.
+    let ok = unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) };
+    if !ok {
+        return Err("could not generate random bytes for a dollar quote".into());
+    }
+    let tag = format!(
+        "$spock_{}$",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    if body.contains(&tag) {
+        return Err("a value sent to another node contains a reserved dollar quote".into());
+    }
+    Ok(tag)
 }
 
 /// A subscription name for the stream from `from` to `to` (`sub_<from>_<to>`, made of the
@@ -366,5 +427,7 @@ mod tests {
     #[test]
     fn literals_are_quoted() {
         assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\'b"), "E'a\\\\''b'");
+        assert_eq!(literal("x$spock$"), "'x$spock$'");
     }
 }

@@ -41,14 +41,17 @@ fn remove(name: &str, dsn: &str, verbose: bool) -> Result<(), Failure> {
         )
         .code(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT));
     }
-    // The other nodes: those this node subscribes to.
+    // The other nodes: every node this one knows, not only those it still subscribes to (a
+    // run after one that failed midway, its subscriptions partly dropped, must reach them all).
+    // The interface a subscription of ours uses comes first, then the oldest.
     let peers: Vec<(String, String)> = here
         .rows(
             CHECKS,
-            "SELECT DISTINCT ON (n.node_name) n.node_name::text, i.if_dsn FROM spock.subscription s \
-             JOIN spock.local_node l ON l.node_id = s.sub_target \
-             JOIN spock.node n ON n.node_id = s.sub_origin \
-             JOIN spock.node_interface i ON i.if_id = s.sub_origin_if ORDER BY n.node_name",
+            "SELECT DISTINCT ON (n.node_name) n.node_name::text, i.if_dsn FROM spock.node n \
+             JOIN spock.node_interface i ON i.if_nodeid = n.node_id \
+             WHERE n.node_id <> (SELECT node_id FROM spock.local_node) \
+             ORDER BY n.node_name, NOT EXISTS (SELECT 1 FROM spock.subscription s \
+             WHERE s.sub_origin_if = i.if_id), i.if_id",
             2,
         )?
         .into_iter()
