@@ -246,6 +246,12 @@ fn check_copy(p: &Node, s: &Node, db: &str, major: u32) {
 }
 
 fn structure_sync_shows_no_password_and_leaves_no_file(kernel: &harness::Kernel) {
+    // This test sets the process's TMPDIR and watches every pg_dump/pg_restore on the machine,
+    // so its runs for the different majors take turns.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let major = kernel.major;
     let tmpdir = private_tmpdir();
     let cluster = start(kernel, &tmpdir);
