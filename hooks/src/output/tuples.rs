@@ -321,6 +321,8 @@ pub unsafe fn json_tuple(
         let mut row_values = Vec::with_capacity(atts.len());
         let mut row_nulls = Vec::with_capacity(atts.len());
         for (k, (i, a)) in atts.iter().enumerate() {
+            // attndims is an int up to 16 and an int16 from 17.
+            #[allow(clippy::unnecessary_cast)]
             pg_sys::TupleDescInitEntry(
                 row_desc,
                 (k + 1) as pg_sys::AttrNumber,
