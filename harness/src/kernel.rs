@@ -7,7 +7,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
     path::{Path, PathBuf},
     process::Command,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::UNIX_EPOCH,
 };
 
@@ -151,7 +151,11 @@ fn mirror(root: &Path) -> Result<PathBuf> {
         )
             .hash(&mut h);
     }
-    let dest = std::env::temp_dir().join(format!("pgedge-kernel-{:016x}", h.finish()));
+    // The temp dir as first seen: a test may point TMPDIR at a directory of its own for its
+    // servers (and remove it), while other test threads stage kernels.
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    let base = BASE.get_or_init(std::env::temp_dir);
+    let dest = base.join(format!("pgedge-kernel-{:016x}", h.finish()));
     // Test threads share the process id, so they take turns; other processes use other names.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _turn = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
