@@ -21,6 +21,9 @@ pub struct ClusterOptions {
     pub preload: Option<String>,
     /// Extra `postgresql.conf` lines, `name = value`, applied to every node.
     pub settings: Vec<(String, String)>,
+    /// Environment variables of the servers (`pg_ctl` and the postmaster it starts), on top of
+    /// this process's own.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +32,7 @@ impl Default for ClusterOptions {
             nodes: 1,
             preload: Some("spock".into()),
             settings: Vec::new(),
+            server_env: Vec::new(),
         }
     }
 }
@@ -46,6 +50,11 @@ impl ClusterOptions {
 
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn server_env(mut self, name: &str, value: &str) -> Self {
+        self.server_env.push((name.into(), value.into()));
         self
     }
 }

@@ -39,6 +39,8 @@ pub struct Node {
     pub log: PathBuf,
     kernel: Kernel,
     running: AtomicBool,
+    /// Extra environment of the server (`ClusterOptions::server_env`).
+    env: Vec<(String, String)>,
 }
 
 pub(crate) fn is_root() -> bool {
@@ -83,6 +85,7 @@ impl Node {
             log: root.join("server.log"),
             kernel: kernel.clone(),
             running: AtomicBool::new(false),
+            env: opts.server_env.clone(),
         };
         if is_root() {
             let user = server_user();
@@ -343,6 +346,7 @@ impl Node {
         let out = cmd
             .args(args)
             .envs(self.kernel.env())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_BACKTRACE")
             .env_remove("PGDATA")
             .env_remove("INITDB_TEMPLATE")

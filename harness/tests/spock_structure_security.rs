@@ -138,21 +138,12 @@ fn private_tmpdir() -> PathBuf {
     dir
 }
 
-/// Two nodes whose servers run with `TMPDIR=tmpdir`.
+/// Two nodes whose servers run with `TMPDIR=tmpdir` (this process's own stays as it is).
 fn start(kernel: &harness::Kernel, tmpdir: &Path) -> Cluster {
-    let before = std::env::var_os("TMPDIR");
-    // SAFETY: this file's only test sets it before starting the servers (which inherit it) and
-    // before its own threads exist; nothing else in this test binary reads the environment now.
-    unsafe { std::env::set_var("TMPDIR", tmpdir) };
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2));
-    // SAFETY: as above.
-    unsafe {
-        match before {
-            Some(v) => std::env::set_var("TMPDIR", v),
-            None => std::env::remove_var("TMPDIR"),
-        }
-    }
-    cluster.unwrap()
+    let opts = ClusterOptions::default()
+        .nodes(2)
+        .server_env("TMPDIR", tmpdir.to_str().unwrap());
+    Cluster::start(kernel, &opts).unwrap()
 }
 
 /// The environment variable `name` of the node's postmaster.
@@ -246,8 +237,8 @@ fn check_copy(p: &Node, s: &Node, db: &str, major: u32) {
 }
 
 fn structure_sync_shows_no_password_and_leaves_no_file(kernel: &harness::Kernel) {
-    // This test sets the process's TMPDIR and watches every pg_dump/pg_restore on the machine,
-    // so its runs for the different majors take turns.
+    // This test watches every pg_dump/pg_restore on the machine, so its runs for the different
+    // majors take turns.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME
         .lock()
