@@ -118,7 +118,9 @@ fn diff_keys(report: &Value) -> Vec<i64> {
     keys
 }
 
-fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel) {
+/// Four servers; `cluster.json` (a spec of n1–n3) and `spockctrl.json` (all four) in the
+/// cluster's directory.
+fn four_nodes_three_in_spec(kernel: &Kernel) -> (Cluster, std::path::PathBuf) {
     let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(4)).unwrap();
     let dir = cluster.dir().to_path_buf();
     let three: Vec<(&str, u16)> = cluster.nodes[..3]
@@ -127,6 +129,11 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
         .collect();
     write(&dir, "cluster.json", &spec(&three, None));
     write(&dir, "spockctrl.json", &config(&cluster));
+    (cluster, dir)
+}
+
+fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel) {
+    let (cluster, dir) = four_nodes_three_in_spec(kernel);
     let (n1, n2, n3, n4) = (
         cluster.node(0),
         cluster.node(1),
@@ -618,14 +625,7 @@ fn cluster_from_a_spec_diff_repair_workflow_and_status(kernel: &harness::Kernel)
 /// data copied from n1, every old node subscribed to it), `cluster remove-node` takes it out
 /// again through `spock.remove_node`; the other three keep replicating.
 fn live_add_and_remove_through_the_cli(kernel: &harness::Kernel) {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(4)).unwrap();
-    let dir = cluster.dir().to_path_buf();
-    let three: Vec<(&str, u16)> = cluster.nodes[..3]
-        .iter()
-        .map(|n| (n.name.as_str(), n.port))
-        .collect();
-    write(&dir, "cluster.json", &spec(&three, None));
-    write(&dir, "spockctrl.json", &config(&cluster));
+    let (cluster, dir) = four_nodes_three_in_spec(kernel);
     let (n1, n2, n3, n4) = (
         cluster.node(0),
         cluster.node(1),

@@ -345,6 +345,26 @@ fn bucket_sql(t: &Table, r: &Range, cuts: &[Vec<String>]) -> (String, Vec<String
     )
 }
 
+/// Waits for one worker per node, showing `label(done so far)` meanwhile.
+fn join_workers<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+    progress: &mut Progress,
+    label: impl Fn(usize) -> String,
+    done: &AtomicUsize,
+) -> Result<Vec<T>> {
+    while !handles.iter().all(|h| h.is_finished()) {
+        progress.show(&label(done.load(Ordering::Relaxed)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+        })
+        .collect()
+}
+
 /// Hashes of every part of every group, on every node at once (single-column keys).
 fn hash_groups(
     conns: &mut [NodeConn],
@@ -391,20 +411,12 @@ fn hash_groups(
                 })
             })
             .collect();
-        while !handles.iter().all(|h| h.is_finished()) {
-            progress.show(&format!(
-                "{what}: {}/{total} ranges",
-                done.load(Ordering::Relaxed)
-            ));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
-            })
-            .collect()
+        join_workers(
+            handles,
+            progress,
+            |n| format!("{what}: {n}/{total} ranges"),
+            &done,
+        )
     })
 }
 
@@ -505,20 +517,12 @@ fn hash_ranges(
                 })
             })
             .collect();
-        while !handles.iter().all(|h| h.is_finished()) {
-            progress.show(&format!(
-                "{what}: {}/{total} range hashes",
-                done.load(Ordering::Relaxed)
-            ));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
-            })
-            .collect()
+        join_workers(
+            handles,
+            progress,
+            |n| format!("{what}: {n}/{total} range hashes"),
+            &done,
+        )
     })
 }
 

@@ -259,25 +259,6 @@ pub unsafe fn write_tuple(
     }
 }
 
-/// The values and null flags of `tuple`, one per attribute of `relation`.
-///
-/// # Safety
-/// `tuple` belongs to `relation`.
-unsafe fn deform(
-    relation: pg_sys::Relation,
-    tuple: pg_sys::HeapTuple,
-) -> (Vec<pg_sys::Datum>, Vec<bool>) {
-    // SAFETY: the caller's tuple is deformed with its relation's descriptor.
-    unsafe {
-        let desc = (*relation).rd_att;
-        let natts = (*desc).natts as usize;
-        let mut values = vec![pg_sys::Datum::from(0); natts];
-        let mut nulls = vec![false; natts];
-        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        (values, nulls)
-    }
-}
-
 /// Whether the (non-null) `value` of attribute `a` is a TOAST pointer the change left
 /// unchanged: decoding has no data for it.
 ///
@@ -312,7 +293,9 @@ pub unsafe fn json_tuple(
     // SAFETY: the tuple is deformed with its relation's descriptor; the row built from its
     // values uses a blessed descriptor of the same column types, so row_to_json can read it.
     unsafe {
-        let (values, nulls) = deform(relation, tuple);
+        let mut row = Row::default();
+        row.deform(relation, tuple);
+        let (values, nulls) = (&row.values, &row.nulls);
         let atts: Vec<_> = published(relation, columns)
             .into_iter()
             .filter(|(i, a)| nulls[*i] || !unchanged_toast(a, values[*i]))
