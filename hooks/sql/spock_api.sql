@@ -495,6 +495,12 @@ CREATE FUNCTION spock.spock_remote_slot_exists(dsn text, slot text, appname text
 CREATE FUNCTION spock.spock_mask_dsn(dsn text) RETURNS text
     LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'spock_mask_dsn_wrapper';
 
+-- Wakes this database's spock manager when the calling transaction commits, so it starts or
+-- stops apply workers at once rather than at its next one-second look.
+CREATE FUNCTION spock.subscriptions_changed() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'spock_subscriptions_changed_wrapper';
+REVOKE EXECUTE ON FUNCTION spock.subscriptions_changed() FROM PUBLIC;
+
 CREATE FUNCTION spock.sub_create(subscription_name name, provider_dsn text,
     replication_sets text[] = '{default,default_insert_only,ddl_sql}',
     synchronize_structure boolean = false, synchronize_data boolean = false,
@@ -597,6 +603,7 @@ BEGIN
     IF NOT sub_create.enabled THEN
         PERFORM pg_replication_origin_create(v_slot);
     END IF;
+    PERFORM spock.subscriptions_changed();
     RETURN v_sub;
 END $$;
 
@@ -636,6 +643,7 @@ BEGIN
         AND a.application_name = v_sub.sub_slot_name;
     DELETE FROM spock.local_sync_status WHERE sync_subid = v_sub.sub_id;
     DELETE FROM spock.subscription WHERE sub_id = v_sub.sub_id;
+    PERFORM spock.subscriptions_changed();
     IF EXISTS (SELECT 1 FROM spock.local_node WHERE node_id = v_sub.sub_origin) THEN
         RETURN 1;
     END IF;
@@ -662,6 +670,7 @@ RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
 DECLARE v_sub spock.subscription := spock.subscription_named(sub_enable.subscription_name);
 BEGIN
     UPDATE spock.subscription SET sub_enabled = true WHERE sub_id = v_sub.sub_id;
+    PERFORM spock.subscriptions_changed();
     RETURN true;
 END $$;
 
@@ -683,6 +692,7 @@ RETURNS boolean LANGUAGE plpgsql STRICT SET search_path = pg_catalog AS $$
 DECLARE v_sub spock.subscription := spock.subscription_named(sub_disable.subscription_name);
 BEGIN
     UPDATE spock.subscription SET sub_enabled = false WHERE sub_id = v_sub.sub_id;
+    PERFORM spock.subscriptions_changed();
     RETURN true;
 END $$;
 

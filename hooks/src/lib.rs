@@ -79,6 +79,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::define();
     stats::init();
+    workers::init();
     ddl::install();
     depend::install();
     // SAFETY: read-only flag.

@@ -8,6 +8,7 @@ use pgrx::bgworkers::{
 };
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::{PgLwLock, pg_shmem_init, shmem::PGRXSharedMemory};
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -19,6 +20,93 @@ const TICK: Duration = Duration::from_secs(1);
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How often a provider commits an empty transaction so idle peers' progress moves on.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Managers a backend can wake (databases beyond this many are found by the manager's tick).
+const MANAGER_SLOTS: usize = 64;
+
+/// Where each database's manager sleeps: a backend that changed the database's subscriptions
+/// sets that process's latch at commit, so the manager starts or stops apply workers at once
+/// instead of at its next tick (a node joining a mesh waits on several such starts).
+#[derive(Copy, Clone, Default)]
+struct ManagerSlot {
+    db: u32,
+    /// Index of the manager's PGPROC in `ProcGlobal->allProcs`, plus one (0: none).
+    proc: u32,
+}
+
+#[derive(Copy, Clone)]
+pub struct Managers([ManagerSlot; MANAGER_SLOTS]);
+
+impl Default for Managers {
+    fn default() -> Self {
+        Managers([ManagerSlot::default(); MANAGER_SLOTS])
+    }
+}
+
+// SAFETY: plain data with no pointers.
+unsafe impl PGRXSharedMemory for Managers {}
+
+// SAFETY: a static lock, initialised once by `pg_shmem_init!` in `init` before any use.
+static MANAGERS: PgLwLock<Managers> = unsafe { PgLwLock::new(c"spock_managers") };
+
+/// Reserves the managers' table (from `_PG_init` of the preloaded library).
+// pgrx's macro tests majors this crate has no feature for.
+#[allow(unexpected_cfgs)]
+pub fn init() {
+    pg_shmem_init!(MANAGERS);
+}
+
+/// Records this process as the manager of `db`. A slot left by a manager that exited is
+/// taken over by the next one of the same database; waking a process that reused its PGPROC
+/// costs that process a spurious latch wake-up, which every latch wait allows for.
+fn register_manager(db: u32) {
+    // SAFETY: MyProc and ProcGlobal are set up before a background worker's main runs; the
+    // offset of our own PGPROC in the array of all of them is its index.
+    let proc = unsafe {
+        (pg_sys::MyProc as usize - (*pg_sys::ProcGlobal).allProcs as usize)
+            / std::mem::size_of::<pg_sys::PGPROC>()
+    } as u32
+        + 1;
+    let mut table = MANAGERS.exclusive();
+    let slot = table
+        .0
+        .iter()
+        .position(|s| s.db == db)
+        .or_else(|| table.0.iter().position(|s| s.proc == 0));
+    if let Some(i) = slot {
+        table.0[i] = ManagerSlot { db, proc };
+    }
+}
+
+/// Wakes the manager of this backend's database, if it has one.
+fn wake_manager() {
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let proc = MANAGERS
+        .share()
+        .0
+        .iter()
+        .find(|s| s.db == db)
+        .map(|s| s.proc);
+    if let Some(proc) = proc.filter(|&p| p > 0) {
+        // SAFETY: ProcGlobal's array is fixed for the postmaster's lifetime and the index was
+        // taken from it (checked against its length); SetLatch on any PGPROC's latch is
+        // safe from any backend.
+        unsafe {
+            let global = &*pg_sys::ProcGlobal;
+            if proc <= global.allProcCount {
+                pg_sys::SetLatch(&raw mut (*global.allProcs.add(proc as usize - 1)).procLatch);
+            }
+        }
+    }
+}
+
+/// Called by the SQL functions that change subscriptions: the manager of this database is
+/// woken when the transaction commits (post-commit, so it sees the change).
+#[pg_extern(sql = false)]
+fn spock_subscriptions_changed() {
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, wake_manager);
+}
 
 /// Registers the supervisor; called from `_PG_init` while preloading.
 pub fn register() {
@@ -168,6 +256,7 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = arg.value() as u32;
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    register_manager(db);
     let mut appliers = Workers::new();
     let mut last_heartbeat = Instant::now();
     let mut catch_up = CatchUp::default();

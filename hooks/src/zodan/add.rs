@@ -102,7 +102,14 @@ fn add(
     created: &RefCell<Vec<Created>>,
     dsns: &RefCell<Vec<String>>,
 ) -> Result<(), Failure> {
-    let say = |text: &str| say(req.verbose, text);
+    // Verbose lines carry the time since the call started, so a DBA sees where it goes.
+    let started = std::time::Instant::now();
+    let say = |text: &str| {
+        say(
+            req.verbose,
+            &format!("{text} [{:.1} s]", started.elapsed().as_secs_f64()),
+        )
+    };
     // ---- 1: checks
     let here = Conn::open(&req.new_name, &req.new_dsn, CHECKS)?;
     check_is_here(&here, CHECKS, "new_node_dsn")?;
@@ -336,11 +343,16 @@ fn add(
         ));
         slots.push((sub, slot));
     }
-    // The source must hold every change of each node from before that node's slot.
-    for peer in &others {
-        let lsn = peer.sync_event(CREATE)?;
-        src.wait_applied(CREATE, &peer.name, &lsn, &[peer, &src], CATCH_UP)?;
+    // The source must hold every change of each node from before that node's slot (the
+    // events are all sent first, so the waits overlap).
+    let events = others
+        .iter()
+        .map(|peer| peer.sync_event(CREATE))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (peer, lsn) in others.iter().zip(&events) {
+        src.wait_applied(CREATE, &peer.name, lsn, &[peer, &src], CATCH_UP)?;
     }
+    say("add_node: the source holds every change of the other nodes from before their slots");
 
     // ---- 3: structure and data from the source
     let src_sub = sub_name(&req.src_name, &req.new_name);
@@ -407,6 +419,8 @@ fn add(
     })
     .map_err(|f| f.unwrap_or_else(|| Failure::new(COPY, "the copy did not finish")))?;
 
+    say("add_node: copy finished");
+
     // ---- 4: memberships, then the other nodes' streams from where the copy ends
     copy_memberships(&src, &here)?;
     for (peer, (sub, slot)) in others.iter().zip(&slots) {
@@ -444,13 +458,19 @@ fn add(
             peer.name
         ));
     }
-    for node in std::iter::once(&src).chain(&others) {
-        let lsn = node.sync_event(ENABLE)?;
-        here.wait_applied(ENABLE, &node.name, &lsn, &[node, &here], CATCH_UP)?;
+    let old_nodes: Vec<&Conn> = std::iter::once(&src).chain(&others).collect();
+    let events = old_nodes
+        .iter()
+        .map(|node| node.sync_event(ENABLE))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (node, lsn) in old_nodes.iter().zip(&events) {
+        here.wait_applied(ENABLE, &node.name, lsn, &[node, &here], CATCH_UP)?;
     }
+    say("add_node: caught up with every node");
 
-    // ---- 5: the old nodes subscribe to the new one
-    for node in std::iter::once(&src).chain(&others) {
+    // ---- 5: the old nodes subscribe to the new one (all created, then waited for)
+    let mut subscribed = Vec::new();
+    for &node in &old_nodes {
         let sub = sub_name(&req.new_name, &node.name);
         // Each node takes from the new one what it takes from the source (the source: what
         // the new node takes from it).
@@ -478,6 +498,9 @@ fn add(
                 ),
             )?
             .unwrap_or_default();
+        subscribed.push((node, sub, slot));
+    }
+    for &(node, ref sub, ref slot) in &subscribed {
         // Its apply worker creates the slot here; changes of this node from then on reach it.
         wait(SUBSCRIBE, CATCH_UP, &[node], || {
             Ok(here
@@ -485,7 +508,7 @@ fn add(
                     SUBSCRIBE,
                     &format!(
                         "SELECT 1::text FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-                        literal(&slot)
+                        literal(slot)
                     ),
                 )?
                 .is_some())
@@ -501,11 +524,16 @@ fn add(
                 )
             })
         })?;
+        say(&format!(
+            "add_node: node \"{}\" subscribes to the new node",
+            node.name
+        ));
     }
     let lsn = here.sync_event(SUBSCRIBE)?;
-    for node in std::iter::once(&src).chain(&others) {
+    for node in &old_nodes {
         node.wait_applied(SUBSCRIBE, &req.new_name, &lsn, &[node, &here], CATCH_UP)?;
     }
+    say("add_node: every node applies the new node's changes");
     let lag = here
         .value(
             SUBSCRIBE,

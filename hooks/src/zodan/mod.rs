@@ -197,8 +197,10 @@ impl Conn {
     }
 }
 
-/// Polls `done` every 200 ms (interruptibly) until it says yes; `Err(None)` on timeout, and
-/// a failure as soon as one of `watch` stops answering.
+/// Polls `done` (interruptibly) until it says yes; `Err(None)` on timeout, and a failure as
+/// soon as one of `watch` stops answering. The first polls come after 5 ms, then each pause
+/// is half again as long up to 200 ms: most waits (a sync event crossing one hop, a worker
+/// starting) end within tens of milliseconds, and an add waits on many of them in turn.
 fn wait(
     step: &str,
     timeout: Duration,
@@ -207,6 +209,7 @@ fn wait(
 ) -> Result<(), Option<Failure>> {
     let start = Instant::now();
     let mut last_check = Instant::now();
+    let mut pause = Duration::from_millis(5);
     loop {
         if done().map_err(Some)? {
             return Ok(());
@@ -226,7 +229,8 @@ fn wait(
         if start.elapsed() >= timeout {
             return Err(None);
         }
-        crate::apply::nap(Duration::from_millis(200));
+        crate::apply::nap(pause);
+        pause = (pause * 3 / 2).min(Duration::from_millis(200));
     }
 }
 

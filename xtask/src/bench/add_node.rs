@@ -9,6 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A stretch of time, in µs since the epoch.
+type Window = (u128, u128);
+
 /// Writes per second on each old node (2 clients).
 const RATE: u32 = 50;
 const BEFORE_SECONDS: u64 = 10;
@@ -102,18 +105,34 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     let writers: Vec<Child> = (0..3)
         .map(|i| writer(cluster.node(i), i + 1, &script, dir, "during", 3600))
         .collect::<Result<_>>()?;
-    let outcome = (|| -> Result<(Duration, Duration, (u128, u128))> {
+    let outcome = (|| -> Result<(Duration, Window, Duration, Window)> {
         std::thread::sleep(Duration::from_secs(2));
+        let dump_started = now_us();
         let dump = dump_restore(n1, cluster.node(4))?;
+        let dump_window = (dump_started, now_us());
         let started = now_us();
         let t = Instant::now();
-        cluster.node(3).sql(&format!(
-            "CALL spock.add_node('n1', '{}', 'n4', '{}')",
-            n1.dsn("postgres"),
-            cluster.node(3).dsn("postgres")
-        ))?;
+        let out = cluster
+            .node(3)
+            .client("psql", "postgres")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c"])
+            .arg(format!(
+                "CALL spock.add_node('n1', '{}', 'n4', '{}', verb := true)",
+                n1.dsn("postgres"),
+                cluster.node(3).dsn("postgres")
+            ))
+            .output()
+            .context("cannot run psql")?;
         let add = t.elapsed();
-        Ok((dump, add, (started, now_us())))
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("add_node failed: {said}");
+        }
+        // Its verbose lines: where the time went.
+        for line in said.lines().filter(|l| l.contains("add_node")) {
+            println!("    {}", line.trim_start_matches("NOTICE:  "));
+        }
+        Ok((dump, dump_window, add, (started, now_us())))
     })();
     // Stop the writers gently (SIGINT: pgbench writes its logs out), also after a failure.
     for w in &writers {
@@ -125,8 +144,32 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     for mut w in writers {
         w.wait()?;
     }
-    let (dump, add, window) = outcome?;
+    let (dump, dump_window, add, window) = outcome?;
     let p99_during = p99(dir, "during", window)?;
+    let p99_dump = p99(dir, "during", dump_window)?;
+    // The new node holds every row: the copy and every write of the old nodes.
+    let data = n1.sql("SELECT count(*) FROM data")?;
+    let mut writes = 0u64;
+    for i in 0..3 {
+        writes += cluster
+            .node(i)
+            .sql(&format!("SELECT count(*) FROM w WHERE node = {}", i + 1))?
+            .parse::<u64>()?;
+    }
+    super::until(
+        cluster.node(3),
+        "SELECT count(*) FROM data",
+        &data,
+        Instant::now(),
+    )?;
+    for n in cluster.nodes.iter().take(4) {
+        super::until(
+            n,
+            "SELECT count(*) FROM w",
+            &writes.to_string(),
+            Instant::now(),
+        )?;
+    }
     let ratio = add.as_secs_f64() / dump.as_secs_f64();
     println!(
         "{:<40} add_node {:>8.2} s  pg_dump|pg_restore {:>8.2} s  ratio {ratio:.2}x  ({} goal 1.50x)",
@@ -143,6 +186,16 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         p99_during.as_secs_f64() * 1000.0,
         if lat <= 2.0 { "meets" } else { "ABOVE" }
     );
+    // The same machine's cost of any bulk copy: the old nodes' latency while pg_dump |
+    // pg_restore ran.
+    println!(
+        "{:<40} before {:>8.1} ms  during {:>8.1} ms  ratio {:.2}x",
+        "  (the same during pg_dump|pg_restore)",
+        p99_before.as_secs_f64() * 1000.0,
+        p99_dump.as_secs_f64() * 1000.0,
+        p99_dump.as_secs_f64() / p99_before.as_secs_f64()
+    );
+    println!("every node holds all {writes} writes; n4 holds the {data} rows of data");
     Ok(())
 }
 
@@ -191,7 +244,7 @@ fn now_us() -> u128 {
 /// The 99th percentile of the commit latencies pgbench logged under `dir/<phase>_*` for
 /// transactions that started within `window` (epoch µs); pgbench's own lag behind its
 /// schedule is left out.
-fn p99(dir: &Path, phase: &str, window: (u128, u128)) -> Result<Duration> {
+fn p99(dir: &Path, phase: &str, window: Window) -> Result<Duration> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
