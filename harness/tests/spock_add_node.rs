@@ -1,8 +1,8 @@
 //! Growing and shrinking a live mesh: `spock.add_node` brings a fourth node into a three-node
 //! mesh while all three keep writing (unique inserts, upserts and deletes of shared keys, a
-//! delta-apply counter), and nothing is lost, duplicated or left different; `remove_node`
-//! takes a node out and the rest keep replicating. Bad input and a source killed mid-copy
-//! leave nothing behind.
+//! delta-apply counter) and a 1M-row table is copied, and nothing is lost, duplicated or left
+//! different; `remove_node` takes a node out and the rest keep replicating. Bad input and a
+//! source killed mid-copy leave nothing behind.
 
 mod common;
 
@@ -41,7 +41,7 @@ const WRITER: &str = "\\set k random(1, 20)\n\\set r random(1, 10)\nBEGIN;\n\
      INSERT INTO shared(k, v, who) VALUES (:k, md5(random()::text), :node) \
      ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, who = EXCLUDED.who;\n\\endif\nEND;\n";
 
-const ROWS_BIG: usize = 400_000;
+const ROWS_BIG: usize = 1_000_000;
 
 /// n1…n3 in a full mesh with the schema, n4 an empty database with the extension.
 fn mesh(kernel: &harness::Kernel) -> Cluster {
@@ -98,7 +98,7 @@ fn mesh(kernel: &harness::Kernel) -> Cluster {
     ))
     .unwrap();
     n1.sql(&format!(
-        "INSERT INTO big SELECT g, repeat(md5(g::text), 5) FROM generate_series(1, {ROWS_BIG}) g"
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS_BIG}) g"
     ))
     .unwrap();
     for node in cluster.nodes.iter().take(3) {
@@ -339,7 +339,7 @@ fn digest(node: &Node) -> String {
         "SELECT (SELECT count(*) || ':' || md5(coalesce(string_agg(format('%s/%s/%s', node, id, k), ',' ORDER BY node, id), '')) FROM events) \
          || ' ' || (SELECT count(*) || ':' || md5(coalesce(string_agg(format('%s/%s/%s', k, v, who), ',' ORDER BY k), '')) FROM shared) \
          || ' ' || (SELECT md5(string_agg(format('%s/%s', k, c), ',' ORDER BY k)) FROM counters) \
-         || ' ' || (SELECT count(*) FROM big)",
+         || ' ' || (SELECT count(*) || ':' || sum(hashtext(id || pad)) FROM big)",
     )
     .unwrap()
 }
@@ -490,12 +490,42 @@ fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
         );
     }
 
-    // n3 leaves; the others go on.
-    n3.sql(&format!(
-        "CALL spock.remove_node('n3', '{}')",
-        n3.dsn("postgres")
-    ))
+    // n3 leaves; the others go on. A first attempt fails midway (n2 refuses to drop its
+    // subscription from n3, after n1 dropped its own): the error names the step, and a second
+    // run completes what the first left.
+    let remove = format!("CALL spock.remove_node('n3', '{}')", n3.dsn("postgres"));
+    n2.sql(
+        "SET spock.enable_ddl_replication = off; \
+         CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE DELETE ON spock.subscription \
+         FOR EACH ROW EXECUTE FUNCTION public.refuse()",
+    )
     .unwrap();
+    let e = match n3.sql(&remove) {
+        Ok(out) => panic!("remove_node succeeded where it must fail: {out}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("3 (the others drop their subscriptions from this node)")
+            && e.contains("refused by the test"),
+        "{e}"
+    );
+    assert_eq!(
+        n1.sql(
+            "SELECT count(*) FROM spock.subscription s JOIN spock.node n \
+                ON n.node_id = s.sub_origin WHERE n.node_name = 'n3'"
+        )
+        .unwrap(),
+        "0",
+        "n1 kept its subscription from n3 after the failed run"
+    );
+    n2.sql(
+        "SET spock.enable_ddl_replication = off; \
+         DROP TRIGGER refuse ON spock.subscription; DROP FUNCTION public.refuse()",
+    )
+    .unwrap();
+    n3.sql(&remove).unwrap();
     assert_eq!(
         n3.sql("SELECT (SELECT count(*) FROM spock.node) || '/' || (SELECT count(*) FROM pg_replication_slots)").unwrap(),
         "0/0"
@@ -587,6 +617,9 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
     // A session on n1 idle in a transaction that holds an xid: no copy snapshot can be taken
     // there while it lasts. The copy (of an empty set) gives up after a bounded wait and says
     // why, instead of holding n1's apply workers at the commit gate: n2's writes reach n1.
+    // First the same session holds the commit gate as an apply worker does while it applies
+    // (shared): the copy cannot take it (it tells the lock timeout by its SQLSTATE, not its
+    // text, which is in the provider's language), gives up after its attempts, and says so.
     n1.sql("SELECT spock.repset_create('empty')").unwrap();
     let mut idle = n1
         .client("psql", "postgres")
@@ -600,7 +633,10 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
         use std::io::Write;
         let stdin = idle.stdin.as_mut().unwrap();
         stdin
-            .write_all(b"BEGIN; SELECT pg_current_xact_id();\n")
+            .write_all(
+                b"SELECT pg_advisory_lock_shared(3298534906381); \
+                  BEGIN; SELECT pg_current_xact_id();\n",
+            )
             .unwrap();
         stdin.flush().unwrap();
     }
@@ -615,6 +651,26 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
         n1.dsn("postgres")
     ))
     .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !n3
+        .log_tail(usize::MAX)
+        .contains("could not take the provider's commit gate")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not report the held gate:\n{}",
+            n3.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    {
+        use std::io::Write;
+        let stdin = idle.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"SELECT pg_advisory_unlock_shared(3298534906381);\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(90);
     while !n3
         .log_tail(usize::MAX)
