@@ -330,17 +330,29 @@ impl Remote {
         let text =
             CString::new(dsn).map_err(|_| "connection string contains a NUL byte".to_string())?;
         let appname = CString::new(appname).map_err(|_| "bad application name".to_string())?;
-        // SAFETY: guarded call through the library's function pointer.
+        close_orphans();
+        watch_orphans();
+        // The connection's state lives in TopMemoryContext: a connection dropped while an
+        // error unwinds is closed later (see `Drop`), after the error's memory contexts are
+        // gone.
+        // SAFETY: guarded call through the library's function pointer, in a context that
+        // outlives every caller.
         let conn = unsafe {
-            pg_guard_ffi_boundary(|| compat::walrcv_connect(text.as_ptr(), appname.as_ptr()))
+            pgrx::PgMemoryContexts::TopMemoryContext.switch_to(|_| {
+                pg_guard_ffi_boundary(|| compat::walrcv_connect(text.as_ptr(), appname.as_ptr()))
+            })
         };
         conn.map(|conn| Remote { conn }).map_err(|err| {
             if err.is_null() {
                 "unknown error".into()
             } else {
-                // SAFETY: libpq's message, a palloc'd C string.
-                let message = unsafe { CStr::from_ptr(err) }.to_string_lossy();
-                scrub(message.trim(), dsn)
+                // SAFETY: libpq's message, a C string palloc'd in TopMemoryContext above and
+                // freed here once copied.
+                unsafe {
+                    let message = CStr::from_ptr(err).to_string_lossy().into_owned();
+                    pg_sys::pfree(err.cast());
+                    scrub(message.trim(), dsn)
+                }
             }
         })
     }
@@ -484,13 +496,62 @@ pub enum Received<'a> {
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        // No ERROR here: a drop may run while an error unwinds. The library was loaded by
-        // `connect`, so the pointer is there.
-        if let Some(disconnect) = functions().walrcv_disconnect {
-            // SAFETY: closing the connection opened in `connect`.
-            unsafe { pg_guard_ffi_boundary(|| disconnect(self.conn)) };
+        // While an error unwinds, nothing calls into PostgreSQL: the connection is closed at
+        // the end of the transaction (or by the next connect).
+        if std::thread::panicking() {
+            ORPHANS.with(|o| o.borrow_mut().push(self.conn));
+            return;
+        }
+        disconnect(self.conn);
+    }
+}
+
+thread_local! {
+    /// Connections whose `Remote` was dropped while an error unwound, not yet closed.
+    static ORPHANS: std::cell::RefCell<Vec<*mut pg_sys::WalReceiverConn>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Closes a connection opened by `connect` (libpq's PQfinish and a pfree in
+/// TopMemoryContext: neither raises an error).
+fn disconnect(conn: *mut pg_sys::WalReceiverConn) {
+    // SAFETY: the library was loaded by `connect` (so the table is there), and the connection
+    // is one it opened, closed once.
+    unsafe {
+        if let Some(disconnect) = pg_sys::WalReceiverFunctions
+            .as_ref()
+            .and_then(|f| f.walrcv_disconnect)
+        {
+            pg_guard_ffi_boundary(|| disconnect(conn));
         }
     }
+}
+
+fn close_orphans() {
+    for conn in ORPHANS.with(|o| std::mem::take(&mut *o.borrow_mut())) {
+        disconnect(conn);
+    }
+}
+
+/// Has orphaned connections closed at every transaction's end (registered once per backend).
+fn watch_orphans() {
+    if WATCHING.with(|w| w.replace(true)) {
+        return;
+    }
+    #[pg_guard]
+    unsafe extern "C-unwind" fn at_end(
+        event: pg_sys::XactEvent::Type,
+        _arg: *mut std::ffi::c_void,
+    ) {
+        if event == pg_sys::XactEvent::XACT_EVENT_ABORT
+            || event == pg_sys::XactEvent::XACT_EVENT_COMMIT
+        {
+            close_orphans();
+        }
+    }
+    // SAFETY: registering a callback that lives as long as the library.
+    unsafe { pg_sys::RegisterXactCallback(Some(at_end), std::ptr::null_mut()) };
 }
 
 #[cfg(test)]
