@@ -51,9 +51,8 @@ const PUBLIC_OK: &[&str] = &[
     "spock.delta_apply(double precision,double precision,double precision)",
     "spock.delta_apply(numeric,numeric,numeric)",
     "spock.delta_apply(money,money,money)",
-    // The apply worker's statements run as each table's owner; these compare commit
+    // The apply worker's statements run as each table's owner; this compares commit
     // timestamps of transactions (as pg_xact_commit_timestamp does for anyone).
-    "spock.apply_remote_wins(xid)",
     "spock.apply_local_newer(xid,xid)",
     // These read spock.local_node, spock.replication_set or spock.subscription as the caller.
     "spock.local_node_id()",

@@ -52,9 +52,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
        AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
 $$;
 
--- Last-update-wins comparisons made by the apply worker's statements (see apply/versions.rs).
-CREATE FUNCTION spock.apply_remote_wins(xmin xid) RETURNS boolean
-    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'apply_remote_wins_wrapper';
+-- Which of two local writes is the later one, for the apply worker's statements (see
+-- apply/versions.rs).
 CREATE FUNCTION spock.apply_local_newer(a xid, b xid) RETURNS boolean
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'apply_local_newer_wrapper';
 
@@ -77,9 +76,9 @@ BEGIN
     RETURN NULL;
 END $$;
 REVOKE EXECUTE ON FUNCTION spock.tombstone_trigger() FROM PUBLIC;
--- The apply worker's statements on a table run as the table's owner and call these two; they
--- only compare commit timestamps (apply_remote_wins errors outside the apply worker).
-GRANT EXECUTE ON FUNCTION spock.apply_remote_wins(xid), spock.apply_local_newer(xid, xid) TO PUBLIC;
+-- The apply worker's statements on a table run as the table's owner and call this; it only
+-- compares commit timestamps.
+GRANT EXECUTE ON FUNCTION spock.apply_local_newer(xid, xid) TO PUBLIC;
 
 -- Adds the tombstone trigger to a replicated table (not to partitioned parents: their
 -- partitions are members of their own).

@@ -6,7 +6,7 @@
 //! running either way: an apply error never turns into a restart loop.
 
 use super::sql::Statement;
-use super::{Applier, versions};
+use super::Applier;
 use crate::settings::{self, ExceptionBehaviour, ExceptionLogging};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
@@ -94,7 +94,6 @@ impl Applier {
         unsafe { pg_sys::AbortOutOfAnyTransaction() };
         self.forget_batch();
         self.in_xact = false;
-        versions::STATE.with(|s| s.borrow_mut().remote = None);
     }
 
     /// Keeps a message of the transaction being received.
@@ -270,7 +269,6 @@ impl Applier {
             pg_sys::CommitTransactionCommand();
         }
         self.in_xact = false;
-        versions::STATE.with(|s| s.borrow_mut().remote = None);
         log!(
             "subscription \"{}\": disabled after an error in remote transaction {} (commit LSN {lsn})",
             self.sub.name,

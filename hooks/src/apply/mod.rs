@@ -25,7 +25,7 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use spock_proto::{Message, Value, stream::FromSender};
-use sql::{RemoteRel, Statement};
+use sql::{RemoteRel, RowAt, Statement};
 use std::collections::{HashMap, HashSet};
 use std::{ffi::CString, rc::Rc, time::Duration};
 
@@ -815,11 +815,6 @@ impl Applier {
                     commit_time,
                     ..Xact::default()
                 };
-                let remote = Version {
-                    ts: commit_time,
-                    node: self.sub.provider,
-                };
-                versions::STATE.with(|s| s.borrow_mut().remote = Some(remote));
             }
             Message::Relation {
                 relid,
@@ -892,7 +887,6 @@ impl Applier {
                 }
                 self.in_xact = false;
                 stats::flush();
-                versions::STATE.with(|s| s.borrow_mut().remote = None);
                 self.reconcile();
                 self.progress.applied(commit_time, end_lsn);
             }
@@ -1220,15 +1214,13 @@ impl Applier {
         }
     }
 
-    /// The version the last `apply_remote_wins` call saw (the row the statement changed).
-    fn last_local() -> Local {
-        versions::STATE.with(|s| s.borrow_mut().last_local.take().unwrap_or(Local::Unknown))
-    }
-
-    /// Locks the local row with `key`'s key and returns its version, or `None` if absent.
-    fn lock_row(&self, rel: &RemoteRel, key: &[Value]) -> Option<Local> {
-        let (_, xmin) = self.write(rel, rel.lock_row(key));
-        xmin.map(|x| versions::local_version(parse_xid(&x)))
+    /// Locks the local row with `key`'s key and returns where it is and its version, or
+    /// `None` if absent.
+    fn lock_row(&self, rel: &RemoteRel, key: &[Value]) -> Option<(RowAt, Local)> {
+        let (_, found) = self.write(rel, rel.lock_row(key));
+        let at = RowAt::parse(&found?).unwrap_or_else(|| error!("unexpected row address"));
+        let local = versions::local_version(pg_sys::TransactionId::from(at.xmin));
+        Some((at, local))
     }
 
     /// The tombstone key of `values` computed with the owner's rights when a key column has a
@@ -1298,10 +1290,10 @@ impl Applier {
                 return;
             }
             match self.lock_row(rel, new) {
-                Some(local) => {
+                Some((at, local)) => {
                     let wins = conflict::remote_wins(remote, local);
                     if wins {
-                        self.write(rel, rel.update(None, new));
+                        self.write(rel, rel.update_at(&at, None, new));
                     }
                     self.resolved(rel, Kind::InsertExists, wins, local, new);
                     return;
@@ -1340,98 +1332,50 @@ impl Applier {
         }
     }
 
-    /// Remote UPDATE: applied if newer than the local row; a missing row is revived unless a
-    /// newer delete of it is remembered.
+    /// Remote UPDATE: applied to the locked row if newer (its delta-apply columns merge
+    /// either way); a missing row is revived unless a newer delete of it is remembered.
     fn update(&mut self, rel: &RemoteRel, old: Option<&[Value]>, new: &[Value]) {
         let remote = self.remote_version();
         let key = old.unwrap_or(new);
-        let with_deltas = rel
-            .update_with_deltas(old, new)
-            .unwrap_or_else(|e| self.bad_change(e));
-        if let Some(stmt) = with_deltas {
-            let (_, xmin) = self.write(rel, rel.lock_row(key));
-            if let Some(xmin) = xmin {
-                let xmin = parse_xid(&xmin);
-                let local = versions::local_version(xmin);
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some((at, local)) = self.lock_row(rel, key) {
                 let wins = conflict::remote_wins(remote, local);
                 if wins {
-                    self.write(rel, Ok(stmt));
-                } else {
-                    // The local row stays the newer one: merge the deltas in a subtransaction
-                    // that keeps the row's own commit timestamp and origin (kernel override).
-                    let keep = versions::commit_ts_data(xmin);
-                    // SAFETY: a subtransaction of the apply transaction, ended below.
-                    unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
-                    // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction
-                    // back before the error goes on, so it is an apply error like any other,
-                    // in a transaction state the exception handling can work with.
-                    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
-                        self.write(rel, Ok(stmt));
-                        if let Some((ts, origin)) = keep {
-                            // SAFETY: the subtransaction has an xid (it updated the row).
-                            let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
-                            crate::kernel::subxact_commit_ts(subxid, ts, origin);
-                        }
-                    }))
-                    .catch_others(|e| {
-                        // SAFETY: ends the failed subtransaction begun above.
-                        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-                        e.rethrow()
-                    })
-                    .execute();
-                    // SAFETY: ends the subtransaction begun above.
-                    unsafe { pg_sys::ReleaseCurrentSubTransaction() };
-                    stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
+                    self.write(rel, rel.update_at(&at, old, new));
+                } else if let Some(merge) = rel
+                    .merge_deltas_at(&at, old, new)
+                    .unwrap_or_else(|e| self.bad_change(e))
+                {
+                    self.merge_keeping_version(rel, merge, at.xmin);
                 }
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::UpdateUpdate, wins, local, new);
                 }
                 return;
             }
-            // The row is missing: handled below like any update of a missing row.
-        }
-        for _ in 0..MAX_ATTEMPTS {
-            if self.write(rel, rel.update_if_newer(old, new)).0 > 0 {
-                let local = Self::last_local();
-                if conflict::is_conflict(remote, local) {
-                    self.resolved(rel, Kind::UpdateUpdate, true, local, new);
-                }
+            if rel.key.is_empty() {
+                self.resolved(rel, Kind::UpdateDelete, false, Local::Unknown, new);
                 return;
             }
-            match self.lock_row(rel, key) {
-                Some(local) => {
-                    if conflict::remote_wins(remote, local) {
-                        // Changed concurrently and now older: the row is locked, apply.
-                        continue;
-                    }
-                    self.resolved(rel, Kind::UpdateUpdate, false, local, new);
-                    return;
-                }
-                None => {
-                    if rel.key.is_empty() {
-                        self.resolved(rel, Kind::UpdateDelete, false, Local::Unknown, new);
-                        return;
-                    }
-                    if let Some(tomb) = self.lock_tombstone(rel, key)
-                        && !conflict::remote_wins(remote, tomb)
-                    {
-                        self.resolved(rel, Kind::UpdateDelete, false, tomb, new);
-                        return;
-                    }
-                    if new.iter().any(|v| matches!(v, Value::UnchangedToast)) {
-                        warning!(
-                            "CONFLICT: remote UPDATE on relation {}.{} found no row and carries unchanged TOAST values; the row cannot be revived. Resolution: skip.",
-                            rel.nspname,
-                            rel.relname
-                        );
-                        return;
-                    }
-                    if self.write(rel, rel.insert_or_skip(new)).0 == 1 {
-                        self.after_revival(rel, new, Kind::UpdateDelete);
-                        return;
-                    }
-                }
+            if let Some(tomb) = self.lock_tombstone(rel, key)
+                && !conflict::remote_wins(remote, tomb)
+            {
+                self.resolved(rel, Kind::UpdateDelete, false, tomb, new);
+                return;
             }
+            if new.iter().any(|v| matches!(v, Value::UnchangedToast)) {
+                warning!(
+                    "CONFLICT: remote UPDATE on relation {}.{} found no row and carries unchanged TOAST values; the row cannot be revived. Resolution: skip.",
+                    rel.nspname,
+                    rel.relname
+                );
+                return;
+            }
+            if self.write(rel, rel.insert_or_skip(new)).0 == 1 {
+                self.after_revival(rel, new, Kind::UpdateDelete);
+                return;
+            }
+            // Inserted concurrently meanwhile: lock it and decide again.
         }
         raise(
             Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -1439,52 +1383,69 @@ impl Applier {
         );
     }
 
-    /// Remote DELETE: applied if newer than the local row, and remembered as a tombstone so a
+    /// The delta-apply columns of a remote UPDATE that lost merge into the local row, which
+    /// stays the newer one: in a subtransaction that keeps the row's own commit timestamp
+    /// and origin (kernel override), so later comparisons still see the local write's
+    /// version.
+    fn merge_keeping_version(&self, rel: &RemoteRel, merge: Statement, xmin: u32) {
+        let keep = versions::commit_ts_data(pg_sys::TransactionId::from(xmin));
+        // SAFETY: a subtransaction of the apply transaction, ended below.
+        unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
+        // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction back
+        // before the error goes on, so it is an apply error like any other, in a transaction
+        // state the exception handling can work with.
+        PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+            self.write(rel, Ok(merge));
+            if let Some((ts, origin)) = keep {
+                // SAFETY: the subtransaction has an xid (it updated the row).
+                let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
+                crate::kernel::subxact_commit_ts(subxid, ts, origin);
+            }
+        }))
+        .catch_others(|e| {
+            // SAFETY: ends the failed subtransaction begun above.
+            unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+            e.rethrow()
+        })
+        .execute();
+        // SAFETY: ends the subtransaction begun above.
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
+    }
+
+    /// Remote DELETE: applied to the locked row if newer, and remembered as a tombstone so a
     /// late older INSERT or UPDATE of the same key cannot bring the row back.
     fn delete(&mut self, rel: &RemoteRel, old: &[Value]) {
         let remote = self.remote_version();
-        for _ in 0..MAX_ATTEMPTS {
-            if self.write(rel, rel.delete_if_newer(old)).0 > 0 {
-                let local = Self::last_local();
+        if let Some((at, local)) = self.lock_row(rel, old) {
+            let wins = conflict::remote_wins(remote, local);
+            if wins {
+                self.write(rel, Ok(rel.delete_at(&at)));
                 if !rel.key.is_empty() {
                     self.exec(rel.write_tombstone(old, self.owner_key(rel, old).as_deref()));
                 }
-                if conflict::is_conflict(remote, local) {
-                    self.resolved(rel, Kind::DeleteUpdate, true, local, old);
-                }
-                return;
             }
-            match self.lock_row(rel, old) {
-                Some(local) if conflict::remote_wins(remote, local) => continue,
-                Some(local) => {
-                    self.resolved(rel, Kind::DeleteUpdate, false, local, old);
-                    return;
-                }
-                None => {
-                    if rel.key.is_empty() {
-                        self.resolved(rel, Kind::DeleteDelete, false, Local::Unknown, old);
-                        return;
-                    }
-                    let tomb = self.lock_tombstone(rel, old);
-                    if tomb.is_none_or(|t| conflict::remote_wins(remote, t)) {
-                        self.exec(rel.write_tombstone(old, self.owner_key(rel, old).as_deref()));
-                    }
-                    // A local insert of the key may commit while we run.
-                    self.xact.reconcile.insert(rel.local_relid);
-                    self.resolved(
-                        rel,
-                        Kind::DeleteDelete,
-                        false,
-                        tomb.unwrap_or(Local::Unknown),
-                        old,
-                    );
-                    return;
-                }
+            if conflict::is_conflict(remote, local) {
+                self.resolved(rel, Kind::DeleteUpdate, wins, local, old);
             }
+            return;
         }
-        raise(
-            Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
-            self.moving_row(rel, "DELETE"),
+        if rel.key.is_empty() {
+            self.resolved(rel, Kind::DeleteDelete, false, Local::Unknown, old);
+            return;
+        }
+        let tomb = self.lock_tombstone(rel, old);
+        if tomb.is_none_or(|t| conflict::remote_wins(remote, t)) {
+            self.exec(rel.write_tombstone(old, self.owner_key(rel, old).as_deref()));
+        }
+        // A local insert of the key may commit while we run.
+        self.xact.reconcile.insert(rel.local_relid);
+        self.resolved(
+            rel,
+            Kind::DeleteDelete,
+            false,
+            tomb.unwrap_or(Local::Unknown),
+            old,
         );
     }
 

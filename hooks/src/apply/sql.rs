@@ -23,6 +23,27 @@ pub struct RemoteRel {
     pub delta: Vec<(usize, String)>,
 }
 
+/// A locked local row: the xmin of its version, the table (partition) holding it and its
+/// ctid there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowAt {
+    pub xmin: u32,
+    pub table: String,
+    pub ctid: String,
+}
+
+impl RowAt {
+    /// Reads `lock_row`'s answer: `xmin tableoid ctid`.
+    pub fn parse(text: &str) -> Option<RowAt> {
+        let mut parts = text.splitn(3, ' ');
+        Some(RowAt {
+            xmin: parts.next()?.parse().ok()?,
+            table: parts.next()?.to_string(),
+            ctid: parts.next()?.to_string(),
+        })
+    }
+}
+
 /// A statement and its parameters (`None` is NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -64,6 +85,8 @@ impl RemoteRel {
                 continue;
             }
             match param(v)? {
+                // Equal rows of a table without a key may hold NULLs.
+                Some(None) => parts.push(format!("{} IS NULL", ident(&c.name))),
                 Some(p) => {
                     params.push(p);
                     parts.push(format!(
@@ -122,87 +145,103 @@ impl RemoteRel {
         })
     }
 
-    pub fn update(&self, old: Option<&[Value]>, new: &[Value]) -> Result<Statement, String> {
+    /// `SET col = $n, …` of the sendable values of `new` (all columns, or only the delta
+    /// columns' merges when the remote write lost), and `WHERE` the row at `at`.
+    fn update_at_with(
+        &self,
+        at: &RowAt,
+        old: Option<&[Value]>,
+        new: &[Value],
+        wins: bool,
+    ) -> Result<Statement, String> {
         self.check(new)?;
+        if let Some(old) = old {
+            self.check(old)?;
+        }
         let mut params = Vec::new();
         let mut sets = Vec::new();
-        for (c, v) in self.columns.iter().zip(new) {
-            if let Some(p) = param(v)? {
-                params.push(p);
-                sets.push(format!(
-                    "{} = {}",
-                    ident(&c.name),
-                    self.placeholder(c, params.len())
-                ));
+        for (i, (c, v)) in self.columns.iter().zip(new).enumerate() {
+            let delta = old.and_then(|old| self.delta_of(i, old));
+            if delta.is_none() && !wins {
+                continue;
+            }
+            let Some(p) = param(v)? else { continue };
+            params.push(p);
+            let new_value = self.placeholder(c, params.len());
+            let col = ident(&c.name);
+            match (delta, old) {
+                (Some(f), Some(old)) => {
+                    params.push(param(&old[i])?.flatten());
+                    let old_value = self.placeholder(c, params.len());
+                    sets.push(format!("{col} = {f}({old_value}, {new_value}, {col})"));
+                }
+                _ => sets.push(format!("{col} = {new_value}")),
             }
         }
-        let key_source = match old {
-            Some(old) => {
-                self.check(old)?;
-                old
-            }
-            None => new,
-        };
-        let filter = self.key_filter(key_source, &mut params)?;
+        params.push(Some(at.table.clone()));
+        params.push(Some(at.ctid.clone()));
+        let n = params.len();
         Ok(Statement {
             sql: format!(
-                "UPDATE {} SET {} WHERE {filter}",
+                "UPDATE {} SET {} WHERE tableoid = ${}::pg_catalog.oid AND ctid = ${n}::pg_catalog.tid",
                 self.table(),
-                sets.join(", ")
+                sets.join(", "),
+                n - 1
             ),
             params,
         })
     }
 
-    /// UPDATE of a table with delta-apply columns, when the old tuple carries their old
-    /// values: those columns always get `f(old, new, local)` (concurrent increments on
-    /// different nodes all count), the others follow last-update-wins. `None` when no delta
-    /// column has an old value (then the ordinary update applies).
-    pub fn update_with_deltas(
+    /// The merge function of column `i` when it is a delta-apply column and `old` carries its
+    /// old value.
+    fn delta_of(&self, i: usize, old: &[Value]) -> Option<&str> {
+        self.delta
+            .iter()
+            .find(|(d, _)| *d == i)
+            .filter(|_| matches!(old.get(i), Some(Value::Text(_))))
+            .map(|(_, f)| f.as_str())
+    }
+
+    /// Whether an UPDATE with this old tuple merges delta-apply columns.
+    pub fn merges_deltas(&self, old: Option<&[Value]>) -> bool {
+        old.is_some_and(|old| (0..self.columns.len()).any(|i| self.delta_of(i, old).is_some()))
+    }
+
+    /// UPDATE of the (locked) row at `at` with a remote write that won: every sendable column
+    /// takes its new value, except delta-apply columns with an old value, which take
+    /// `f(old, new, local)` (concurrent increments on different nodes all count).
+    pub fn update_at(
         &self,
+        at: &RowAt,
+        old: Option<&[Value]>,
+        new: &[Value],
+    ) -> Result<Statement, String> {
+        self.update_at_with(at, old, new, true)
+    }
+
+    /// UPDATE of the (locked) row at `at` with a remote write that lost: only the delta-apply
+    /// columns merge; `None` when there is none to merge.
+    pub fn merge_deltas_at(
+        &self,
+        at: &RowAt,
         old: Option<&[Value]>,
         new: &[Value],
     ) -> Result<Option<Statement>, String> {
-        self.check(new)?;
-        let Some(old) = old else { return Ok(None) };
-        self.check(old)?;
-        let delta_of = |i: usize| {
-            self.delta
-                .iter()
-                .find(|(d, _)| *d == i)
-                .filter(|_| matches!(old[i], Value::Text(_)))
-                .map(|(_, f)| f.as_str())
-        };
-        if !(0..self.columns.len()).any(|i| delta_of(i).is_some()) {
+        if !self.merges_deltas(old) {
             return Ok(None);
         }
-        let mut params = Vec::new();
-        let mut sets = Vec::new();
-        for (i, (c, v)) in self.columns.iter().zip(new).enumerate() {
-            let Some(p) = param(v)? else { continue };
-            params.push(p);
-            let new_value = self.placeholder(c, params.len());
-            let col = ident(&c.name);
-            match delta_of(i) {
-                Some(f) => {
-                    params.push(param(&old[i])?.flatten());
-                    let old_value = self.placeholder(c, params.len());
-                    sets.push(format!("{col} = {f}({old_value}, {new_value}, {col})"));
-                }
-                None => sets.push(format!(
-                    "{col} = CASE WHEN spock.apply_remote_wins(xmin) THEN {new_value} ELSE {col} END"
-                )),
-            }
-        }
-        let filter = self.key_filter(old, &mut params)?;
-        Ok(Some(Statement {
+        self.update_at_with(at, old, new, false).map(Some)
+    }
+
+    /// DELETE of the (locked) row at `at`.
+    pub fn delete_at(&self, at: &RowAt) -> Statement {
+        Statement {
             sql: format!(
-                "UPDATE {} SET {} WHERE {filter}",
-                self.table(),
-                sets.join(", ")
+                "DELETE FROM {} WHERE tableoid = $1::pg_catalog.oid AND ctid = $2::pg_catalog.tid",
+                self.table()
             ),
-            params,
-        }))
+            params: vec![Some(at.table.clone()), Some(at.ctid.clone())],
+        }
     }
 
     pub fn delete(&self, old: &[Value]) -> Result<Statement, String> {
@@ -222,32 +261,16 @@ impl RemoteRel {
         Ok(s)
     }
 
-    /// UPDATE of the row only if the remote write is newer than the row's last write.
-    pub fn update_if_newer(
-        &self,
-        old: Option<&[Value]>,
-        new: &[Value],
-    ) -> Result<Statement, String> {
-        let mut s = self.update(old, new)?;
-        s.sql.push_str(" AND spock.apply_remote_wins(xmin)");
-        Ok(s)
-    }
-
-    /// DELETE of the row only if the remote write is newer than the row's last write.
-    pub fn delete_if_newer(&self, old: &[Value]) -> Result<Statement, String> {
-        let mut s = self.delete(old)?;
-        s.sql.push_str(" AND spock.apply_remote_wins(xmin)");
-        Ok(s)
-    }
-
-    /// Locks the local row with the key of `values` and returns its xmin.
+    /// Locks one local row with the key of `values` (for a table without a key: one row equal
+    /// to them, as core's apply does) and returns where it is (see `RowAt::parse`).
     pub fn lock_row(&self, values: &[Value]) -> Result<Statement, String> {
         self.check(values)?;
         let mut params = Vec::new();
         let filter = self.key_filter(values, &mut params)?;
         Ok(Statement {
             sql: format!(
-                "SELECT xmin::text FROM {} WHERE {filter} FOR UPDATE",
+                "SELECT xmin::text || ' ' || tableoid::text || ' ' || ctid::text FROM {} \
+                 WHERE {filter} LIMIT 1 FOR UPDATE",
                 self.table()
             ),
             params,
@@ -496,24 +519,71 @@ mod tests {
         assert_eq!(s.params, vec![Some("1".into()), None, Some("b".into())]);
     }
 
+    fn at() -> RowAt {
+        RowAt::parse("742 16384 (0,3)").unwrap()
+    }
+
     #[test]
-    fn update_keeps_unchanged_toast_and_uses_the_old_key() {
+    fn updates_address_the_locked_row_and_keep_unchanged_toast() {
+        assert_eq!(
+            at(),
+            RowAt {
+                xmin: 742,
+                table: "16384".into(),
+                ctid: "(0,3)".into()
+            }
+        );
         let s = rel()
-            .update(
+            .update_at(
+                &at(),
                 Some(&[t("1"), Value::Null, Value::Null]),
                 &[t("2"), t("a"), Value::UnchangedToast],
             )
             .unwrap();
         assert_eq!(
             s.sql,
-            "UPDATE \"public\".\"T\"\"x\" SET \"id\" = $1::integer, \"v\" = $2::text WHERE \"id\" = $3::integer"
+            "UPDATE \"public\".\"T\"\"x\" SET \"id\" = $1::integer, \"v\" = $2::text \
+             WHERE tableoid = $3::pg_catalog.oid AND ctid = $4::pg_catalog.tid"
         );
         assert_eq!(
             s.params,
-            vec![Some("2".into()), Some("a".into()), Some("1".into())]
+            vec![
+                Some("2".into()),
+                Some("a".into()),
+                Some("16384".into()),
+                Some("(0,3)".into())
+            ]
         );
-        let s = rel().update(None, &[t("2"), t("a"), t("b")]).unwrap();
-        assert!(s.sql.ends_with("WHERE \"id\" = $4::integer"), "{}", s.sql);
+        let d = rel().delete_at(&at());
+        assert!(
+            d.sql
+                .ends_with("WHERE tableoid = $1::pg_catalog.oid AND ctid = $2::pg_catalog.tid")
+        );
+    }
+
+    #[test]
+    fn rows_are_locked_by_key_or_whole_with_nulls() {
+        let s = rel().lock_row(&[t("7"), Value::Null, Value::Null]).unwrap();
+        assert_eq!(
+            s.sql,
+            "SELECT xmin::text || ' ' || tableoid::text || ' ' || ctid::text FROM \"public\".\"T\"\"x\" \
+             WHERE \"id\" = $1::integer LIMIT 1 FOR UPDATE"
+        );
+        // A table without a key: every column is compared, a NULL as IS NULL.
+        let mut r = rel();
+        r.key.clear();
+        for c in &mut r.columns {
+            c.key = true;
+        }
+        let s = r.lock_row(&[t("7"), Value::Null, t("b")]).unwrap();
+        assert!(
+            s.sql.ends_with(
+                "WHERE \"id\" = $1::integer AND \"v\" IS NULL AND \"big\" = $2::bytea LIMIT 1 FOR UPDATE"
+            ),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.params, vec![Some("7".into()), Some("b".into())]);
     }
 
     #[test]
@@ -582,16 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn conditional_statements_compare_versions_in_the_server() {
-        let s = rel()
-            .delete_if_newer(&[t("7"), Value::Null, Value::Null])
-            .unwrap();
-        assert!(
-            s.sql
-                .ends_with("\"id\" = $1::integer AND spock.apply_remote_wins(xmin)"),
-            "{}",
-            s.sql
-        );
+    fn conditional_and_reconciling_statements() {
         let s = rel().insert_or_skip(&[t("1"), t("a"), t("b")]).unwrap();
         assert!(s.sql.ends_with("ON CONFLICT DO NOTHING"));
         let s = rel().reconcile_find().unwrap();
@@ -606,36 +667,22 @@ mod tests {
     #[test]
     fn delta_columns_merge_and_the_rest_follow_last_update_wins() {
         let mut r = rel();
-        assert_eq!(
-            r.update_with_deltas(
-                Some(&[t("1"), t("5"), Value::Null]),
-                &[t("1"), t("6"), t("x")]
-            )
-            .unwrap(),
-            None
-        );
+        let old = [t("1"), t("5"), Value::Null];
+        let new = [t("1"), t("6"), t("x")];
+        assert!(!r.merges_deltas(Some(&old)));
+        assert_eq!(r.merge_deltas_at(&at(), Some(&old), &new).unwrap(), None);
         r.delta = vec![(1, "spock.delta_apply".into())];
-        // No old value for the delta column: an ordinary update.
-        assert_eq!(
-            r.update_with_deltas(
-                Some(&[t("1"), Value::Null, Value::Null]),
-                &[t("1"), t("6"), t("x")]
-            )
-            .unwrap(),
-            None
-        );
-        let s = r
-            .update_with_deltas(
-                Some(&[t("1"), t("5"), Value::Null]),
-                &[t("1"), t("6"), t("x")],
-            )
-            .unwrap()
-            .unwrap();
+        // No old value for the delta column: nothing to merge.
+        let no_old = [t("1"), Value::Null, Value::Null];
+        assert!(!r.merges_deltas(Some(&no_old)));
+        assert!(!r.merges_deltas(None));
+        // The remote write won: the delta column merges, the others take their new values.
+        let s = r.update_at(&at(), Some(&old), &new).unwrap();
         assert_eq!(
             s.sql,
-            "UPDATE \"public\".\"T\"\"x\" SET \"id\" = CASE WHEN spock.apply_remote_wins(xmin) THEN $1::integer ELSE \"id\" END, \
-             \"v\" = spock.delta_apply($3::text, $2::text, \"v\"), \
-             \"big\" = CASE WHEN spock.apply_remote_wins(xmin) THEN $4::bytea ELSE \"big\" END WHERE \"id\" = $5::integer"
+            "UPDATE \"public\".\"T\"\"x\" SET \"id\" = $1::integer, \
+             \"v\" = spock.delta_apply($3::text, $2::text, \"v\"), \"big\" = $4::bytea \
+             WHERE tableoid = $5::pg_catalog.oid AND ctid = $6::pg_catalog.tid"
         );
         assert_eq!(
             s.params,
@@ -644,8 +691,16 @@ mod tests {
                 Some("6".into()),
                 Some("5".into()),
                 Some("x".into()),
-                Some("1".into())
+                Some("16384".into()),
+                Some("(0,3)".into())
             ]
+        );
+        // It lost: only the delta column merges.
+        let s = r.merge_deltas_at(&at(), Some(&old), &new).unwrap().unwrap();
+        assert_eq!(
+            s.sql,
+            "UPDATE \"public\".\"T\"\"x\" SET \"v\" = spock.delta_apply($2::text, $1::text, \"v\") \
+             WHERE tableoid = $3::pg_catalog.oid AND ctid = $4::pg_catalog.tid"
         );
     }
 }

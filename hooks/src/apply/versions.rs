@@ -2,7 +2,7 @@
 //! their xmin, and the SQL functions the apply worker's statements call to compare it with the
 //! remote transaction being applied.
 
-use super::conflict::{Local, Version, remote_wins};
+use super::conflict::{Local, Version};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -11,13 +11,9 @@ use std::collections::HashMap;
 /// What the apply worker is applying now, and how to name local origins as nodes.
 #[derive(Default)]
 pub struct State {
-    /// The remote transaction's version, while one is applied.
-    pub remote: Option<Version>,
     pub local_node: u32,
     /// Replication origin → node id (an origin per subscription, named after its slot).
     pub origins: HashMap<u16, u32>,
-    /// The local row's version seen by the last comparison (for the conflict report).
-    pub last_local: Option<Local>,
 }
 
 thread_local! {
@@ -91,20 +87,6 @@ pub fn commit_ts_data(xid: pg_sys::TransactionId) -> Option<(i64, u16)> {
         let mut origin: pg_sys::RepOriginId = 0;
         pg_sys::TransactionIdGetCommitTsData(xid, &mut ts, &mut origin).then_some((ts, origin))
     }
-}
-
-/// True when the remote transaction being applied is newer than the local write `xmin`.
-#[pg_extern(sql = false)]
-fn apply_remote_wins(xmin: pg_sys::TransactionId) -> bool {
-    let local = local_version(xmin);
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
-        let remote = s.remote.unwrap_or_else(|| {
-            error!("spock.apply_remote_wins is only usable by the apply worker")
-        });
-        s.last_local = Some(local);
-        remote_wins(remote, local)
-    })
 }
 
 /// True when local write `a` is newer than local write `b`.
