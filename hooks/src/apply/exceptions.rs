@@ -5,8 +5,8 @@
 //! `spock.exception_logging` says, the other) changes in `spock.exception_log`. The worker keeps
 //! running either way: an apply error never turns into a restart loop.
 
-use super::sql::Statement;
 use super::Applier;
+use super::sql::Statement;
 use crate::settings::{self, ExceptionBehaviour, ExceptionLogging};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;

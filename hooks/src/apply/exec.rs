@@ -4,8 +4,11 @@
 //! updates and deletes of the locked row — so constraints, indexes, generated columns and
 //! replica-mode triggers behave as for any write, with no SQL to parse or plan per row.
 //!
-//! Tables this path cannot serve (no replica-identity index, partitioned, local columns the
-//! provider does not send, delta-apply columns) keep the SQL path in `sql.rs`.
+//! A table without any index is served when the provider sends whole old rows (REPLICA
+//! IDENTITY FULL): a row is found by a scan for an equal one, as core's apply does.
+//! Local columns the provider does not send take their defaults in inserted rows. Tables this
+//! path cannot serve (partitioned parents, delta-apply columns, a remote column that is
+//! generated here) keep the SQL path in `sql.rs`.
 
 use super::binary::CallInfo;
 use super::sql::RemoteRel;
@@ -44,10 +47,15 @@ struct Column {
 /// A local table the executor path serves, with the mapping of the provider's columns.
 pub struct Target {
     pub relid: pg_sys::Oid,
-    index: pg_sys::Oid,
+    /// The replica-identity index; `None`: rows are found by a scan for an equal row.
+    index: Option<pg_sys::Oid>,
     columns: Vec<Column>,
-    /// Positions (among the remote columns) of the replica-identity index's columns.
+    /// Positions (among the remote columns) of the replica-identity index's columns, or of
+    /// every column when rows are found by a scan.
     key: Vec<usize>,
+    /// Local attributes (numbers) the provider does not send and that have a default,
+    /// evaluated for inserted rows as an INSERT without them would.
+    defaults: Vec<i32>,
 }
 
 thread_local! {
@@ -80,7 +88,8 @@ impl Target {
     /// The executor mapping of `rel`'s local table, or `None` when it needs the SQL path.
     /// Call inside a transaction.
     pub fn new(rel: &RemoteRel) -> Option<Target> {
-        if rel.key.is_empty() || !rel.delta.is_empty() {
+        let whole_rows = rel.key.is_empty() && rel.columns.iter().all(|c| c.key);
+        if (rel.key.is_empty() && !whole_rows) || !rel.delta.is_empty() {
             return None;
         }
         let relid = pg_sys::Oid::from(rel.local_relid);
@@ -101,9 +110,17 @@ impl Target {
                 return None;
             }
             let index = pg_sys::RelationGetReplicaIndex(r);
-            if index == pg_sys::InvalidOid {
-                return None;
-            }
+            let index = (index != pg_sys::InvalidOid).then_some(index);
+            // Without a replica-identity index, rows are matched whole: every remote column
+            // is compared, by a scan. Only for tables without any index: with one (a FULL
+            // table with a primary key) the SQL path's lookup can use it.
+            let key = match index {
+                Some(_) if !rel.key.is_empty() => rel.key.clone(),
+                None if rel.key.is_empty() && !(*(*r).rd_rel).relhasindex => {
+                    (0..rel.columns.len()).collect()
+                }
+                _ => return None,
+            };
             let desc = (*r).rd_att;
             let attrs = compat::tuple_desc_attrs(desc);
             let mut columns = Vec::with_capacity(rel.columns.len());
@@ -130,26 +147,35 @@ impl Target {
                     receive: std::cell::OnceCell::new(),
                 });
             }
-            // Every stored local column must come from the provider: the others would need
-            // their defaults evaluated, which the SQL path does.
-            let served = attrs.iter().enumerate().all(|(i, a)| {
-                a.attisdropped || a.attgenerated != 0 || columns.iter().any(|c| c.att == i)
-            });
-            served.then(|| Target {
+            let defaults = attrs
+                .iter()
+                .enumerate()
+                .filter(|&(i, a)| {
+                    !a.attisdropped
+                        && a.attgenerated == 0
+                        && (a.atthasdef || a.attidentity != 0)
+                        && !columns.iter().any(|c| c.att == i)
+                })
+                .map(|(i, _)| i as i32 + 1)
+                .collect();
+            Some(Target {
                 relid: (*r).rd_id,
                 index,
                 columns,
-                key: rel.key.clone(),
+                key,
+                defaults,
             })
         }
     }
 
     /// Whether `values` carries every key column (else the SQL path matches by the
-    /// provider's own key columns).
+    /// provider's own key columns). A whole row may hold NULLs, which match NULLs.
     pub fn has_key(&self, values: &[Value]) -> bool {
-        self.key
-            .iter()
-            .all(|&i| matches!(values.get(i), Some(Value::Text(_) | Value::Binary(_))))
+        self.key.iter().all(|&i| match values.get(i) {
+            Some(Value::Text(_) | Value::Binary(_)) => true,
+            Some(Value::Null) => self.index.is_none(),
+            _ => false,
+        })
     }
 }
 
@@ -178,6 +204,8 @@ pub struct Change {
     /// The table has triggers: their AFTER events fire at the end of each row, as for a
     /// statement of its own.
     triggers: bool,
+    /// The defaults of `Target::defaults` (attribute index, expression ready to run).
+    defaults: Vec<(usize, *mut pg_sys::ExprState)>,
     /// The worker's own identity, back at `finish`: the changes run as the table's owner.
     worker: crate::identity::Switched,
 }
@@ -218,6 +246,23 @@ impl Change {
             compat::epq_init(epq, estate);
             let slot = || pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
             let (search, local, row, other) = (slot(), slot(), slot(), slot());
+            // Defaults are planned once per run, as the owner (an INSERT of the owner's
+            // would evaluate them), and run in the per-row memory.
+            pg_sys::MakePerTupleExprContext(estate);
+            let defaults = target
+                .defaults
+                .iter()
+                .filter_map(|&attnum| {
+                    let expr = pg_sys::build_column_default(rel, attnum);
+                    (!expr.is_null()).then(|| {
+                        let planned = pg_sys::expression_planner(expr.cast());
+                        (
+                            attnum as usize - 1,
+                            pg_sys::ExecInitExpr(planned, std::ptr::null_mut()),
+                        )
+                    })
+                })
+                .collect();
             pg_sys::MemoryContextSwitchTo(caller);
             Change {
                 triggers: !(*rri).ri_TrigDesc.is_null(),
@@ -232,6 +277,7 @@ impl Change {
                 other,
                 found: false,
                 conflicting: None,
+                defaults,
                 worker,
             }
         }
@@ -298,7 +344,16 @@ impl Change {
                     out_values.copy_from_slice(std::slice::from_raw_parts((*b).tts_values, natts));
                     out_nulls.copy_from_slice(std::slice::from_raw_parts((*b).tts_isnull, natts));
                 }
-                None => out_nulls.fill(true),
+                None => {
+                    out_nulls.fill(true);
+                    let econtext = (*self.estate).es_per_tuple_exprcontext;
+                    for &(att, state) in &self.defaults {
+                        let mut isnull = false;
+                        out_values[att] =
+                            pg_sys::ExecEvalExprSwitchContext(state, econtext, &mut isnull);
+                        out_nulls[att] = isnull;
+                    }
+                }
             }
             for (c, v) in self.target.columns.iter().zip(values) {
                 match v {
@@ -331,28 +386,32 @@ impl Change {
         }
     }
 
-    /// Finds the local row with `values`' key and locks it; returns its xmin.
+    /// Finds the local row with `values`' key (without an index: one row equal to `values`)
+    /// and locks it; returns its xmin.
     pub fn lock_row(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
         let search = self.search;
-        // SAFETY: only the key columns are read by the index lookup.
+        // SAFETY: only the key columns are read by the index lookup (all of them by the scan,
+        // NULLs matching NULLs).
         unsafe {
             let natts = (*(*search).tts_tupleDescriptor).natts as usize;
             pg_sys::ExecClearTuple(search);
             std::slice::from_raw_parts_mut((*search).tts_isnull, natts).fill(true);
             for &i in &self.target.key {
                 let c = &self.target.columns[i];
-                *(*search).tts_values.add(c.att) = datum(c, &values[i]);
-                *(*search).tts_isnull.add(c.att) = false;
+                if !matches!(values[i], Value::Null) {
+                    *(*search).tts_values.add(c.att) = datum(c, &values[i]);
+                    *(*search).tts_isnull.add(c.att) = false;
+                }
             }
             pg_sys::ExecStoreVirtualTuple(search);
             pg_sys::ExecClearTuple(self.local);
-            self.found = pg_sys::RelationFindReplTupleByIndex(
-                self.rel,
-                self.target.index,
-                pg_sys::LockTupleMode::LockTupleExclusive,
-                search,
-                self.local,
-            );
+            let mode = pg_sys::LockTupleMode::LockTupleExclusive;
+            self.found = match self.target.index {
+                Some(index) => {
+                    pg_sys::RelationFindReplTupleByIndex(self.rel, index, mode, search, self.local)
+                }
+                None => pg_sys::RelationFindReplTupleSeq(self.rel, mode, search, self.local),
+            };
             self.found.then(|| xmin_of(self.local))
         }
     }
@@ -481,7 +540,7 @@ impl Change {
             let indexes = std::slice::from_raw_parts((*self.rri).ri_IndexRelationDescs, n);
             for &index in indexes {
                 let oid = (*index).rd_id;
-                if !(*(*index).rd_index).indisunique || oid == self.target.index {
+                if !(*(*index).rd_index).indisunique || Some(oid) == self.target.index {
                     continue;
                 }
                 let only = pg_sys::lappend_oid(std::ptr::null_mut(), oid);

@@ -1140,7 +1140,9 @@ impl Applier {
         let old = binary::as_text(rel, old);
         match wins {
             Some((true, local)) => {
-                self.exec(rel.write_tombstone(&old, self.owner_key(rel, &old).as_deref()));
+                if !rel.key.is_empty() {
+                    self.exec(rel.write_tombstone(&old, self.owner_key(rel, &old).as_deref()));
+                }
                 if conflict::is_conflict(remote, local) {
                     self.resolved(rel, Kind::DeleteUpdate, true, local, &old);
                 }
