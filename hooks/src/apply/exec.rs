@@ -4,8 +4,8 @@
 //! updates and deletes of the locked row — so constraints, indexes, generated columns and
 //! replica-mode triggers behave as for any write, with no SQL to parse or plan per row.
 //!
-//! A table without any index is served when the provider sends whole old rows (REPLICA
-//! IDENTITY FULL): a row is found by a scan for an equal one, as core's apply does.
+//! A table without any index (in an insert-only set: spock sends no updates or deletes of a
+//! table without a key) is served for its inserts.
 //! Local columns the provider does not send take their defaults in inserted rows. Tables this
 //! path cannot serve (partitioned parents, delta-apply columns, a remote column that is
 //! generated here) keep the SQL path in `sql.rs`.
@@ -47,11 +47,11 @@ struct Column {
 /// A local table the executor path serves, with the mapping of the provider's columns.
 pub struct Target {
     pub relid: pg_sys::Oid,
-    /// The replica-identity index; `None`: rows are found by a scan for an equal row.
+    /// The replica-identity index; `None` for a table without any index, whose rows only
+    /// the SQL path looks for.
     index: Option<pg_sys::Oid>,
     columns: Vec<Column>,
-    /// Positions (among the remote columns) of the replica-identity index's columns, or of
-    /// every column when rows are found by a scan.
+    /// Positions (among the remote columns) of the replica-identity index's columns.
     key: Vec<usize>,
     /// Local attributes (numbers) the provider does not send and that have a default,
     /// evaluated for inserted rows as an INSERT without them would.
@@ -88,8 +88,7 @@ impl Target {
     /// The executor mapping of `rel`'s local table, or `None` when it needs the SQL path.
     /// Call inside a transaction.
     pub fn new(rel: &RemoteRel) -> Option<Target> {
-        let whole_rows = rel.key.is_empty() && rel.columns.iter().all(|c| c.key);
-        if (rel.key.is_empty() && !whole_rows) || !rel.delta.is_empty() {
+        if !rel.delta.is_empty() {
             return None;
         }
         let relid = pg_sys::Oid::from(rel.local_relid);
@@ -111,16 +110,13 @@ impl Target {
             }
             let index = pg_sys::RelationGetReplicaIndex(r);
             let index = (index != pg_sys::InvalidOid).then_some(index);
-            // Without a replica-identity index, rows are matched whole: every remote column
-            // is compared, by a scan. Only for tables without any index: with one (a FULL
-            // table with a primary key) the SQL path's lookup can use it.
-            let key = match index {
-                Some(_) if !rel.key.is_empty() => rel.key.clone(),
-                None if rel.key.is_empty() && !(*(*r).rd_rel).relhasindex => {
-                    (0..rel.columns.len()).collect()
-                }
+            // Without a replica-identity index only a table without any index: an insert
+            // there can meet no conflict to resolve.
+            match index {
+                Some(_) if !rel.key.is_empty() => {}
+                None if rel.key.is_empty() && !(*(*r).rd_rel).relhasindex => {}
                 _ => return None,
-            };
+            }
             let desc = (*r).rd_att;
             let attrs = compat::tuple_desc_attrs(desc);
             let mut columns = Vec::with_capacity(rel.columns.len());
@@ -162,20 +158,18 @@ impl Target {
                 relid: (*r).rd_id,
                 index,
                 columns,
-                key,
+                key: rel.key.clone(),
                 defaults,
             })
         }
     }
 
     /// Whether `values` carries every key column (else the SQL path matches by the
-    /// provider's own key columns). A whole row may hold NULLs, which match NULLs.
+    /// provider's own key columns).
     pub fn has_key(&self, values: &[Value]) -> bool {
-        self.key.iter().all(|&i| match values.get(i) {
-            Some(Value::Text(_) | Value::Binary(_)) => true,
-            Some(Value::Null) => self.index.is_none(),
-            _ => false,
-        })
+        self.key
+            .iter()
+            .all(|&i| matches!(values.get(i), Some(Value::Text(_) | Value::Binary(_))))
     }
 }
 
@@ -386,32 +380,30 @@ impl Change {
         }
     }
 
-    /// Finds the local row with `values`' key (without an index: one row equal to `values`)
-    /// and locks it; returns its xmin.
+    /// Finds the local row with `values`' key and locks it; returns its xmin. Without an
+    /// index nothing is found here (the SQL path looks).
     pub fn lock_row(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
         let search = self.search;
-        // SAFETY: only the key columns are read by the index lookup (all of them by the scan,
-        // NULLs matching NULLs).
+        let index = self.target.index?;
+        // SAFETY: only the key columns are read by the index lookup.
         unsafe {
             let natts = (*(*search).tts_tupleDescriptor).natts as usize;
             pg_sys::ExecClearTuple(search);
             std::slice::from_raw_parts_mut((*search).tts_isnull, natts).fill(true);
             for &i in &self.target.key {
                 let c = &self.target.columns[i];
-                if !matches!(values[i], Value::Null) {
-                    *(*search).tts_values.add(c.att) = datum(c, &values[i]);
-                    *(*search).tts_isnull.add(c.att) = false;
-                }
+                *(*search).tts_values.add(c.att) = datum(c, &values[i]);
+                *(*search).tts_isnull.add(c.att) = false;
             }
             pg_sys::ExecStoreVirtualTuple(search);
             pg_sys::ExecClearTuple(self.local);
-            let mode = pg_sys::LockTupleMode::LockTupleExclusive;
-            self.found = match self.target.index {
-                Some(index) => {
-                    pg_sys::RelationFindReplTupleByIndex(self.rel, index, mode, search, self.local)
-                }
-                None => pg_sys::RelationFindReplTupleSeq(self.rel, mode, search, self.local),
-            };
+            self.found = pg_sys::RelationFindReplTupleByIndex(
+                self.rel,
+                index,
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                search,
+                self.local,
+            );
             self.found.then(|| xmin_of(self.local))
         }
     }
