@@ -209,3 +209,12 @@ pub const ORIGIN_SHARING: bool = false;
 pub fn replorigin_session_share(_origin: pg_sys::RepOriginId, _owner: i32) {
     unreachable!("replication origins cannot be shared before PostgreSQL 16")
 }
+
+/// Whether `role` may execute function `func` (EXECUTE privilege).
+pub fn may_execute(func: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup.
+    unsafe {
+        pg_sys::pg_proc_aclcheck(func, role, pg_sys::ACL_EXECUTE as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+    }
+}

@@ -222,3 +222,16 @@ pub fn replorigin_session_share(origin: pg_sys::RepOriginId, owner: i32) {
     // SAFETY: a guarded pgrx call; the owner keeps the origin acquired.
     unsafe { pg_sys::replorigin_session_setup(origin, owner) }
 }
+
+/// Whether `role` may execute function `func` (EXECUTE privilege).
+pub fn may_execute(func: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup.
+    unsafe {
+        pg_sys::object_aclcheck(
+            pg_sys::ProcedureRelationId,
+            func,
+            role,
+            pg_sys::ACL_EXECUTE as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
+    }
+}

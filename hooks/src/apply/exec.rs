@@ -7,8 +7,10 @@
 //! A table without any index (in an insert-only set: spock sends no updates or deletes of a
 //! table without a key) is served for its inserts.
 //! Local columns the provider does not send take their defaults in inserted rows. Tables this
-//! path cannot serve (partitioned parents, delta-apply columns, a remote column that is
-//! generated here) keep the SQL path in `sql.rs`.
+//! path cannot serve (partitioned parents, a table with indexes but no replica-identity index,
+//! a remote column that is generated here) keep the SQL path in `sql.rs`. Delta-apply columns
+//! merge here: `f(old, new, local)` of the locked row, also when the remote write lost (then
+//! in a subtransaction that keeps the local row's version).
 
 use super::binary::CallInfo;
 use super::sql::RemoteRel;
@@ -44,6 +46,17 @@ struct Column {
     receive: std::cell::OnceCell<(CallInfo, pg_sys::Oid)>,
 }
 
+/// A delta-apply column as the executor merges it.
+struct Delta {
+    /// Position among the remote columns.
+    col: usize,
+    func: pg_sys::Oid,
+    name: String,
+    call: CallInfo,
+    strict: bool,
+    collation: pg_sys::Oid,
+}
+
 /// A local table the executor path serves, with the mapping of the provider's columns.
 pub struct Target {
     pub relid: pg_sys::Oid,
@@ -56,6 +69,7 @@ pub struct Target {
     /// Local attributes (numbers) the provider does not send and that have a default,
     /// evaluated for inserted rows as an INSERT without them would.
     defaults: Vec<i32>,
+    deltas: Vec<Delta>,
 }
 
 thread_local! {
@@ -88,9 +102,6 @@ impl Target {
     /// The executor mapping of `rel`'s local table, or `None` when it needs the SQL path.
     /// Call inside a transaction.
     pub fn new(rel: &RemoteRel) -> Option<Target> {
-        if !rel.delta.is_empty() {
-            return None;
-        }
         let relid = pg_sys::Oid::from(rel.local_relid);
         // SAFETY: the relation is opened and closed here (its lock is kept to the end of the
         // transaction); descriptor reads and catalog lookups of an open relation.
@@ -154,12 +165,28 @@ impl Target {
                 })
                 .map(|(i, _)| i as i32 + 1)
                 .collect();
+            let deltas = rel
+                .delta
+                .iter()
+                .map(|d| {
+                    let func = pg_sys::Oid::from(d.oid);
+                    Delta {
+                        col: d.col,
+                        func,
+                        name: d.func.clone(),
+                        call: CallInfo::new(func, pg_sys::TopMemoryContext),
+                        strict: pg_sys::func_strict(func),
+                        collation: attrs[columns[d.col].att].attcollation,
+                    }
+                })
+                .collect();
             Some(Target {
                 relid: (*r).rd_id,
                 index,
                 columns,
                 key: rel.key.clone(),
                 defaults,
+                deltas,
             })
         }
     }
@@ -215,7 +242,19 @@ impl Change {
         // aborts the transaction, which releases all of it and restores the worker's identity.
         unsafe {
             let rel = pg_sys::table_open(target.relid, pg_sys::RowExclusiveLock as i32);
-            let worker = crate::identity::become_owner((*(*rel).rd_rel).relowner);
+            let owner = (*(*rel).rd_rel).relowner;
+            // The merges run as the owner, as the SQL path's statement would.
+            if let Some(d) = target
+                .deltas
+                .iter()
+                .find(|d| !compat::may_execute(d.func, owner))
+            {
+                crate::raise(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied for function {}", d.name),
+                );
+            }
+            let worker = crate::identity::become_owner(owner);
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             let caller = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
             let estate = pg_sys::CreateExecutorState();
@@ -597,10 +636,95 @@ impl Change {
         }
     }
 
-    /// Updates the row `lock_row` found with `values` (unchanged TOAST values kept).
-    pub fn update_found(&mut self, values: &[Value]) {
+    /// The merged values of the delta-apply columns for a remote update from `old` to `new`
+    /// of the row `lock_row` found: (attribute index, datum, is null). Columns whose old
+    /// value was not sent are left out (they follow last-update-wins).
+    pub fn merged_deltas(&self, old: Option<&[Value]>, new: &[Value]) -> Vec<Merged> {
+        let Some(old) = old else { return Vec::new() };
+        assert!(self.found, "merged_deltas without a locked row");
+        let mut out = Vec::new();
+        for d in &self.target.deltas {
+            let (Some(o @ (Value::Text(_) | Value::Binary(_))), Some(n)) =
+                (old.get(d.col), new.get(d.col))
+            else {
+                continue;
+            };
+            let c = &self.target.columns[d.col];
+            let new_value = match n {
+                Value::Null => (pg_sys::Datum::from(0), true),
+                Value::UnchangedToast => continue,
+                v => (datum(c, v), false),
+            };
+            let mut isnull = false;
+            // SAFETY: `local` holds the locked row; `att` indexes the relation's attributes.
+            let local = unsafe { pg_sys::slot_getattr(self.local, c.att as i32 + 1, &mut isnull) };
+            let (value, isnull) = call3(d, [(datum(c, o), false), new_value, (local, isnull)]);
+            out.push(Merged {
+                att: c.att,
+                value,
+                isnull,
+            });
+        }
+        out
+    }
+
+    /// `row` with the merged delta values put in.
+    fn put_merged(&self, merged: &[Merged]) {
+        // SAFETY: `row` holds a virtual tuple of the relation, whose arrays `att` indexes.
+        unsafe {
+            for m in merged {
+                *(*self.row).tts_values.add(m.att) = m.value;
+                *(*self.row).tts_isnull.add(m.att) = m.isnull;
+            }
+        }
+    }
+
+    /// The delta-apply columns of a remote update that lost merge into the row `lock_row`
+    /// found, which keeps its other values and, through a subtransaction stamped with `keep`
+    /// (its own commit timestamp and origin; kernel capability), its version: later
+    /// comparisons still see the local write's.
+    pub fn merge_found(&mut self, merged: &[Merged], keep: Option<(i64, u16)>) {
+        assert!(self.found, "merge_found without a locked row");
+        self.fill_row(&[], Some(self.local));
+        self.put_merged(merged);
+        // SAFETY: a subtransaction of the apply transaction, ended on both paths; the executor
+        // state (the parent's) stays valid in it, and the caller's memory context is
+        // restored afterwards. `local` holds the locked row's tid.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr());
+            // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction back
+            // before the error goes on, so it is an apply error like any other.
+            PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+                pg_sys::ExecSimpleRelationUpdate(
+                    self.rri,
+                    self.estate,
+                    self.epq,
+                    self.local,
+                    self.row,
+                );
+                if let Some((ts, origin)) = keep {
+                    // The subtransaction has an xid: it updated the row.
+                    crate::kernel::subxact_commit_ts(pg_sys::GetCurrentTransactionId(), ts, origin);
+                }
+            }))
+            .catch_others(|e| {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                e.rethrow()
+            })
+            .execute();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+        }
+        self.row_done();
+    }
+
+    /// Updates the row `lock_row` found with `values` (unchanged TOAST values kept) and the
+    /// merged delta values.
+    pub fn update_found(&mut self, values: &[Value], merged: &[Merged]) {
         assert!(self.found, "update_found without a locked row");
         self.fill_row(values, Some(self.local));
+        self.put_merged(merged);
         // SAFETY: `local` holds the locked row's tid; both slots belong to this relation.
         unsafe {
             pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, self.epq, self.local, self.row)
@@ -618,9 +742,9 @@ impl Change {
 
     /// Updates the row `lock_row` found when the remote change `wins` last-update-wins, else
     /// lets go of it unchanged.
-    pub fn update_if(&mut self, wins: bool, values: &[Value]) {
+    pub fn update_if(&mut self, wins: bool, values: &[Value], merged: &[Merged]) {
         if wins {
-            self.update_found(values);
+            self.update_found(values, merged);
         } else {
             self.keep_found();
         }
@@ -629,6 +753,42 @@ impl Change {
     /// Lets go of the row `lock_row` found without changing it (last-update-wins kept it).
     pub fn keep_found(&mut self) {
         self.row_done();
+    }
+}
+
+/// A delta-apply column's merged value (see `Change::merged_deltas`).
+pub struct Merged {
+    att: usize,
+    value: pg_sys::Datum,
+    isnull: bool,
+}
+
+/// `f(old, new, local)` of a delta column (a strict function of a NULL is NULL).
+fn call3(d: &Delta, args: [(pg_sys::Datum, bool); 3]) -> (pg_sys::Datum, bool) {
+    if d.strict && args.iter().any(|a| a.1) {
+        return (pg_sys::Datum::from(0), true);
+    }
+    // SAFETY: a call frame of three arguments (as the server's LOCAL_FCINFO sizes it) for a
+    // function whose call info `Target::describe` set up; the call goes through the guard.
+    unsafe {
+        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
+            + 3 * std::mem::size_of::<pg_sys::NullableDatum>();
+        let fcinfo = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
+        (*fcinfo).flinfo = d.call.as_ptr();
+        (*fcinfo).fncollation = d.collation;
+        (*fcinfo).nargs = 3;
+        let slots = (*fcinfo).args.as_mut_slice(3);
+        for (slot, (value, isnull)) in slots.iter_mut().zip(args) {
+            slot.value = value;
+            slot.isnull = isnull;
+        }
+        let f = (*d.call.as_ptr())
+            .fn_addr
+            .unwrap_or_else(|| error!("delta function {} has no address", d.name));
+        let value = pg_guard_ffi_boundary(|| f(fcinfo));
+        let isnull = (*fcinfo).isnull;
+        pg_sys::pfree(fcinfo.cast());
+        (value, isnull)
     }
 }
 

@@ -1023,7 +1023,7 @@ impl Applier {
             if let Some(xmin) = change.lock_row(new) {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
-                change.update_if(wins, new);
+                change.update_if(wins, new, &[]);
                 change.finish();
                 self.resolved(
                     rel,
@@ -1077,6 +1077,22 @@ impl Applier {
             Some(xmin) => {
                 let local = versions::local_version(xmin);
                 let wins = conflict::remote_wins(remote, local);
+                let merged = change.merged_deltas(old, new);
+                if !wins && !merged.is_empty() {
+                    // The local row stays the newer one; its delta columns still count the
+                    // remote change.
+                    change.merge_found(&merged, versions::commit_ts_data(xmin));
+                    change.finish();
+                    stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
+                    self.resolved(
+                        rel,
+                        Kind::UpdateUpdate,
+                        false,
+                        local,
+                        &binary::as_text(rel, new),
+                    );
+                    return;
+                }
                 // Another row holding the new values of a unique index: the newer of the two
                 // writes keeps them (the local row gives way, or the update is dropped).
                 let collided = wins
@@ -1088,7 +1104,7 @@ impl Applier {
                     if gives_way {
                         change.delete_other();
                     }
-                    change.update_if(gives_way, new);
+                    change.update_if(gives_way, new, &merged);
                     change.finish();
                     self.resolved(
                         rel,
@@ -1099,7 +1115,7 @@ impl Applier {
                     );
                     return;
                 }
-                change.update_if(wins, new);
+                change.update_if(wins, new, &merged);
                 if wins && !conflict::is_conflict(remote, local) {
                     self.keep_open(change);
                     return;
@@ -1683,7 +1699,7 @@ struct LocalTable {
     /// Positions of the local replica-identity index columns among the remote columns.
     key: Vec<usize>,
     /// Delta-apply columns among the remote columns, with their merge function.
-    delta: Vec<(usize, String)>,
+    delta: Vec<sql::DeltaColumn>,
 }
 
 fn describe_local(
@@ -1760,10 +1776,11 @@ fn describe_local(
         .collect::<Result<Vec<_>, _>>()?;
     let (types, type_oids) = typed.into_iter().unzip();
     // Delta functions must take (old, new, local) of the column's type and belong to a
-    // superuser: the apply worker runs them with its own rights.
-    let delta: Vec<(usize, String)> = Spi::connect(|c| {
+    // superuser (a table owner cannot point the option at code of their own making); they
+    // run as the table's owner, who needs EXECUTE on them.
+    let delta: Vec<sql::DeltaColumn> = Spi::connect(|c| {
         let rows = c.select(
-            "SELECT a.attname::text, format('%I.%I', n.nspname, p.proname) \
+            "SELECT a.attname::text, format('%I.%I', n.nspname, p.proname), p.oid \
              FROM pg_attribute a CROSS JOIN LATERAL pg_options_to_table(a.attoptions) o \
              JOIN pg_proc p ON p.oid = to_regprocedure(format('%s(%s,%s,%s)', o.option_value, \
                   a.atttypid::regtype, a.atttypid::regtype, a.atttypid::regtype)) \
@@ -1776,10 +1793,17 @@ fn describe_local(
         )?;
         let mut out = Vec::new();
         for r in rows {
-            if let (Some(name), Some(f)) = (r.get::<String>(1)?, r.get::<String>(2)?)
-                && let Some(i) = columns.iter().position(|c| c.name == name)
+            if let (Some(name), Some(func), Some(oid)) = (
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<pg_sys::Oid>(3)?,
+            ) && let Some(col) = columns.iter().position(|c| c.name == name)
             {
-                out.push((i, f));
+                out.push(sql::DeltaColumn {
+                    col,
+                    func,
+                    oid: oid.to_u32(),
+                });
             }
         }
         Ok::<_, pgrx::spi::Error>(out)

@@ -18,9 +18,17 @@ pub struct RemoteRel {
     /// Positions in `columns` of the local replica-identity index's columns, in index order:
     /// the row key of tombstones (empty when the local table has no such index).
     pub key: Vec<usize>,
-    /// Delta-apply columns: position in `columns` and the qualified function that merges
-    /// (old, new, local) values (attribute option `delta_apply_function`).
-    pub delta: Vec<(usize, String)>,
+    /// Delta-apply columns (attribute option `delta_apply_function`).
+    pub delta: Vec<DeltaColumn>,
+}
+
+/// A delta-apply column: its position in `columns` and the function that merges (old, new,
+/// local) values, by qualified name and oid.
+#[derive(Debug, Clone)]
+pub struct DeltaColumn {
+    pub col: usize,
+    pub func: String,
+    pub oid: u32,
 }
 
 /// A locked local row: the xmin of its version, the table (partition) holding it and its
@@ -197,9 +205,9 @@ impl RemoteRel {
     fn delta_of(&self, i: usize, old: &[Value]) -> Option<&str> {
         self.delta
             .iter()
-            .find(|(d, _)| *d == i)
+            .find(|d| d.col == i)
             .filter(|_| matches!(old.get(i), Some(Value::Text(_))))
-            .map(|(_, f)| f.as_str())
+            .map(|d| d.func.as_str())
     }
 
     /// Whether an UPDATE with this old tuple merges delta-apply columns.
@@ -671,7 +679,11 @@ mod tests {
         let new = [t("1"), t("6"), t("x")];
         assert!(!r.merges_deltas(Some(&old)));
         assert_eq!(r.merge_deltas_at(&at(), Some(&old), &new).unwrap(), None);
-        r.delta = vec![(1, "spock.delta_apply".into())];
+        r.delta = vec![DeltaColumn {
+            col: 1,
+            func: "spock.delta_apply".into(),
+            oid: 0,
+        }];
         // No old value for the delta column: nothing to merge.
         let no_old = [t("1"), Value::Null, Value::Null];
         assert!(!r.merges_deltas(Some(&no_old)));
