@@ -692,6 +692,24 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
         "1",
         60,
     );
+    // The copy tries again and holds the gate while it waits for the snapshot: that gate's
+    // session is killed, then the open transaction ends, so the snapshot is taken. The
+    // positions read after it may be past the snapshot (n1's apply workers were free to
+    // commit): the copy sees the gate gone, says so, and tries again.
+    common::wait_for(
+        n1,
+        "postgres",
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'sub_empty_snap' AND l.locktype = 'advisory' \
+         AND l.mode = 'ExclusiveLock' AND l.granted",
+        "1",
+        90,
+    );
+    n1.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'sub_empty_snap'",
+    )
+    .unwrap();
     drop(idle.stdin.take());
     idle.wait().unwrap();
     common::wait_for(
@@ -701,6 +719,13 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
          ON b.sub_id = s.sync_subid WHERE b.sub_name = 'sub_empty' AND sync_nspname IS NULL",
         "r",
         120,
+    );
+    assert!(
+        n3.log_tail(usize::MAX)
+            .contains("the provider's commit gate was lost while the snapshot was taken"),
+        "PostgreSQL {}: the copy did not notice its gate was lost:\n{}",
+        kernel.major,
+        n3.log_tail(40)
     );
     n3.sql("SELECT spock.sub_drop('sub_empty')").unwrap();
 
