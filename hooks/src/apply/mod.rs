@@ -323,6 +323,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         clean: HashSet::new(),
         batch: std::cell::RefCell::new(None),
         conflict_log: Default::default(),
+        resolution_labels: Default::default(),
     }
     .run();
 }
@@ -451,6 +452,9 @@ struct Applier {
     sync_worker: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
     /// When the sync worker was last started (a failing one restarts once a second at most).
     sync_started: Option<std::time::Instant>,
+    /// Per local table: this node's name and the table's key index, as `spock.resolutions`
+    /// rows name them (looked up at a table's first saved conflict, not at every one).
+    resolution_labels: std::cell::RefCell<HashMap<u32, (String, Option<String>)>>,
 }
 
 /// State of the remote transaction being applied.
@@ -759,6 +763,7 @@ impl Applier {
                 // mapped to local tables at their first use.
                 self.targets.remove(&relid);
                 self.relations.remove(&relid);
+                self.resolution_labels.borrow_mut().clear();
                 self.described
                     .insert(relid, Rc::new((nspname, relname, columns)));
             }
@@ -1072,24 +1077,23 @@ impl Applier {
                 Local::Known(v) => (Some(v.node.to_string()), Some(v.ts.to_string())),
                 _ => (None, None),
             };
+            let (node_name, idxname) = self.resolution_labels(rel.local_relid);
             let stmt = Statement {
                 sql: "INSERT INTO spock.resolutions (node_name, log_time, relname, idxname, \
                       conflict_type, conflict_resolution, local_origin, local_tuple, local_xid, \
                       local_timestamp, remote_origin, remote_tuple, remote_xid, remote_timestamp, \
                       remote_lsn) \
-                      SELECT n.node_name, now(), $1::text, \
-                      (SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = $2::oid \
-                       AND (i.indisreplident OR i.indisprimary) ORDER BY i.indisreplident DESC LIMIT 1), \
-                      $3::text, $4::text, coalesce($5::bigint, -1), $6::text, NULL, \
-                      timestamptz '2000-01-01 00:00:00+00' + $7::bigint * interval '1 microsecond', \
-                      $8::bigint, $9::text, $10::text::xid, \
-                      timestamptz '2000-01-01 00:00:00+00' + $11::bigint * interval '1 microsecond', \
-                      $12::pg_lsn \
-                      FROM spock.node n JOIN spock.local_node l ON l.node_id = n.node_id"
+                      VALUES ($1::text::name, now(), $2::text, $3::text, $4::text, $5::text, \
+                      coalesce($6::bigint, -1), $7::text, NULL, \
+                      timestamptz '2000-01-01 00:00:00+00' + $8::bigint * interval '1 microsecond', \
+                      $9::bigint, $10::text, $11::text::xid, \
+                      timestamptz '2000-01-01 00:00:00+00' + $12::bigint * interval '1 microsecond', \
+                      $13::text::pg_lsn)"
                     .into(),
                 params: vec![
+                    Some(node_name),
                     Some(format!("{}.{}", rel.nspname, rel.relname)),
-                    Some(rel.local_relid.to_string()),
+                    idxname,
                     Some(kind.name().into()),
                     Some(resolution.name().into()),
                     local_origin,
@@ -1108,6 +1112,36 @@ impl Applier {
             };
             self.exec(Ok(stmt));
         }
+    }
+
+    /// This node's name and the key index of table `relid`, for `spock.resolutions`.
+    fn resolution_labels(&self, relid: u32) -> (String, Option<String>) {
+        if let Some(labels) = self.resolution_labels.borrow().get(&relid) {
+            return labels.clone();
+        }
+        let node = self
+            .exec(Ok(Statement {
+                sql: "SELECT n.node_name::text FROM spock.node n \
+                      JOIN spock.local_node l ON l.node_id = n.node_id"
+                    .into(),
+                params: Vec::new(),
+            }))
+            .1
+            .unwrap_or_default();
+        let index = self
+            .exec(Ok(Statement {
+                sql: "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
+                      WHERE i.indrelid = $1::oid AND (i.indisreplident OR i.indisprimary) \
+                      ORDER BY i.indisreplident DESC LIMIT 1"
+                    .into(),
+                params: vec![Some(relid.to_string())],
+            }))
+            .1;
+        let labels = (node, index);
+        self.resolution_labels
+            .borrow_mut()
+            .insert(relid, labels.clone());
+        labels
     }
 
     /// Before commit: tables whose inserts skipped the tombstone check because they had none
