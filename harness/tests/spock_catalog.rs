@@ -28,6 +28,20 @@ fn node_ids_sets_and_names_match_upstream(kernel: &harness::Kernel) {
         ))
         .unwrap();
     assert_eq!(id, "45328");
+    // The catalog tables the output plugin reads while decoding are user catalog tables, as
+    // upstream's; spock.resolutions, written by the apply worker at every saved conflict, is
+    // not (a write to one makes the transaction catalog-changing for every walsender).
+    assert_eq!(
+        n.sql(
+            "SELECT string_agg(c.relname || '=' || coalesce(array_to_string(c.reloptions, ','), ''), ' ' \
+             ORDER BY c.relname) FROM pg_class c WHERE c.relnamespace = 'spock'::regnamespace \
+             AND c.relname IN ('replication_set', 'replication_set_table', 'resolutions')"
+        )
+        .unwrap(),
+        "replication_set=user_catalog_table=true replication_set_table=user_catalog_table=true resolutions=",
+        "PostgreSQL {}",
+        kernel.major
+    );
     // Same ids as PostgreSQL's own hash of the name.
     assert_eq!(
         n.sql("SELECT hashtext('test_subscriber') & 65535, spock.spock_node_id('test_subscriber')")

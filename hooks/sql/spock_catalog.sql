@@ -192,7 +192,13 @@ CREATE TABLE IF NOT EXISTS spock.resolutions (
     remote_timestamp timestamptz,
     remote_lsn pg_lsn,
     PRIMARY KEY (id, node_name)
-) WITH (user_catalog_table = true);
+);
+-- Not a user catalog table (upstream's is): the apply worker writes a row per conflict in the
+-- transaction it applies, and a write to a user catalog table makes that transaction one that
+-- changes catalogs for logical decoding, so every walsender of the node would build a new
+-- historic snapshot (sorting every such transaction since the last running-xacts record) at
+-- each conflict. Nothing reads this table while decoding.
+ALTER TABLE spock.resolutions RESET (user_catalog_table);
 
 -- What is left of deleted rows of replicated tables: a key per row, whose xmin (the deleting
 -- transaction) carries the delete's commit timestamp and origin for last-update-wins.
