@@ -64,7 +64,29 @@ fn server_user() -> String {
     std::env::var("PGEDGE_TEST_USER").unwrap_or_else(|_| DEFAULT_SERVER_USER.into())
 }
 
+/// A port for a new server: free now, below the kernel's ephemeral range (so no outgoing
+/// connection of a parallel test takes it while a server of ours is stopped and restarts),
+/// and never handed to two servers of this process.
 fn free_port() -> Result<u16> {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // The first ephemeral port (Linux: 32768 unless configured otherwise).
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral.max(10_001));
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Processes running side by side start at different places of the range.
+    let span = u32::from(high - low);
+    let start = (std::process::id().wrapping_mul(7919) + taken.len() as u32 * 13) % span;
+    for i in 0..span {
+        let port = low + ((start + i) % span) as u16;
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return Ok(port);
+        }
+    }
+    // Everything below the ephemeral range is in use: let the kernel pick one.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
