@@ -687,35 +687,19 @@ impl Change {
         assert!(self.found, "merge_found without a locked row");
         self.fill_row(&[], Some(self.local));
         self.put_merged(merged);
-        // SAFETY: a subtransaction of the apply transaction, ended on both paths; the executor
-        // state (the parent's) stays valid in it, and the caller's memory context is
-        // restored afterwards. `local` holds the locked row's tid.
-        unsafe {
-            let context = pg_sys::CurrentMemoryContext;
-            pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr());
-            // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction back
-            // before the error goes on, so it is an apply error like any other.
-            PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        // The executor state (the parent transaction's) stays valid in the subtransaction.
+        super::versions::keeping_version(keep, || {
+            // SAFETY: `local` holds the locked row's tid; both slots belong to this relation.
+            unsafe {
                 pg_sys::ExecSimpleRelationUpdate(
                     self.rri,
                     self.estate,
                     self.epq,
                     self.local,
                     self.row,
-                );
-                if let Some((ts, origin)) = keep {
-                    // The subtransaction has an xid: it updated the row.
-                    crate::kernel::subxact_commit_ts(pg_sys::GetCurrentTransactionId(), ts, origin);
-                }
-            }))
-            .catch_others(|e| {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-                e.rethrow()
-            })
-            .execute();
-            pg_sys::ReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(context);
-        }
+                )
+            }
+        });
         self.row_done();
     }
 

@@ -440,32 +440,12 @@ impl Applier {
     }
 
     /// The delta-apply columns of a remote UPDATE that lost merge into the local row, which
-    /// stays the newer one: in a subtransaction that keeps the row's own commit timestamp
-    /// and origin (kernel override), so later comparisons still see the local write's
-    /// version.
+    /// stays the newer one and keeps its version (`versions::keeping_version`).
     fn merge_keeping_version(&self, rel: &RemoteRel, merge: Statement, xmin: u32) {
         let keep = versions::commit_ts_data(pg_sys::TransactionId::from(xmin));
-        // SAFETY: a subtransaction of the apply transaction, ended below.
-        unsafe { pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr()) };
-        // A merge that fails (a CHECK constraint on the sum) rolls its subtransaction back
-        // before the error goes on, so it is an apply error like any other, in a transaction
-        // state the exception handling can work with.
-        PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        versions::keeping_version(keep, || {
             self.write(rel, Ok(merge));
-            if let Some((ts, origin)) = keep {
-                // SAFETY: the subtransaction has an xid (it updated the row).
-                let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
-                crate::kernel::subxact_commit_ts(subxid, ts, origin);
-            }
-        }))
-        .catch_others(|e| {
-            // SAFETY: ends the failed subtransaction begun above.
-            unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-            e.rethrow()
-        })
-        .execute();
-        // SAFETY: ends the subtransaction begun above.
-        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        });
         stats::count(self.sub_id, rel.local_relid, Counter::DeltaApply);
     }
 

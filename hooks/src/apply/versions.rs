@@ -1,6 +1,6 @@
 //! The version (commit timestamp, node) of local rows, read from the commit-timestamp data of
-//! their xmin, and the SQL functions the apply worker's statements call to compare it with the
-//! remote transaction being applied.
+//! their xmin; the SQL function that compares two local writes (for the apply worker's
+//! statements); and the subtransaction that writes a row while keeping its version.
 
 use super::conflict::{Local, Version};
 use pgrx::pg_sys;
@@ -96,5 +96,39 @@ fn apply_local_newer(a: pg_sys::TransactionId, b: pg_sys::TransactionId) -> bool
         (Local::Known(a), Local::Known(b)) => a.cmp_newer(&b).is_gt(),
         (Local::Known(_), Local::Unknown) => true,
         _ => false,
+    }
+}
+
+/// Runs `write` (a delta merge into a local row that stays the newer one) in a subtransaction
+/// stamped with `keep`, the row's own commit timestamp and origin (kernel capability), so later
+/// comparisons still see the local write's version. A write that fails (a CHECK constraint on
+/// the sum) rolls its subtransaction back before the error goes on, so it is an apply error
+/// like any other, in a transaction state the exception handling can work with. The caller's
+/// memory context is current again afterwards.
+pub fn keeping_version(keep: Option<(i64, u16)>, write: impl FnOnce()) {
+    // SAFETY: a subtransaction of the apply transaction, ended on both paths below.
+    let context = unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        pg_sys::BeginInternalSubTransaction(c"SpockDeltaApply".as_ptr());
+        context
+    };
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        write();
+        if let Some((ts, origin)) = keep {
+            // SAFETY: the subtransaction has an xid (it updated the row).
+            let subxid = unsafe { pg_sys::GetCurrentTransactionId() };
+            crate::kernel::subxact_commit_ts(subxid, ts, origin);
+        }
+    }))
+    .catch_others(|e| {
+        // SAFETY: ends the failed subtransaction begun above.
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        e.rethrow()
+    })
+    .execute();
+    // SAFETY: ends the subtransaction begun above and returns to the caller's context.
+    unsafe {
+        pg_sys::ReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(context);
     }
 }
