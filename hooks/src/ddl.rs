@@ -391,14 +391,8 @@ unsafe fn after_ddl(
                 prefix.insert_str(0, "SET standard_conforming_strings TO off; ");
             }
             as_superuser(|| {
-                Spi::run_with_args(
-                    "INSERT INTO spock.queue (queued_at, role, replication_sets, message_type, message) \
-                     VALUES (pg_catalog.now(), $1, ARRAY['default_insert_only'], 'D', \
-                             pg_catalog.to_json($2::pg_catalog.text))",
-                    &[role.as_deref().into(), format!("{prefix}{text}").into()],
-                )
-            })
-            .unwrap_or_else(|e| error!("cannot queue the DDL statement: {e}"));
+                crate::catalog::logs::queue_ddl(role.as_deref(), &format!("{prefix}{text}"))
+            });
             if treatment == Treatment::Unsafe {
                 warning!("DDL statement replicated, but could be unsafe.");
             } else {

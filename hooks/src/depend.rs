@@ -9,6 +9,7 @@
 //! catalog cannot disagree with them), read by the same kind of hook when core drops a
 //! relation, a column or a function; `spock.depend` stays empty.
 
+use crate::catalog;
 use crate::identity::as_superuser;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -177,33 +178,7 @@ fn filter_reads(tree: &str, attnum: i32) -> bool {
 
 /// The memberships of `relid` that depend on it (`sub_id` 0) or on its column `sub_id`.
 fn dependents(relid: pg_sys::Oid, sub_id: i32) -> Vec<Member> {
-    let rows = as_superuser(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT t.set_id, s.set_name::text, t.set_att_list, t.set_row_filter::text, \
-                        c.relname::text \
-                   FROM spock.replication_set_table t \
-                   JOIN spock.replication_set s ON s.set_id = t.set_id \
-                   JOIN pg_catalog.pg_class c ON c.oid = t.set_reloid \
-                  WHERE t.set_reloid = $1 \
-                  ORDER BY s.set_name",
-                None,
-                &[relid.into()],
-            )?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.push((
-                    row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<Vec<Option<String>>>(3)?,
-                    row.get::<String>(4)?,
-                    row.get::<String>(5)?.unwrap_or_default(),
-                ));
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
-    })
-    .unwrap_or_else(|e| error!("cannot read the replication sets of a dropped table: {e}"));
+    let rows = as_superuser(|| catalog::sets::of_table(relid));
     let column = (sub_id > 0).then(|| {
         // SAFETY: the column exists (it is being dropped); a palloc'd name.
         unsafe {
@@ -213,20 +188,19 @@ fn dependents(relid: pg_sys::Oid, sub_id: i32) -> Vec<Member> {
         }
     });
     rows.into_iter()
-        .filter(|(_, _, columns, filter, _)| match &column {
+        .filter(|m| match &column {
             None => true,
             Some(name) => {
-                columns
-                    .iter()
-                    .flatten()
-                    .any(|c| c.as_deref() == Some(name.as_str()))
-                    || filter.as_deref().is_some_and(|f| filter_reads(f, sub_id))
+                m.columns.iter().any(|c| c == name)
+                    || m.row_filter
+                        .as_deref()
+                        .is_some_and(|f| filter_reads(f, sub_id))
             }
         })
-        .map(|(set_id, set, _, _, relname)| Member {
-            set_id,
+        .map(|m| Member {
+            set_id: m.set_id,
             relid,
-            description: membership_description(&relname, &set),
+            description: membership_description(&m.relname, &m.set_name),
         })
         .collect()
 }
@@ -242,37 +216,19 @@ fn filter_calls(tree: &str, funcid: pg_sys::Oid) -> bool {
 
 /// The memberships whose row filter calls function `funcid`.
 fn function_dependents(funcid: pg_sys::Oid) -> Vec<Member> {
-    as_superuser(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT t.set_id, t.set_reloid::oid, s.set_name::text, c.relname::text, \
-                        t.set_row_filter::text \
-                   FROM spock.replication_set_table t \
-                   JOIN spock.replication_set s ON s.set_id = t.set_id \
-                   JOIN pg_catalog.pg_class c ON c.oid = t.set_reloid \
-                  WHERE t.set_row_filter IS NOT NULL \
-                  ORDER BY c.relname, s.set_name",
-                None,
-                &[],
-            )?;
-            let mut out = Vec::new();
-            for row in rows {
-                let tree = row.get::<String>(5)?.unwrap_or_default();
-                if filter_calls(&tree, funcid) {
-                    out.push(Member {
-                        set_id: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-                        relid: row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                        description: membership_description(
-                            &row.get::<String>(4)?.unwrap_or_default(),
-                            &row.get::<String>(3)?.unwrap_or_default(),
-                        ),
-                    });
-                }
-            }
-            Ok::<_, pgrx::spi::Error>(out)
+    as_superuser(catalog::sets::with_row_filter)
+        .into_iter()
+        .filter(|m| {
+            m.row_filter
+                .as_deref()
+                .is_some_and(|f| filter_calls(f, funcid))
         })
-    })
-    .unwrap_or_else(|e| error!("cannot read the row filters of replication sets: {e}"))
+        .map(|m| Member {
+            set_id: m.set_id,
+            relid: m.relid,
+            description: membership_description(&m.relname, &m.set_name),
+        })
+        .collect()
 }
 
 /// How a membership is named in dependency messages (upstream's wording).
@@ -330,15 +286,7 @@ fn drop_members(what: &str, members: &[Member]) {
     report_cascade(members);
     let sets: Vec<pg_sys::Oid> = members.iter().map(|m| m.set_id).collect();
     let rels: Vec<pg_sys::Oid> = members.iter().map(|m| m.relid).collect();
-    as_superuser(|| {
-        Spi::run_with_args(
-            "DELETE FROM spock.replication_set_table t \
-              USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::pg_catalog.oid[])) m(set_id, relid) \
-              WHERE t.set_id = m.set_id AND t.set_reloid::pg_catalog.oid = m.relid",
-            &[sets.into(), rels.into()],
-        )
-    })
-    .unwrap_or_else(|e| error!("cannot remove replication set memberships: {e}"));
+    as_superuser(|| catalog::sets::remove(sets, rels));
 }
 
 /// Core's NOTICE for objects dropped by CASCADE.
@@ -365,25 +313,7 @@ fn report_cascade(members: &[Member]) {
 /// and tombstones go with it.
 fn forget_table(relid: pg_sys::Oid) {
     as_superuser(|| {
-        Spi::run_with_args(
-            "DELETE FROM spock.local_sync_status s \
-              USING pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.oid = $1 AND s.sync_nspname = n.nspname AND s.sync_relname = c.relname",
-            &[relid.into()],
-        )?;
-        // A database still on upstream's objects (before its update) has no tombstones.
-        // SAFETY: a catalog lookup.
-        let tombstones = unsafe {
-            let nsp = pg_sys::get_namespace_oid(c"spock".as_ptr(), false);
-            pg_sys::get_relname_relid(c"tombstones".as_ptr(), nsp) != pg_sys::InvalidOid
-        };
-        if tombstones {
-            Spi::run_with_args(
-                "DELETE FROM spock.tombstones WHERE relid = $1",
-                &[relid.into()],
-            )?;
-        }
-        Ok::<_, pgrx::spi::Error>(())
-    })
-    .unwrap_or_else(|e| error!("cannot forget a dropped table: {e}"));
+        catalog::sync_status::forget_relation(relid);
+        catalog::tombstones::forget_relation(relid);
+    });
 }

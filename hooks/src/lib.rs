@@ -16,6 +16,7 @@ use compat17 as compat;
 use compat18 as compat;
 
 mod apply;
+mod catalog;
 mod commit_lsn;
 mod ddl;
 mod depend;
@@ -23,6 +24,7 @@ mod identity;
 mod kernel;
 mod naming;
 mod output;
+mod prepared;
 mod remote;
 mod scratch;
 mod settings;

@@ -263,33 +263,17 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     while BackgroundWorker::wait_latch(Some(TICK)) {
         catch_up.attempt(db);
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
-            Spi::connect(|c| {
-                let installed = c
-                    .select(
-                        "SELECT to_regclass('spock.local_node') IS NOT NULL",
-                        None,
-                        &[],
-                    )
-                    .and_then(|r| r.first().get_one::<bool>())
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
-                if !installed {
-                    return Vec::new();
-                }
-                c.select(
-                    "SELECT s.sub_id FROM spock.subscription s \
-                     JOIN spock.local_node l ON l.node_id = s.sub_target WHERE s.sub_enabled",
-                    None,
-                    &[],
-                )
-                .map(|rows| {
-                    rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten())
-                        .map(|o| o.to_u32())
-                        .collect()
-                })
-                .unwrap_or_default()
-            })
+            let installed = Spi::get_one::<bool>(
+                "SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if installed {
+                crate::catalog::subscriptions::enabled()
+            } else {
+                Vec::new()
+            }
         });
         // A heartbeat every few seconds, which the peers' apply workers receive as progress
         // even when nothing is written here (tombstone GC). It must be decoded: a

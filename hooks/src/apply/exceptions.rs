@@ -6,7 +6,7 @@
 //! running either way: an apply error never turns into a restart loop.
 
 use super::Applier;
-use super::sql::Statement;
+use crate::catalog::{self, format_lsn};
 use crate::settings::{self, ExceptionBehaviour, ExceptionLogging};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
@@ -257,11 +257,8 @@ impl Applier {
                 self.sub.name
             ),
         );
-        self.exec(Ok(Statement {
-            sql: "UPDATE spock.subscription SET sub_enabled = false WHERE sub_name = $1::name"
-                .into(),
-            params: vec![Some(self.sub.name.clone())],
-        }));
+        self.end_batch();
+        catalog::subscriptions::disable(self.sub_id);
         // SAFETY: commits without advancing the origin.
         unsafe {
             pg_sys::replorigin_session_origin_lsn = 0;
@@ -281,27 +278,19 @@ impl Applier {
     fn log_exception(&self, logged: &Logged, error: &str) {
         static COUNTER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
         let counter = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        self.exec(Ok(Statement {
-            sql: "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
-                  retry_errored_at, remote_xid, table_schema, table_name, operation, remote_old_tup, \
-                  remote_new_tup, error_message) VALUES ($1::oid, \
-                  timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
-                  $3::int, clock_timestamp(), $4::bigint, $5::text, $6::text, $7::text, $8::jsonb, \
-                  $9::jsonb, $10::text)"
-                .into(),
-            params: vec![
-                Some(self.sub.provider.to_string()),
-                Some(self.xact.commit_time.to_string()),
-                Some(counter.to_string()),
-                Some(self.xact.xid.to_string()),
-                logged.schema.clone(),
-                logged.table.clone(),
-                Some(logged.operation.into()),
-                logged.old.clone(),
-                logged.new.clone(),
-                Some(error.into()),
-            ],
-        }));
+        self.end_batch();
+        catalog::logs::exception(catalog::logs::Exception {
+            remote_origin: self.sub.provider,
+            remote_commit_ts: self.xact.commit_time,
+            command_counter: counter,
+            remote_xid: self.xact.xid,
+            table_schema: logged.schema.as_deref(),
+            table_name: logged.table.as_deref(),
+            operation: logged.operation,
+            remote_old_tup: logged.old.as_deref(),
+            remote_new_tup: logged.new.as_deref(),
+            error_message: error,
+        });
     }
 
     /// The COMMIT of a transaction named by `sub_alter_skiplsn`: it counts as done.
@@ -309,11 +298,7 @@ impl Applier {
         BackgroundWorker::transaction(|| {
             // SAFETY: the origin advances past the skipped transaction.
             unsafe { pg_sys::replorigin_session_origin_lsn = end_lsn };
-            Spi::run_with_args(
-                "UPDATE spock.subscription SET sub_skip_lsn = '0/0' WHERE sub_name = $1::text::name",
-                &[self.sub.name.as_str().into()],
-            )
-            .unwrap_or_else(|e| error!("{e}"));
+            catalog::subscriptions::clear_skip_lsn(self.sub_id);
         });
         warning!(
             "skip-LSN of subscription \"{}\" cleared: remote transaction {} at LSN {} was skipped",
@@ -364,26 +349,4 @@ impl Logged {
             },
         }
     }
-}
-
-/// An `exception_log` row about the subscription rather than a remote transaction (a lost
-/// slot, a copy that cannot succeed), written by the caller's transaction.
-pub fn log_event(provider: u32, table: Option<(&str, &str)>, operation: &str, message: &str) {
-    Spi::run_with_args(
-        "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
-         retry_errored_at, remote_xid, table_schema, table_name, operation, error_message) \
-         VALUES ($1, pg_catalog.now(), 0, pg_catalog.clock_timestamp(), 0, $2, $3, $4, $5)",
-        &[
-            pg_sys::Oid::from(provider).into(),
-            table.map(|t| t.0).into(),
-            table.map(|t| t.1).into(),
-            operation.into(),
-            message.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("cannot write to spock.exception_log: {e}"));
-}
-
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }

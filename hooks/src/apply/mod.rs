@@ -21,7 +21,7 @@ mod versions;
 
 use crate::scratch::Scratch;
 use crate::stats::{self, Counter};
-use crate::{compat, identity, raise, remote::Received, remote::Remote, settings};
+use crate::{catalog, compat, identity, raise, remote::Received, remote::Remote, settings};
 use conflict::{Kind, Local, Resolution};
 use pgrx::PgSqlErrorCode as Code;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -49,78 +49,11 @@ fn report_activity(what: &str) {
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
 }
 
-struct Subscription {
-    name: String,
-    slot: String,
-    dsn: String,
-    sets: Vec<String>,
-    forward_all: bool,
-    /// The provider's node id: the node of every change this subscription applies.
-    provider: u32,
-    /// The commit LSN of a remote transaction to skip (`sub_alter_skiplsn`), or 0.
-    skip_lsn: u64,
-    /// The subscription-level sync row asks for a data copy that has not happened yet.
-    needs_data_sync: bool,
-    /// … and for the provider's schema first (`synchronize_structure`).
-    needs_structure_sync: bool,
-    /// `force_text_transfer`: values travel as text even where both sides could use binary.
-    force_text: bool,
-    /// `apply_delay` in microseconds: each transaction is applied no sooner than this after
-    /// its commit on the provider.
-    apply_delay_us: i64,
-}
+use crate::catalog::subscriptions::Subscription;
 
+/// Reads subscription `sub_id` in a transaction of its own.
 fn load(sub_id: u32) -> Subscription {
-    BackgroundWorker::transaction(|| {
-        // sub_drop holds this lock until it commits: wait for it, then see the outcome.
-        Spi::run_with_args(
-            "SELECT pg_advisory_xact_lock_shared($1::bigint + (1::bigint << 40))",
-            &[i64::from(sub_id).into()],
-        )
-        .unwrap_or_else(|e| error!("{e}"));
-        Spi::connect(|c| {
-            let rows = c
-                .select(
-                    "SELECT s.sub_name::text, s.sub_slot_name::text, i.if_dsn, \
-                     array_to_string(coalesce(s.sub_replication_sets, '{}'), ','), \
-                     coalesce('all' = ANY (s.sub_forward_origins), false), \
-                     EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
-                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('d', 'f') AND y.sync_status <> 'r'), \
-                     s.sub_origin::bigint, (s.sub_skip_lsn - '0/0')::text, \
-                     EXISTS (SELECT 1 FROM spock.local_sync_status y WHERE y.sync_subid = s.sub_id \
-                             AND y.sync_nspname IS NULL AND y.sync_kind IN ('s', 'f') AND y.sync_status <> 'r'), \
-                     coalesce(s.sub_force_text_transfer, false), \
-                     (extract(epoch FROM coalesce(s.sub_apply_delay, '0')) * 1000000)::bigint \
-                     FROM spock.subscription s JOIN spock.node_interface i ON i.if_id = s.sub_origin_if \
-                     WHERE s.sub_id = $1",
-                    None,
-                    &[pg_sys::Oid::from(sub_id).into()],
-                )
-                .unwrap_or_else(|e| error!("cannot read subscription {sub_id}: {e}"));
-            if rows.is_empty() {
-                error!("subscription {sub_id} no longer exists");
-            }
-            let row = rows.first();
-            let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            Subscription {
-                name: text(1),
-                slot: text(2),
-                dsn: text(3),
-                sets: text(4)
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                forward_all: row.get::<bool>(5).ok().flatten().unwrap_or(false),
-                needs_data_sync: row.get::<bool>(6).ok().flatten().unwrap_or(false),
-                provider: row.get::<i64>(7).ok().flatten().unwrap_or(0) as u32,
-                skip_lsn: text(8).parse().unwrap_or(0),
-                needs_structure_sync: row.get::<bool>(9).ok().flatten().unwrap_or(false),
-                force_text: row.get::<bool>(10).ok().flatten().unwrap_or(false),
-                apply_delay_us: row.get::<i64>(11).ok().flatten().unwrap_or(0).max(0),
-            }
-        })
-    })
+    BackgroundWorker::transaction(|| catalog::subscriptions::load(sub_id))
 }
 
 fn quote_literal(s: &str) -> String {
@@ -145,14 +78,7 @@ fn origin(slot: &str) -> pg_sys::RepOriginId {
 
 /// Marks the subscription synchronised (any initial sync has finished by then).
 fn mark_synced(sub_id: u32) {
-    BackgroundWorker::transaction(|| {
-        Spi::run_with_args(
-            "UPDATE spock.local_sync_status SET sync_status = 'r' \
-             WHERE sync_subid = $1 AND sync_nspname IS NULL AND sync_status <> 'r'",
-            &[pg_sys::Oid::from(sub_id).into()],
-        )
-        .unwrap_or_else(|e| error!("cannot update the sync status: {e}"));
-    })
+    BackgroundWorker::transaction(|| catalog::sync_status::subscription_ready(sub_id))
 }
 
 unsafe extern "C-unwind" {
@@ -383,19 +309,15 @@ fn ensure_slot(remote: &Remote, sub: &Subscription, sub_id: u32) {
 }
 
 fn slot_lost(sub: &Subscription, sub_id: u32, applied: u64) -> ! {
-    let lsn = exceptions::format_lsn(applied);
+    let lsn = catalog::format_lsn(applied);
     let message = format!(
         "replication slot \"{}\" does not exist on the provider, but this subscription has \
          applied changes from it up to {lsn}: the changes after that may be lost",
         sub.slot
     );
     BackgroundWorker::transaction(|| {
-        Spi::run_with_args(
-            "UPDATE spock.subscription SET sub_enabled = false WHERE sub_id = $1",
-            &[pg_sys::Oid::from(sub_id).into()],
-        )
-        .unwrap_or_else(|e| error!("{e}"));
-        exceptions::log_event(
+        catalog::subscriptions::disable(sub_id);
+        catalog::logs::event(
             sub.provider,
             None,
             "SUB_DISABLE",
@@ -618,17 +540,7 @@ impl Applier {
         }
         self.end_batch();
         loop {
-            let done = Spi::get_one_with_args::<bool>(
-                "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) FROM spock.local_sync_status \
-                 WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
-                &[
-                    pg_sys::Oid::from(self.sub_id).into(),
-                    rel.nspname.as_str().into(),
-                    rel.relname.as_str().into(),
-                ],
-            )
-            .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
-            .unwrap_or(true);
+            let done = catalog::sync_status::table_settled(self.sub_id, &rel.nspname, &rel.relname);
             if done {
                 self.syncing.remove(&key);
                 return;
@@ -842,32 +754,21 @@ impl Applier {
                 self.wait_for_table_sync(&rel);
                 if rel.nspname == "spock" && rel.relname == "queue" {
                     self.queued(&rel, &binary::as_text(&rel, &new));
-                } else if let Some(t) = self.target(relid, &rel, &new) {
-                    self.insert_exec(&rel, &t, &new);
                 } else {
-                    self.insert(&rel, &binary::as_text(&rel, &new));
+                    self.apply_insert(relid, &rel, &new);
                 }
                 stats::count(self.sub_id, rel.local_relid, Counter::Insert);
             }
             Message::Update { relid, old, new } => {
                 let rel = self.rel(relid);
                 self.wait_for_table_sync(&rel);
-                if let Some(t) = self.target(relid, &rel, old.as_deref().unwrap_or(&new)) {
-                    self.update_exec(&rel, &t, old.as_deref(), &new);
-                } else {
-                    let old = old.map(|o| binary::as_text(&rel, &o));
-                    self.update(&rel, old.as_deref(), &binary::as_text(&rel, &new));
-                }
+                self.apply_update(relid, &rel, old.as_deref(), &new);
                 stats::count(self.sub_id, rel.local_relid, Counter::Update);
             }
             Message::Delete { relid, old } => {
                 let rel = self.rel(relid);
                 self.wait_for_table_sync(&rel);
-                if let Some(t) = self.target(relid, &rel, &old) {
-                    self.delete_exec(&rel, &t, &old);
-                } else {
-                    self.delete(&rel, &binary::as_text(&rel, &old));
-                }
+                self.apply_delete(relid, &rel, &old);
                 stats::count(self.sub_id, rel.local_relid, Counter::Delete);
             }
             Message::Truncate {
@@ -1074,43 +975,26 @@ impl Applier {
                 self.write(rel, rel.row_json(tuple)).1
             };
             let (local_origin, local_ts) = match local {
-                Local::Known(v) => (Some(v.node.to_string()), Some(v.ts.to_string())),
+                Local::Known(v) => (Some(v.node), Some(v.ts)),
                 _ => (None, None),
             };
             let (node_name, idxname) = self.resolution_labels(rel.local_relid);
-            let stmt = Statement {
-                sql: "INSERT INTO spock.resolutions (node_name, log_time, relname, idxname, \
-                      conflict_type, conflict_resolution, local_origin, local_tuple, local_xid, \
-                      local_timestamp, remote_origin, remote_tuple, remote_xid, remote_timestamp, \
-                      remote_lsn) \
-                      VALUES ($1::text::name, now(), $2::text, $3::text, $4::text, $5::text, \
-                      coalesce($6::bigint, -1), $7::text, NULL, \
-                      timestamptz '2000-01-01 00:00:00+00' + $8::bigint * interval '1 microsecond', \
-                      $9::bigint, $10::text, $11::text::xid, \
-                      timestamptz '2000-01-01 00:00:00+00' + $12::bigint * interval '1 microsecond', \
-                      $13::text::pg_lsn)"
-                    .into(),
-                params: vec![
-                    Some(node_name),
-                    Some(format!("{}.{}", rel.nspname, rel.relname)),
-                    idxname,
-                    Some(kind.name().into()),
-                    Some(resolution.name().into()),
-                    local_origin,
-                    local_tuple,
-                    local_ts,
-                    Some(remote.node.to_string()),
-                    Some(rel.tuple_json(tuple)),
-                    Some(self.xact.xid.to_string()),
-                    Some(remote.ts.to_string()),
-                    Some(format!(
-                        "{:X}/{:X}",
-                        self.xact.commit_lsn >> 32,
-                        self.xact.commit_lsn & 0xFFFF_FFFF
-                    )),
-                ],
-            };
-            self.exec(Ok(stmt));
+            self.end_batch();
+            catalog::logs::resolution(catalog::logs::Resolution {
+                node_name,
+                relname: format!("{}.{}", rel.nspname, rel.relname),
+                idxname,
+                conflict_type: kind.name(),
+                resolution: resolution.name(),
+                local_origin,
+                local_tuple,
+                local_ts,
+                remote_origin: remote.node,
+                remote_tuple: rel.tuple_json(tuple),
+                remote_xid: self.xact.xid,
+                remote_ts: remote.ts,
+                remote_lsn: self.xact.commit_lsn,
+            });
         }
     }
 
@@ -1119,15 +1003,7 @@ impl Applier {
         if let Some(labels) = self.resolution_labels.borrow().get(&relid) {
             return labels.clone();
         }
-        let node = self
-            .exec(Ok(Statement {
-                sql: "SELECT n.node_name::text FROM spock.node n \
-                      JOIN spock.local_node l ON l.node_id = n.node_id"
-                    .into(),
-                params: Vec::new(),
-            }))
-            .1
-            .unwrap_or_default();
+        let node = catalog::nodes::local_name().unwrap_or_default();
         let index = self
             .exec(Ok(Statement {
                 sql: "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
@@ -1360,40 +1236,7 @@ fn describe_local(
 }
 
 fn has_tombstones(relid: u32) -> bool {
-    // An empty tombstone table (never written since it was created or truncated) needs no
-    // query: insert-only workloads pay only a file-size check per transaction.
-    if tombstone_table_is_empty() {
-        return false;
-    }
-    let stmt = Statement {
-        sql: "SELECT EXISTS (SELECT 1 FROM spock.tombstones WHERE relid = $1::oid)".into(),
-        params: vec![Some(relid.to_string())],
-    };
-    run_with_text_params(&stmt).1.as_deref() == Some("t")
-}
-
-/// Whether `spock.tombstones` has no pages at all.
-fn tombstone_table_is_empty() -> bool {
-    thread_local! {
-        static OID: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
-    }
-    let oid = OID.with(|o| {
-        if o.get() == pg_sys::InvalidOid {
-            let found = Spi::get_one::<pg_sys::Oid>("SELECT 'spock.tombstones'::regclass::oid")
-                .unwrap_or_else(|e| error!("{e}"))
-                .unwrap_or(pg_sys::InvalidOid);
-            o.set(found);
-        }
-        o.get()
-    });
-    // SAFETY: opening a relation of our own extension inside a transaction, briefly.
-    unsafe {
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::relation_open(oid, lock);
-        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
-        pg_sys::relation_close(rel, lock);
-        blocks == 0
-    }
+    catalog::tombstones::any_for(relid)
 }
 
 /// A kernel setting in milliseconds, `None` when this kernel does not have it.

@@ -7,8 +7,8 @@
 //! writes a transactional logical message), so their progress moves too. Subscriptions that forward
 //! other nodes' changes (cascades) stop the collection: forwarded timestamps are not ordered.
 
+use crate::catalog;
 use pgrx::bgworkers::BackgroundWorker;
-use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
 /// How often tombstones are collected.
@@ -43,44 +43,10 @@ impl Progress {
         }
         let (ts, lsn) = (self.commit_ts, self.lsn);
         BackgroundWorker::transaction(|| {
-            Spi::run_with_args(
-                "INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, \
-                 remote_insert_lsn, last_updated_ts, updated_by_decode) \
-                 SELECT l.node_id, $1::oid, \
-                 timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
-                 $3::text::pg_lsn, $4::text::pg_lsn, now(), false FROM spock.local_node l \
-                 ON CONFLICT (node_id, remote_node_id) DO UPDATE SET \
-                 remote_commit_ts = EXCLUDED.remote_commit_ts, \
-                 remote_lsn = greatest(spock.progress.remote_lsn, EXCLUDED.remote_lsn), \
-                 remote_insert_lsn = EXCLUDED.remote_insert_lsn, last_updated_ts = now()",
-                &[
-                    pgrx::pg_sys::Oid::from(provider).into(),
-                    ts.into(),
-                    super::exceptions::format_lsn(lsn).into(),
-                    super::exceptions::format_lsn(received).into(),
-                ],
-            )
-            .unwrap_or_else(|e| error!("cannot save the replication progress: {e}"));
-            Spi::run_with_args(
-                "INSERT INTO spock.subscription_progress (sub_id, commit_ts) \
-                 VALUES ($1, timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond') \
-                 ON CONFLICT (sub_id) DO UPDATE SET commit_ts = EXCLUDED.commit_ts",
-                &[pgrx::pg_sys::Oid::from(sub_id).into(), ts.into()],
-            )
-            .unwrap_or_else(|e| error!("cannot save the replication progress: {e}"));
+            catalog::progress::applied(provider, ts, lsn, received);
+            catalog::progress::subscription_applied(sub_id, ts);
             if gc {
-                // Only when every subscription of this node has a progress row; the slowest
-                // one (each subscription's own, not its provider's) sets the horizon.
-                Spi::run(
-                    "DELETE FROM spock.tombstones t USING ( \
-                       SELECT min(p.commit_ts) AS horizon, \
-                       count(p.*) = count(*) AND NOT EXISTS (SELECT 1 FROM spock.subscription f \
-                         WHERE 'all' = ANY (f.sub_forward_origins)) AS complete \
-                       FROM spock.subscription s JOIN spock.local_node l ON l.node_id = s.sub_target \
-                       LEFT JOIN spock.subscription_progress p ON p.sub_id = s.sub_id) h \
-                     WHERE h.complete AND pg_catalog.pg_xact_commit_timestamp(t.xmin) < h.horizon",
-                )
-                .unwrap_or_else(|e| error!("cannot collect tombstones: {e}"));
+                catalog::tombstones::collect();
             }
         });
     }

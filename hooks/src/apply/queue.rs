@@ -128,20 +128,8 @@ pub fn request_sync(sub_id: u32, schema: &str, table: &str) {
         );
         return;
     }
-    let added = Spi::get_one_with_args::<bool>(
-        "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
-         VALUES ('d', $1, $2, $3, 'i', '0/0') \
-         ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'i' \
-           WHERE spock.local_sync_status.sync_status = 'r' \
-         RETURNING true",
-        &[
-            pgrx::pg_sys::Oid::from(sub_id).into(),
-            schema.into(),
-            table.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("cannot request the sync of {schema}.{table}: {e}"));
-    if added.is_none() {
+    let added = crate::catalog::sync_status::request_table(sub_id, schema, table);
+    if !added {
         info!(
             "table sync came from queue for {schema}.{table}, but it is already being synchronized, skipping"
         );

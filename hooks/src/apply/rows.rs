@@ -6,6 +6,10 @@
 //! indexes but no replica-identity index, a sent column generated here, and rows the executor
 //! did not find — go through SQL statements (`sql.rs`) in the same steps, with the same
 //! decision made here in Rust. Conflicts are reported through `resolved`.
+//!
+//! The rest of the worker sees one interface: `apply_insert`, `apply_update` and
+//! `apply_delete`, which pick the store for the table (`target`) and never let a caller
+//! choose one.
 
 use super::conflict::{self, Kind, Local, Version};
 use super::sql::{RemoteRel, RowAt, Statement};
@@ -16,14 +20,45 @@ use pgrx::PgSqlErrorCode as Code;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use spock_proto::Value;
-use std::collections::HashMap;
-use std::ffi::CString;
 use std::rc::Rc;
 
 impl Applier {
+    /// A remote INSERT of `new` into remote relation `relid`, by whichever store serves it.
+    pub(super) fn apply_insert(&mut self, relid: u32, rel: &RemoteRel, new: &[Value]) {
+        match self.target(relid, rel, new) {
+            Some(t) => self.insert_exec(rel, &t, new),
+            None => self.insert(rel, &binary::as_text(rel, new)),
+        }
+    }
+
+    /// A remote UPDATE (`old`: the old key or row, when sent), by whichever store serves it.
+    pub(super) fn apply_update(
+        &mut self,
+        relid: u32,
+        rel: &RemoteRel,
+        old: Option<&[Value]>,
+        new: &[Value],
+    ) {
+        match self.target(relid, rel, old.unwrap_or(new)) {
+            Some(t) => self.update_exec(rel, &t, old, new),
+            None => {
+                let old = old.map(|o| binary::as_text(rel, o));
+                self.update(rel, old.as_deref(), &binary::as_text(rel, new));
+            }
+        }
+    }
+
+    /// A remote DELETE of the row whose key or values are `old`, by whichever store serves it.
+    pub(super) fn apply_delete(&mut self, relid: u32, rel: &RemoteRel, old: &[Value]) {
+        match self.target(relid, rel, old) {
+            Some(t) => self.delete_exec(rel, &t, old),
+            None => self.delete(rel, &binary::as_text(rel, old)),
+        }
+    }
+
     /// The executor-level mapping for a change of `relid` whose key is in `key_values`, or
     /// `None` when the change takes the SQL path.
-    pub(super) fn target(
+    fn target(
         &mut self,
         relid: u32,
         rel: &RemoteRel,
@@ -86,7 +121,7 @@ impl Applier {
     /// last-update-wins decides) or a newer delete of it is remembered. A row that holds the
     /// same value of another unique index is a conflict too: if the remote row is the newer,
     /// the local one gives way; otherwise the remote row is dropped (and reported).
-    pub(super) fn insert_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, new: &[Value]) {
+    fn insert_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, new: &[Value]) {
         // Looked at (and cached for the transaction) before the table is opened: it may query.
         let tombstones = self.may_have_tombstones(rel);
         let remote = self.remote_version();
@@ -157,7 +192,7 @@ impl Applier {
 
     /// Remote UPDATE through the executor: applied to the locked row if newer; a missing row
     /// goes to the SQL path (tombstones decide whether it is revived).
-    pub(super) fn update_exec(
+    fn update_exec(
         &mut self,
         rel: &RemoteRel,
         t: &Rc<exec::Target>,
@@ -232,7 +267,7 @@ impl Applier {
 
     /// Remote DELETE through the executor: applied to the locked row if newer and remembered
     /// as a tombstone; a missing row goes to the SQL path.
-    pub(super) fn delete_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, old: &[Value]) {
+    fn delete_exec(&mut self, rel: &RemoteRel, t: &Rc<exec::Target>, old: &[Value]) {
         let remote = self.remote_version();
         let mut change = self.change(t);
         let found = change.lock_row(old);
@@ -336,7 +371,7 @@ impl Applier {
 
     /// Remote INSERT: a new row, unless the key exists (then last-update-wins decides) or a
     /// newer delete of it is remembered.
-    pub(super) fn insert(&mut self, rel: &RemoteRel, new: &[Value]) {
+    fn insert(&mut self, rel: &RemoteRel, new: &[Value]) {
         let remote = self.remote_version();
         for _ in 0..MAX_ATTEMPTS {
             if self.write(rel, rel.insert_or_skip(new)).0 == 1 {
@@ -390,7 +425,7 @@ impl Applier {
 
     /// Remote UPDATE: applied to the locked row if newer (its delta-apply columns merge
     /// either way); a missing row is revived unless a newer delete of it is remembered.
-    pub(super) fn update(&mut self, rel: &RemoteRel, old: Option<&[Value]>, new: &[Value]) {
+    fn update(&mut self, rel: &RemoteRel, old: Option<&[Value]>, new: &[Value]) {
         let remote = self.remote_version();
         let key = old.unwrap_or(new);
         for _ in 0..MAX_ATTEMPTS {
@@ -451,7 +486,7 @@ impl Applier {
 
     /// Remote DELETE: applied to the locked row if newer, and remembered as a tombstone so a
     /// late older INSERT or UPDATE of the same key cannot bring the row back.
-    pub(super) fn delete(&mut self, rel: &RemoteRel, old: &[Value]) {
+    fn delete(&mut self, rel: &RemoteRel, old: &[Value]) {
         let remote = self.remote_version();
         if let Some((at, local)) = self.lock_row(rel, old) {
             let wins = conflict::remote_wins(remote, local);
@@ -503,78 +538,10 @@ impl Applier {
     }
 }
 
-thread_local! {
-    /// Prepared plans by statement text: a remote row of a given shape is parsed and planned
-    /// once, not once per row.
-    static PLANS: std::cell::RefCell<HashMap<String, pg_sys::SPIPlanPtr>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-/// Runs a statement with text parameters; returns the number of rows it processed and the
-/// first column of the first row it returned.
+/// Runs a statement through the backend's prepared plans (`crate::prepared`); returns the
+/// number of rows it processed and the first column of the first row it returned.
 pub(super) fn run_with_text_params(stmt: &Statement) -> (u64, Option<String>) {
-    let n = stmt.params.len();
-    let mut values = Vec::with_capacity(n);
-    let mut nulls = Vec::with_capacity(n);
-    for p in &stmt.params {
-        match p {
-            Some(v) => {
-                let c = CString::new(v.as_str())
-                    .unwrap_or_else(|_| error!("value contains a NUL byte"));
-                // SAFETY: copies the string into a text datum in the current memory context.
-                values.push(pg_sys::Datum::from(unsafe {
-                    pg_sys::cstring_to_text(c.as_ptr())
-                }));
-                nulls.push(b' ' as std::ffi::c_char);
-            }
-            None => {
-                values.push(pg_sys::Datum::from(0));
-                nulls.push(b'n' as std::ffi::c_char);
-            }
-        }
-    }
-    // SAFETY: SPI inside the apply transaction; a kept plan outlives the SPI connection, and
-    // every array has `n` entries.
-    unsafe {
-        pg_sys::SPI_connect();
-        let plan = PLANS.with(|plans| {
-            *plans
-                .borrow_mut()
-                .entry(stmt.sql.clone())
-                .or_insert_with(|| {
-                    let sql = CString::new(stmt.sql.as_str()).expect("no NUL in generated SQL");
-                    let mut types = vec![pg_sys::TEXTOID; n];
-                    // A generic plan, planned once: the statements are small key lookups and
-                    // writes, and a custom plan per execution (plancache's default for the
-                    // first runs and whenever it looks cheaper) costs more than running them.
-                    let plan = pg_sys::SPI_prepare_cursor(
-                        sql.as_ptr(),
-                        n as i32,
-                        types.as_mut_ptr(),
-                        pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
-                    );
-                    if plan.is_null() {
-                        error!("cannot prepare {}", stmt.sql);
-                    }
-                    pg_sys::SPI_keepplan(plan);
-                    plan
-                })
-        });
-        let rc = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
-        if rc < 0 {
-            error!("SPI failed ({rc}) running {}", stmt.sql);
-        }
-        let processed = pg_sys::SPI_processed;
-        let tt = pg_sys::SPI_tuptable;
-        let first = if processed > 0 && !tt.is_null() {
-            let v = pg_sys::SPI_getvalue(*(*tt).vals, (*tt).tupdesc, 1);
-            (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
-        } else {
-            None
-        };
-        pg_sys::SPI_finish();
-        (processed, first)
-    }
+    crate::prepared::run(&stmt.sql, &stmt.params)
 }
 
 fn parse_xid(text: &str) -> pg_sys::TransactionId {

@@ -22,6 +22,7 @@
 //! `spock.progress`; `spock.add_node` starts the new node's streams from the other nodes there.
 
 use super::{Subscription, quote_literal, wait_for_socket};
+use crate::catalog;
 use crate::identity;
 use crate::remote::{Received, Remote};
 use pgrx::pg_sys;
@@ -157,22 +158,8 @@ fn origin_positions(remote: &Remote) -> Result<Positions, String> {
 
 /// The local replication origin of the subscription from each node (rows of the copy made
 /// there are stamped with it, so they read as that node's).
-fn local_origins() -> Result<HashMap<u32, u16>, String> {
-    Spi::connect(|c| {
-        let mut map = HashMap::new();
-        for row in c.select(
-            "SELECT s.sub_origin::bigint, r.roident::bigint FROM spock.subscription s \
-             JOIN pg_catalog.pg_replication_origin r ON r.roname = s.sub_slot_name",
-            None,
-            &[],
-        )? {
-            if let (Some(n), Some(o)) = (row.get::<i64>(1)?, row.get::<i64>(2)?) {
-                map.insert(n as u32, o as u16);
-            }
-        }
-        Ok::<_, pgrx::spi::Error>(map)
-    })
-    .map_err(|e| e.to_string())
+fn local_origins() -> HashMap<u32, u16> {
+    catalog::subscriptions::origins().into_iter().collect()
 }
 
 fn ident(s: &str) -> String {
@@ -280,7 +267,7 @@ pub(super) fn copy_tables(
     };
     let versions = Versions {
         recent_from,
-        origins: local_origins().unwrap_or_else(|e| fail(e)),
+        origins: local_origins(),
         fallback: origin,
     };
     // Older rows share a stamp below every change still to come.
@@ -299,18 +286,7 @@ pub(super) fn copy_tables(
         );
         let copied = copy_table(remote, &nsp, &rel, &sets, false, Some(&versions))
             .unwrap_or_else(|e| fail(format!("{nsp}.{rel}: {e}")));
-        Spi::run_with_args(
-            "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, sync_status, sync_statuslsn) \
-             VALUES ('d', $1, $2, $3, 'r', $4::pg_lsn) \
-             ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'r', sync_statuslsn = EXCLUDED.sync_statuslsn",
-            &[
-                pg_sys::Oid::from(sub_id).into(),
-                nsp.as_str().into(),
-                rel.as_str().into(),
-                super::exceptions::format_lsn(consistent_point).as_str().into(),
-            ],
-        )
-        .unwrap_or_else(|e| fail(e.to_string()));
+        catalog::sync_status::table_copied(sub_id, &nsp, &rel, consistent_point);
         log!(
             "subscription \"{}\": copied {copied} rows of {nsp}.{rel}",
             sub.name
@@ -324,11 +300,7 @@ pub(super) fn copy_tables(
     // With a structure sync, the subscription is ready once indexes and constraints are
     // restored too (the caller marks it then).
     if !sub.needs_structure_sync {
-        Spi::run_with_args(
-            "UPDATE spock.local_sync_status SET sync_status = 'r' WHERE sync_subid = $1 AND sync_nspname IS NULL",
-            &[pg_sys::Oid::from(sub_id).into()],
-        )
-        .unwrap_or_else(|e| fail(e.to_string()));
+        catalog::sync_status::subscription_ready(sub_id);
     }
     // The stream starts where the snapshot ends.
     commit_as_provider(origin, consistent_point, stamp);
@@ -449,13 +421,8 @@ fn mark_failed(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str, reason: &s
         sub.name
     );
     pgrx::bgworkers::BackgroundWorker::transaction(|| {
-        Spi::run_with_args(
-            "UPDATE spock.local_sync_status SET sync_status = 'e' \
-             WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
-            &[pg_sys::Oid::from(sub_id).into(), nsp.into(), rel.into()],
-        )
-        .unwrap_or_else(|e| error!("cannot mark the copy failed: {e}"));
-        super::exceptions::log_event(
+        catalog::sync_status::table_failed(sub_id, nsp, rel);
+        catalog::logs::event(
             sub.provider,
             Some((nsp, rel)),
             "SYNC",
@@ -523,17 +490,9 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
         .unwrap_or_else(|e| fail(e));
     adopt_progress(&remote, &Positions::new()).unwrap_or_else(|e| fail(e));
     remote.command("COMMIT").unwrap_or_else(|e| fail(e));
-    Spi::run_with_args(
-        "UPDATE spock.local_sync_status SET sync_status = 'r', sync_statuslsn = $4::pg_lsn \
-         WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
-        &[
-            pg_sys::Oid::from(sub_id).into(),
-            nsp.into(),
-            rel.into(),
-            lsn.as_str().into(),
-        ],
-    )
-    .unwrap_or_else(|e| fail(e.to_string()));
+    let lsn = parse_lsn(&lsn)
+        .unwrap_or_else(|| fail(format!("the provider returned a bad WAL position {lsn}")));
+    catalog::sync_status::table_recopied(sub_id, nsp, rel, lsn);
     // The origin's position stays where the stream is.
     // SAFETY: reading the worker's session origin.
     commit_as_provider(
@@ -554,9 +513,11 @@ fn copy_again(sub: &Subscription, sub_id: u32, nsp: &str, rel: &str) {
 /// the one recorded: the progress rows themselves are saved only now and then.
 fn adopt_progress(remote: &Remote, positions: &Positions) -> Result<(), String> {
     let rows = remote.query(
-        // Timestamps as microseconds since 2000: the provider's DateStyle does not matter.
+        // Timestamps as microseconds since 2000: the provider's DateStyle does not matter. A
+        // position adopted there without a timestamp has -infinity (no bigint).
         "SELECT p.remote_node_id::text, \
-         ((extract(epoch FROM p.remote_commit_ts) - 946684800) * 1000000)::bigint::text, \
+         CASE WHEN pg_catalog.isfinite(p.remote_commit_ts) THEN \
+         ((extract(epoch FROM p.remote_commit_ts) - 946684800) * 1000000)::bigint END::text, \
          p.remote_lsn::text, \
          p.remote_insert_lsn::text FROM spock.progress p \
          JOIN spock.local_node l ON l.node_id = p.node_id",
@@ -566,46 +527,22 @@ fn adopt_progress(remote: &Remote, positions: &Positions) -> Result<(), String> 
         let [Some(origin), commit_ts, lsn, insert_lsn] = &row[..] else {
             continue;
         };
-        Spi::run_with_args(
-            "INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, \
-             remote_insert_lsn, last_updated_ts, updated_by_decode) \
-             SELECT l.node_id, $1::oid, \
-             timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
-             $3::pg_lsn, $4::pg_lsn, now(), false \
-             FROM spock.local_node l WHERE l.node_id <> $1::oid \
-             ON CONFLICT (node_id, remote_node_id) DO UPDATE SET \
-             remote_commit_ts = greatest(spock.progress.remote_commit_ts, EXCLUDED.remote_commit_ts), \
-             remote_lsn = greatest(spock.progress.remote_lsn, EXCLUDED.remote_lsn), \
-             remote_insert_lsn = greatest(spock.progress.remote_insert_lsn, EXCLUDED.remote_insert_lsn), \
-             last_updated_ts = now()",
-            &[
-                origin.as_str().into(),
-                commit_ts.as_deref().into(),
-                lsn.as_deref().into(),
-                insert_lsn.as_deref().into(),
-            ],
-        )
-        .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
+        let origin = origin
+            .parse()
+            .map_err(|_| format!("the provider sent a bad node id {origin}"))?;
+        catalog::progress::adopt(&catalog::progress::Adopted {
+            origin,
+            commit_ts: commit_ts.as_deref().and_then(|t| t.parse().ok()),
+            lsn: lsn.as_deref(),
+            insert_lsn: insert_lsn.as_deref(),
+        });
     }
     // Upserted: the provider may have no progress row for an origin it has a position for
     // (none saved yet).
     for (node, (lsn, ts)) in positions {
-        let Some(lsn) = lsn else { continue };
-        Spi::run_with_args(
-            "INSERT INTO spock.progress (node_id, remote_node_id, remote_commit_ts, remote_lsn, \
-             remote_insert_lsn, last_updated_ts, updated_by_decode) \
-             SELECT l.node_id, $1, coalesce(timestamptz '2000-01-01 00:00:00+00' \
-             + $3::bigint * interval '1 microsecond', '-infinity'), $2::pg_lsn, $2::pg_lsn, now(), false \
-             FROM spock.local_node l WHERE l.node_id <> $1 \
-             ON CONFLICT (node_id, remote_node_id) DO UPDATE SET \
-             remote_lsn = greatest(spock.progress.remote_lsn, EXCLUDED.remote_lsn)",
-            &[
-                pg_sys::Oid::from(*node).into(),
-                lsn.as_str().into(),
-                (*ts).into(),
-            ],
-        )
-        .map_err(|e| format!("cannot record the provider's progress: {e}"))?;
+        if let Some(lsn) = lsn {
+            catalog::progress::adopt_position(*node, lsn, *ts);
+        }
     }
     Ok(())
 }
@@ -676,15 +613,6 @@ fn copy_tombstones(remote: &Remote, versions: &Versions) -> Result<(), String> {
         ),
         4,
     )?;
-    let insert = |table: &str, key: &str| {
-        Spi::run_with_args(
-            "INSERT INTO spock.tombstones (relid, key) \
-             SELECT pg_catalog.to_regclass($1)::oid, pg_catalog.decode($2, 'hex') \
-             WHERE pg_catalog.to_regclass($1) IS NOT NULL ON CONFLICT DO NOTHING",
-            &[table.into(), key.into()],
-        )
-        .map_err(|e| format!("cannot copy a tombstone of {table}: {e}"))
-    };
     // Those whose version is kept go in by version, one subtransaction each.
     let mut by_version: std::collections::BTreeMap<(i64, u32), Vec<(String, String)>> =
         Default::default();
@@ -699,13 +627,15 @@ fn copy_tombstones(remote: &Remote, versions: &Versions) -> Result<(), String> {
                 .entry((ts, node))
                 .or_default()
                 .push((table.clone(), key.clone())),
-            _ => insert(table, key)?,
+            _ => catalog::tombstones::copy_in(table, key),
         }
     }
     for ((ts, node), group) in by_version {
         stamped(versions, ts, node, || {
-            group.iter().try_for_each(|(table, key)| insert(table, key))
-        })?;
+            for (table, key) in &group {
+                catalog::tombstones::copy_in(table, key);
+            }
+        });
     }
     Ok(())
 }

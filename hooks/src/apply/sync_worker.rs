@@ -12,22 +12,7 @@ use pgrx::prelude::*;
 
 /// The subscription's tables waiting for a copy, as (schema, table), in name order.
 pub(super) fn waiting_tables(sub_id: u32) -> Vec<(String, String)> {
-    BackgroundWorker::transaction(|| {
-        Spi::connect(|c| {
-            c.select(
-                "SELECT sync_nspname::text, sync_relname::text FROM spock.local_sync_status \
-                 WHERE sync_subid = $1 AND sync_nspname IS NOT NULL AND sync_status NOT IN ('r', 'e') \
-                 ORDER BY 1, 2",
-                None,
-                &[pg_sys::Oid::from(sub_id).into()],
-            )
-            .map(|rows| {
-                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
-                    .collect()
-            })
-        })
-        .unwrap_or_else(|e| error!("cannot read the sync status: {e}"))
-    })
+    BackgroundWorker::transaction(|| crate::catalog::sync_status::tables_waiting(sub_id))
 }
 
 #[pg_guard]

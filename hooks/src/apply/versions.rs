@@ -22,26 +22,11 @@ thread_local! {
 
 /// Loads the local node id and the origin → node map.
 pub fn load_nodes() {
-    let (local, map) = Spi::connect(|c| {
-        let local = c
-            .select("SELECT node_id::bigint FROM spock.local_node", None, &[])?
-            .first()
-            .get::<i64>(1)?
-            .unwrap_or(0);
-        let mut map = HashMap::new();
-        for row in c.select(
-            "SELECT o.roident::bigint, s.sub_origin::bigint FROM pg_replication_origin o \
-             JOIN spock.subscription s ON s.sub_slot_name = o.roname",
-            None,
-            &[],
-        )? {
-            if let (Some(o), Some(n)) = (row.get::<i64>(1)?, row.get::<i64>(2)?) {
-                map.insert(o as u16, n as u32);
-            }
-        }
-        Ok::<_, pgrx::spi::Error>((local as u32, map))
-    })
-    .unwrap_or_else(|e| error!("cannot read the spock nodes: {e}"));
+    let local = crate::catalog::nodes::local_id().unwrap_or(0);
+    let map: HashMap<u16, u32> = crate::catalog::subscriptions::origins()
+        .into_iter()
+        .map(|(node, origin)| (origin, node))
+        .collect();
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         s.local_node = local;

@@ -25,7 +25,7 @@ pub fn escape(out: &mut String, s: &str) {
 
 /// An LSN as PostgreSQL prints it (`X/X`).
 pub fn lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn as u32)
+    crate::catalog::format_lsn(lsn)
 }
 
 /// `{"action":"S", "params": {…}}`: the startup parameters, every value a string.

@@ -5,19 +5,12 @@
 
 use super::filter::RowFilter;
 use super::params::Params;
+use crate::catalog;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
-/// A subscribed set and its actions.
-#[derive(Debug, Clone)]
-pub struct SetFlags {
-    pub set_id: pg_sys::Oid,
-    pub insert: bool,
-    pub update: bool,
-    pub delete: bool,
-    pub truncate: bool,
-}
+pub use crate::catalog::sets::SetFlags;
 
 #[derive(Debug, Clone, Default)]
 pub struct Actions {
@@ -79,55 +72,40 @@ pub fn load_startup(params: &Params) -> (u16, Vec<SetFlags>, Members) {
         // SAFETY: as above.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    let loaded = Spi::connect(|client| -> Result<_, pgrx::spi::Error> {
-        let node_row = client.select("SELECT l.node_id FROM spock.local_node l", None, &[])?;
-        let node = if node_row.is_empty() {
-            None
-        } else {
-            node_row.first().get_one::<pg_sys::Oid>()?
-        };
-        let Some(node) = node else {
+    let loaded = (|| {
+        let Some(node) = catalog::nodes::local_id() else {
             return Ok(None);
         };
+        let node = pg_sys::Oid::from(node);
         let mut sets = Vec::new();
         for name in &params.replication_sets {
-            let found = client.select(
-                "SELECT set_id, replicate_insert::int | (replicate_update::int << 1) \
-                        | (replicate_delete::int << 2) | (replicate_truncate::int << 3) \
-                 FROM spock.replication_set WHERE set_nodeid = $1 AND set_name = $2",
-                None,
-                &[node.into(), name.as_str().into()],
-            )?;
-            let row = if found.is_empty() {
-                (None, None)
-            } else {
-                found.first().get_two::<pg_sys::Oid, i32>()?
-            };
-            match row {
-                (Some(set_id), Some(bits)) => sets.push(SetFlags {
-                    set_id,
-                    insert: bits & 1 != 0,
-                    update: bits & 2 != 0,
-                    delete: bits & 4 != 0,
-                    truncate: bits & 8 != 0,
-                }),
-                _ => return Ok(Some(Err(name.clone()))),
+            match catalog::sets::named(node, name) {
+                Some(flags) => sets.push(flags),
+                None => return Ok(Some(Err(name.clone()))),
             }
         }
-        let tables = client
-            .select(
+        let tables = Spi::connect(|client| {
+            let tables = client.select(
                 "SELECT 'spock.replication_set_table'::regclass::oid, 'spock.replication_set'::regclass::oid, \
                  'spock.queue'::regclass::oid, 'spock.repair_mode_switch'::regclass::oid",
                 None,
                 &[],
             )?;
-        let tables = tables.first();
-        // regclass casts: an oid, or an ERROR if the table is missing.
-        let oid = |i| -> Result<pg_sys::Oid, pgrx::spi::Error> {
-            Ok(tables.get::<pg_sys::Oid>(i)?.unwrap_or(pg_sys::InvalidOid))
-        };
-        Ok(Some(Ok((node, sets, [oid(1)?, oid(2)?], oid(3)?, oid(4)?))))
-    });
+            let tables = tables.first();
+            // regclass casts: an oid, or an ERROR if the table is missing.
+            let oid = |i| -> Result<pg_sys::Oid, pgrx::spi::Error> {
+                Ok(tables.get::<pg_sys::Oid>(i)?.unwrap_or(pg_sys::InvalidOid))
+            };
+            Ok::<_, pgrx::spi::Error>([oid(1)?, oid(2)?, oid(3)?, oid(4)?])
+        })?;
+        Ok::<_, pgrx::spi::Error>(Some(Ok((
+            node,
+            sets,
+            [tables[0], tables[1]],
+            tables[2],
+            tables[3],
+        ))))
+    })();
     if own_snapshot {
         // SAFETY: the snapshot pushed above.
         unsafe { pg_sys::PopActiveSnapshot() };
