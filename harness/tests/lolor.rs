@@ -1336,42 +1336,20 @@ fn loads_preloaded_next_to_other_libraries_and_tracks_role_ownership(kernel: &ha
 /// lolor's tables in a spock replication set: objects written on the provider arrive on the
 /// subscriber byte for byte, and an unlink follows.
 fn large_objects_replicate_through_spock(kernel: &harness::Kernel) {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
+    let cluster = common::Mesh::new(2)
+        .schema("CREATE EXTENSION lolor")
+        .start(kernel);
     let (p, s) = (cluster.node(0), cluster.node(1));
+    // Each node's own id in the objects' OIDs (needed from the first lo_from_bytea on).
     for (i, n) in [p, s].into_iter().enumerate() {
         n.configure("lolor.node", &(i + 1).to_string()).unwrap();
-        n.sql("CREATE EXTENSION spock; CREATE EXTENSION lolor")
-            .unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
     }
     p.sql(
         "SELECT spock.repset_add_table('default', 'lolor.pg_largeobject_metadata'); \
            SELECT spock.repset_add_table('default', 'lolor.pg_largeobject')",
     )
     .unwrap();
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub_lo', '{}')",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    let started = std::time::Instant::now();
-    while p
-        .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
-        .unwrap()
-        != "1"
-    {
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "apply worker never streamed:\n{}",
-            s.log_tail(20)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::subscribe(s, "sub_lo", p, "");
     let oid = p
         .sql("SELECT lo_from_bytea(0, decode(string_agg(md5(g::text), ''), 'hex')) FROM generate_series(1, 20000) g")
         .unwrap();
@@ -1379,29 +1357,22 @@ fn large_objects_replicate_through_spock(kernel: &harness::Kernel) {
         .unwrap();
     let digest = format!("SELECT md5(lo_get({oid}))");
     let want = p.sql(&digest).unwrap();
-    let started = std::time::Instant::now();
-    while s.sql(&digest).ok().as_deref() != Some(want.as_str()) {
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "object {oid} never arrived:\n{}",
-            s.log_tail(20)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_for(s, "postgres", &digest, &want, 60);
     assert_eq!(
         s.sql(&format!("SELECT length(lo_get({oid}))")).unwrap(),
         "320000"
     );
     p.sql(&format!("SELECT lo_unlink({oid})")).unwrap();
-    let started = std::time::Instant::now();
-    while s
-        .sql("SELECT count(*) FROM lolor.pg_largeobject_metadata")
-        .unwrap()
-        != "0"
-    {
-        assert!(started.elapsed().as_secs() < 60, "unlink never arrived");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until(
+        || "unlink never arrived".to_string(),
+        60,
+        || {
+            (s.sql("SELECT count(*) FROM lolor.pg_largeobject_metadata")
+                .unwrap()
+                == "0")
+                .then_some(())
+        },
+    );
     assert_eq!(
         s.sql("SELECT count(*) FROM lolor.pg_largeobject").unwrap(),
         "0"

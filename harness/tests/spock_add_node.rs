@@ -12,7 +12,7 @@ crate::per_major!(
     a_copy_keeps_thousands_of_row_versions,
 );
 
-use harness::{Cluster, ClusterOptions, Node, StopMode};
+use harness::{Cluster, Node, StopMode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SCHEMA: &str = "CREATE TABLE events(node int, id bigint, k int, PRIMARY KEY (node, id)); \
@@ -45,21 +45,12 @@ const ROWS_BIG: usize = 1_000_000;
 
 /// n1…n3 in a full mesh with the schema, n4 an empty database with the extension.
 fn mesh(kernel: &harness::Kernel) -> Cluster {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(4)).unwrap();
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        node.sql("CREATE EXTENSION spock").unwrap();
-        if i == 3 {
-            continue;
-        }
-        node.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            node.dsn("postgres")
-        ))
-        .unwrap();
-        node.sql(SCHEMA).unwrap();
-        node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
-            .unwrap();
+    let cluster = common::Mesh::new(3)
+        .spare(1)
+        .schema(SCHEMA)
+        .replicate_public()
+        .start(kernel);
+    for node in cluster.nodes.iter().take(3) {
         node.sql(&format!(
             "SELECT spock.repset_create({set}); \
              SELECT spock.repset_add_table({set}, {table}, false, NULL, 'v IS DISTINCT FROM ''$spock$x''')",
@@ -68,28 +59,13 @@ fn mesh(kernel: &harness::Kernel) -> Cluster {
         ))
         .unwrap();
     }
-    for (i, s) in cluster.nodes.iter().enumerate().take(3) {
-        for (j, p) in cluster.nodes.iter().enumerate().take(3) {
-            if i != j {
-                s.sql(&format!(
-                    "SELECT spock.sub_create('sub_n{}_n{}', '{}', \
-                     ARRAY['default', 'default_insert_only', 'ddl_sql', {}])",
-                    j + 1,
-                    i + 1,
-                    p.dsn("postgres"),
-                    lit(SET)
-                ))
-                .unwrap();
-            }
-        }
-    }
-    for node in cluster.nodes.iter().take(3) {
-        wait(
-            node,
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-            "2",
-        );
-    }
+    common::subscribe_all(
+        &cluster.nodes[..3],
+        &format!(
+            ", ARRAY['default', 'default_insert_only', 'ddl_sql', {}]",
+            lit(SET)
+        ),
+    );
     let n1 = cluster.node(0);
     n1.sql("INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g")
         .unwrap();
@@ -579,40 +555,16 @@ fn add_and_remove_a_node_under_write_load(kernel: &harness::Kernel) {
 /// max_locks_per_transaction = 10: it checks the path at scale, not the lock release.)
 fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
     const ROWS: usize = 10_000;
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(3)).unwrap();
+    let cluster = common::Mesh::new(3).start(kernel);
     let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
-    for (i, n) in [n1, n2, n3].into_iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-    }
     for n in [n1, n2] {
         n.sql("CREATE TABLE versions(id int PRIMARY KEY, v text)")
             .unwrap();
         n.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
             .unwrap();
     }
-    n1.sql(&format!(
-        "SELECT spock.sub_create('sub_n2_n1', '{}')",
-        n2.dsn("postgres")
-    ))
-    .unwrap();
-    n2.sql(&format!(
-        "SELECT spock.sub_create('sub_n1_n2', '{}')",
-        n1.dsn("postgres")
-    ))
-    .unwrap();
-    for n in [n1, n2] {
-        wait(
-            n,
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-            "1",
-        );
-    }
+    // n1 and n2 subscribe to each other (sub_n2_n1, sub_n1_n2); n3 comes later.
+    common::subscribe_all(&cluster.nodes[..2], "");
 
     // A session on n1 idle in a transaction that holds an xid: no copy snapshot can be taken
     // there while it lasts. The copy (of an empty set) gives up after a bounded wait and says
@@ -651,18 +603,20 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
         n1.dsn("postgres")
     ))
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !n3
-        .log_tail(usize::MAX)
-        .contains("could not take the provider's commit gate")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the copy did not report the held gate:\n{}",
-            n3.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    common::wait_until(
+        || {
+            format!(
+                "the copy did not report the held gate:\n{}",
+                n3.log_tail(40)
+            )
+        },
+        90,
+        || {
+            n3.log_tail(usize::MAX)
+                .contains("could not take the provider's commit gate")
+                .then_some(())
+        },
+    );
     {
         use std::io::Write;
         let stdin = idle.stdin.as_mut().unwrap();
@@ -671,18 +625,20 @@ fn a_copy_keeps_thousands_of_row_versions(kernel: &harness::Kernel) {
             .unwrap();
         stdin.flush().unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !n3
-        .log_tail(usize::MAX)
-        .contains("session idle in transaction")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the copy did not report the open transaction:\n{}",
-            n3.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    common::wait_until(
+        || {
+            format!(
+                "the copy did not report the open transaction:\n{}",
+                n3.log_tail(40)
+            )
+        },
+        90,
+        || {
+            n3.log_tail(usize::MAX)
+                .contains("session idle in transaction")
+                .then_some(())
+        },
+    );
     n2.sql("INSERT INTO versions VALUES (0, 'during the copy')")
         .unwrap();
     common::wait_for(

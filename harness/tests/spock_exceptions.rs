@@ -7,41 +7,24 @@ mod common;
 // One test per major for each of these (`name::pg17`…); see `common::per_major`.
 crate::per_major!(each_exception_behaviour,);
 
-use harness::{Cluster, ClusterOptions, Node};
+use harness::{Cluster, Node};
 use std::time::Duration;
 
 fn wait_for(node: &Node, query: &str, want: &str) {
     common::wait_for(node, "postgres", query, want, 30);
 }
 
+/// n2 subscribed (as `sub`) to table `t` of n1, where only n2 refuses large values.
 fn setup(kernel: &harness::Kernel) -> Cluster {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-    for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-        n.sql("CREATE TABLE t(id int PRIMARY KEY, v int)").unwrap();
-    }
+    let cluster = common::Mesh::new(2)
+        .schema("CREATE TABLE t(id int PRIMARY KEY, v int)")
+        .start(kernel);
     let (p, s) = (cluster.node(0), cluster.node(1));
-    // Only the subscriber refuses large values.
     s.sql("ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)")
         .unwrap();
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub', '{}')",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    wait_for(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-    );
+    common::subscribe(s, "sub", p, "");
     cluster
 }
 

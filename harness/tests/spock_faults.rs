@@ -27,42 +27,20 @@ fn wait_for(node: &Node, query: &str, want: &str) {
     common::wait_for(node, "postgres", query, want, 60);
 }
 
-/// `n` spock nodes, each with `schema`.
-fn spock_nodes(kernel: &harness::Kernel, opts: ClusterOptions, n: usize, schema: &str) -> Cluster {
-    let cluster = Cluster::start(kernel, &opts.nodes(n)).unwrap();
-    for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-        n.sql(schema).unwrap();
-    }
-    cluster
-}
-
 /// Two spock nodes with `schema` on both (`schema_sub` only on the subscriber), n2 subscribed
-/// to n1's default sets holding every public table.
+/// (as `sub`) to n1's default sets holding every public table.
 fn pair(kernel: &harness::Kernel, opts: ClusterOptions, schema: &str, schema_sub: &str) -> Cluster {
-    let cluster = spock_nodes(kernel, opts, 2, schema);
+    let cluster = common::Mesh::new(2)
+        .options(opts)
+        .schema(schema)
+        .start(kernel);
     let (p, s) = (cluster.node(0), cluster.node(1));
     if !schema_sub.is_empty() {
         s.sql(schema_sub).unwrap();
     }
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub', '{}')",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    wait_for(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-    );
+    common::subscribe(s, "sub", p, "");
     cluster
 }
 
@@ -476,23 +454,20 @@ fn a_copy_that_cannot_succeed_stops_and_says_why(kernel: &harness::Kernel) {
 /// cannot: the second `sub_create` is refused and the first keeps replicating.
 fn two_subscribers_cannot_share_a_slot(kernel: &harness::Kernel) {
     let major = kernel.major;
-    let cluster = spock_nodes(
-        kernel,
-        ClusterOptions::default(),
-        3,
-        "CREATE TABLE t(id int PRIMARY KEY)",
-    );
+    let cluster = common::Mesh::new(3)
+        .schema("CREATE TABLE t(id int PRIMARY KEY)")
+        .start(kernel);
     let (p, a, b) = (cluster.node(0), cluster.node(1), cluster.node(2));
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
-    let create = format!("SELECT spock.sub_create('sub', '{}')", p.dsn("postgres"));
-    a.sql(&create).unwrap();
-    wait_for(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-    );
-    let e = b.sql(&create).unwrap_err().to_string();
+    common::subscribe(a, "sub", p, "");
+    let e = b
+        .sql(&format!(
+            "SELECT spock.sub_create('sub', '{}')",
+            p.dsn("postgres")
+        ))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("already exists on node \"n1\""),
         "PostgreSQL {major}: {e}"
@@ -539,12 +514,9 @@ fn tombstones_are_collected_when_idle(kernel: &harness::Kernel) {
 /// other one's deletes left stay — the lagging one may still bring an older write of the row.
 fn a_lagging_subscription_holds_tombstones(kernel: &harness::Kernel) {
     let major = kernel.major;
-    let cluster = spock_nodes(
-        kernel,
-        ClusterOptions::default(),
-        2,
-        "CREATE TABLE a(id int PRIMARY KEY); CREATE TABLE b(id int PRIMARY KEY)",
-    );
+    let cluster = common::Mesh::new(2)
+        .schema("CREATE TABLE a(id int PRIMARY KEY); CREATE TABLE b(id int PRIMARY KEY)")
+        .start(kernel);
     let (p, s) = (cluster.node(0), cluster.node(1));
     p.sql(
         "SELECT spock.repset_create('set_a'); SELECT spock.repset_create('set_b'); \
@@ -552,17 +524,14 @@ fn a_lagging_subscription_holds_tombstones(kernel: &harness::Kernel) {
     )
     .unwrap();
     for set in ["set_a", "set_b"] {
-        s.sql(&format!(
-            "SELECT spock.sub_create('sub_{set}', '{}', replication_sets := ARRAY['{set}'])",
-            p.dsn("postgres")
-        ))
-        .unwrap();
+        common::sub_create(
+            s,
+            &format!("sub_{set}"),
+            p,
+            &format!(", replication_sets := ARRAY['{set}']"),
+        );
     }
-    wait_for(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "2",
-    );
+    common::wait_active_slots(p, 2);
     p.sql("INSERT INTO b VALUES (1)").unwrap();
     wait_for(s, "SELECT count(*) FROM b", "1");
     s.sql("SELECT spock.sub_disable('sub_set_b')").unwrap();

@@ -23,56 +23,19 @@ use std::time::{Duration, Instant};
 const SCHEMA: &str = "CREATE TABLE kv(id int PRIMARY KEY, v text, who text); \
                       CREATE TABLE marks(node text, n int, PRIMARY KEY (node, n));";
 
-/// `n` spock nodes n1…n<n>, each with `schema` and its public tables in the `default` set.
-fn spock_nodes(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
-    let cluster = Cluster::start(
-        kernel,
-        &ClusterOptions::default()
-            .nodes(n)
-            .setting("spock.save_resolutions", "on"),
-    )
-    .unwrap();
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        node.sql("CREATE EXTENSION spock").unwrap();
-        node.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            node.dsn("postgres")
-        ))
-        .unwrap();
-        node.sql(schema).unwrap();
-        node.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
-            .unwrap();
-    }
-    cluster
+/// `n` spock nodes n1…n<n> saving their conflict resolutions, each with `schema` and its
+/// public tables in the `default` set.
+fn spock_nodes(n: usize, schema: &str) -> common::Mesh {
+    common::Mesh::new(n)
+        .options(ClusterOptions::default().setting("spock.save_resolutions", "on"))
+        .schema(schema)
+        .replicate_public()
 }
 
-/// A full mesh of `n` spock nodes: n<i> subscribes to every other node, with the default
-/// `forward_origins = '{}'`, so each node sends only the changes made on it.
+/// A full mesh of `n` such nodes (`sub_n<provider>_n<subscriber>`, default
+/// `forward_origins = '{}'`, so each node sends only the changes made on it), all streaming.
 fn mesh(kernel: &harness::Kernel, n: usize, schema: &str) -> Cluster {
-    let cluster = spock_nodes(kernel, n, schema);
-    for (i, s) in cluster.nodes.iter().enumerate() {
-        for (j, p) in cluster.nodes.iter().enumerate() {
-            if i != j {
-                s.sql(&format!(
-                    "SELECT spock.sub_create('sub_n{}_n{}', '{}')",
-                    j + 1,
-                    i + 1,
-                    p.dsn("postgres")
-                ))
-                .unwrap();
-            }
-        }
-    }
-    // Every node's slots are active once all apply workers stream.
-    for node in &cluster.nodes {
-        wait_for(
-            node,
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-            &(n - 1).to_string(),
-        );
-    }
-    cluster
+    spock_nodes(n, schema).subscribe_all().start(kernel)
 }
 
 fn wait_for(node: &Node, query: &str, want: &str) {
@@ -498,7 +461,7 @@ fn clock_skew_does_not_break_causality(kernel: &harness::Kernel) {
 /// Cascading n1 → n2 → n3: n3 gets n1's changes through n2 only when its subscription asks for
 /// `forward_origins = '{all}'`; by default n2 sends only its own changes.
 fn cascade_forwards_only_when_asked(kernel: &harness::Kernel) {
-    let cluster = spock_nodes(kernel, 3, SCHEMA);
+    let cluster = spock_nodes(3, SCHEMA).start(kernel);
     let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
     n2.sql(&format!(
         "SELECT spock.sub_create('sub_n1_n2', '{}')",

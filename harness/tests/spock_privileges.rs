@@ -14,7 +14,6 @@ crate::per_major!(
 );
 
 use harness::{Cluster, ClusterOptions, Node};
-use std::time::{Duration, Instant};
 
 /// The password every DSN of these tests carries (trust authentication ignores it, but spock
 /// stores it and hands it to libpq).
@@ -64,22 +63,9 @@ fn secret_dsn(n: &Node) -> String {
     format!("{} password={SECRET}", n.dsn("postgres"))
 }
 
-/// Polls `sql` until it returns `want`; fails with the node's log after 30 s.
-fn wait_until(node: &Node, sql: &str, want: &str, major: u32) {
-    let started = Instant::now();
-    loop {
-        let got = node.sql(sql).unwrap_or_else(|e| format!("error: {e}"));
-        if got == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "PostgreSQL {major}, {}: `{sql}` gave {got:?}, wanted {want:?}; log:\n{}",
-            node.name,
-            node.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `sql` in `postgres` until it returns `want`; fails with the node's log after 30 s.
+fn wait_for(node: &Node, sql: &str, want: &str) {
+    common::wait_for(node, "postgres", sql, want, 30);
 }
 
 /// n1 provides table `items` (and `filtered`, with a row filter calling a function) to n2;
@@ -116,12 +102,7 @@ fn subscribed_pair(kernel: &harness::Kernel) -> Cluster {
         secret_dsn(p)
     ))
     .unwrap();
-    wait_until(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-        kernel.major,
-    );
+    common::wait_active_slots(p, 1);
     cluster
 }
 
@@ -142,7 +123,7 @@ fn monitoring_reveals_nothing_to_a_plain_role(kernel: &harness::Kernel) {
     let (p, s) = (cluster.node(0), cluster.node(1));
     p.sql("INSERT INTO items VALUES (1, 'a'), (2, 'b')")
         .unwrap();
-    wait_until(s, "SELECT count(*) FROM items", "2", major);
+    wait_for(s, "SELECT count(*) FROM items", "2");
     let sub_id = s
         .sql("SELECT sub_id FROM spock.subscription WHERE sub_name = 'sub_n1_n2'")
         .unwrap();
@@ -308,11 +289,10 @@ fn dsn_passwords_stay_hidden(kernel: &harness::Kernel) {
     // Row filters calling functions are evaluated by the walsender.
     p.sql("INSERT INTO filtered VALUES (1, 'X'), (2, 'keep me'), (3, 'drop me')")
         .unwrap();
-    wait_until(
+    wait_for(
         s,
         "SELECT string_agg(id::text, ',' ORDER BY id) FROM filtered",
         "1,2",
-        major,
     );
 
     let status = s.sql("SELECT * FROM spock.sub_show_status()").unwrap();
@@ -379,15 +359,20 @@ fn dsn_passwords_stay_hidden(kernel: &harness::Kernel) {
     .unwrap();
     s.sql("SELECT spock.sub_alter_interface('sub_n1_n2', 'unreachable')")
         .unwrap();
-    let started = Instant::now();
-    while !log_of(s).contains("could not connect to the provider") {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "PostgreSQL {major}: the apply worker never failed to connect:\n{}",
-            s.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until(
+        || {
+            format!(
+                "PostgreSQL {major}: the apply worker never failed to connect:\n{}",
+                s.log_tail(30)
+            )
+        },
+        30,
+        || {
+            log_of(s)
+                .contains("could not connect to the provider")
+                .then_some(())
+        },
+    );
     for node in [p, s] {
         let seen = activity(node);
         assert!(

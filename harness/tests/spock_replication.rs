@@ -21,7 +21,7 @@ crate::per_major!(
     local_only_columns_and_tables_without_a_key,
 );
 
-use harness::{Cluster, ClusterOptions, Node, StopMode};
+use harness::{Cluster, Node, StopMode};
 use std::time::{Duration, Instant};
 
 /// Polls until both nodes return the same rows for `query` (and at least one row matched
@@ -67,48 +67,14 @@ const TABLES: &str = "CREATE TABLE items(id int PRIMARY KEY, name text, qty nume
 
 /// Two spock nodes, n1 and n2, each with `schema` created.
 fn two_nodes(kernel: &harness::Kernel, schema: &str) -> Cluster {
-    let cluster = Cluster::start(kernel, &ClusterOptions::default().nodes(2)).unwrap();
-    for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-        n.sql(schema).unwrap();
-    }
-    cluster
+    common::Mesh::new(2).schema(schema).start(kernel)
 }
 
 /// Subscribes n2 to every public table of n1 and waits until the apply worker streams.
 fn subscribe(p: &Node, s: &Node) {
     p.sql("SELECT spock.repset_add_all_tables('default', ARRAY['public'])")
         .unwrap();
-    subscribe_to_sets(p, s);
-}
-
-/// Subscribes n2 to n1's default sets as they are and waits until the apply worker streams.
-fn subscribe_to_sets(p: &Node, s: &Node) {
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub_n1_n2', '{}')",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    // The slot is active on the provider once the apply worker is up.
-    let started = Instant::now();
-    while p
-        .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
-        .unwrap()
-        != "1"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "apply worker never streamed:\n{}",
-            s.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::subscribe(s, "sub_n1_n2", p, "");
 }
 
 fn setup(kernel: &harness::Kernel) -> Cluster {
@@ -388,7 +354,7 @@ fn tables_resync_while_streaming(kernel: &harness::Kernel) {
         .unwrap();
     p.sql("SELECT spock.repset_add_table('default', 'pairs')")
         .unwrap();
-    subscribe_to_sets(p, s);
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql("INSERT INTO pairs SELECT g, 'k', 'v' || g FROM generate_series(1, 20000) g")
         .unwrap();
     let q = "SELECT count(*), sum(a), string_agg(v, ',' ORDER BY a, b) FILTER (WHERE a % 997 = 0) FROM pairs";
@@ -584,7 +550,7 @@ fn ddl_and_table_sync_travel_through_the_queue(kernel: &harness::Kernel) {
         "CREATE ROLE owner_role; GRANT CREATE ON SCHEMA public TO owner_role;",
     );
     let (p, s) = (cluster.node(0), cluster.node(1));
-    subscribe_to_sets(p, s);
+    common::subscribe(s, "sub_n1_n2", p, "");
     let e = p
         .sql("SELECT spock.replicate_ddl('CREATE TABLE t0(); INSERT INTO t0 DEFAULT VALUES')")
         .unwrap_err()
@@ -685,7 +651,7 @@ fn helper_functions(kernel: &harness::Kernel) {
         p.sql("SELECT spock.repset_add_partition('kv')").unwrap(),
         "0"
     );
-    subscribe_to_sets(p, s);
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql(
         "INSERT INTO kv SELECT g, md5(g::text) FROM generate_series(1, 1000) g; \
            INSERT INTO parted SELECT g, 'p' FROM generate_series(0, 199) g",

@@ -35,33 +35,14 @@ END $f$;
 
 /// Two spock nodes where mallory owns schema `m` (with her probe) on both.
 fn nodes(kernel: &harness::Kernel, opts: ClusterOptions) -> Cluster {
-    let cluster = Cluster::start(kernel, &opts.nodes(2)).unwrap();
-    for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-        n.sql("CREATE ROLE mallory LOGIN; CREATE SCHEMA m AUTHORIZATION mallory")
-            .unwrap();
+    let cluster = common::Mesh::new(2)
+        .options(opts)
+        .schema("CREATE ROLE mallory LOGIN; CREATE SCHEMA m AUTHORIZATION mallory")
+        .start(kernel);
+    for n in &cluster.nodes {
         n.sql_as("mallory", "postgres", PROBE).unwrap();
     }
     cluster
-}
-
-fn subscribe(p: &Node, s: &Node, extra: &str) {
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub_n1_n2', '{}'{extra})",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    wait_for(
-        p,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-    );
 }
 
 fn wait_for(node: &Node, query: &str, want: &str) {
@@ -153,7 +134,7 @@ fn replicated_work_runs_as_the_table_owner(kernel: &harness::Kernel) {
          SELECT spock.repset_add_table('default_insert_only', 'm.nokey')",
     )
     .unwrap();
-    subscribe(p, s, ", synchronize_data := true");
+    common::subscribe(s, "sub_n1_n2", p, ", synchronize_data := true");
     wait_for(s, "SELECT count(*) FROM m.copied", "3");
 
     // mallory writes on the provider (her domain's CHECK runs there too, as her).
@@ -233,7 +214,7 @@ fn delta_apply_runs_as_the_table_owner(kernel: &harness::Kernel) {
     .unwrap();
     p.sql("SELECT spock.repset_add_table('default', 'm.c')")
         .unwrap();
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql("INSERT INTO m.c VALUES (1, 10)").unwrap();
     wait_for(s, "SELECT n FROM m.c", "10");
     p.sql("UPDATE m.c SET n = n + 5").unwrap();
@@ -254,7 +235,7 @@ fn queued_ddl_cannot_leave_its_role(kernel: &harness::Kernel) {
         ClusterOptions::default().setting("spock.enable_ddl_replication", "on"),
     );
     let (p, s) = (cluster.node(0), cluster.node(1));
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     // A non-superuser's DDL still replicates, owned by her.
     p.sql_as(
         "mallory",
@@ -350,7 +331,7 @@ fn nothing_runs_as_superuser_in_a_users_search_path(kernel: &harness::Kernel) {
         ClusterOptions::default().setting("spock.enable_ddl_replication", "on"),
     );
     let (p, s) = (cluster.node(0), cluster.node(1));
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql("GRANT CREATE ON SCHEMA public TO mallory").unwrap();
     p.sql_as(
         "mallory",
@@ -442,7 +423,7 @@ fn row_filters_run_as_the_table_owner(kernel: &harness::Kernel) {
     .unwrap();
     p.sql("SELECT spock.repset_add_table('default', 'm.f', row_filter := 'm.keep(v)')")
         .unwrap();
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql_as(
         "mallory",
         "postgres",

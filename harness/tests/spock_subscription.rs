@@ -128,18 +128,16 @@ fn sub_create_records_the_provider_and_the_subscription(kernel: &harness::Kernel
     );
     assert!(s.sql(status).unwrap().contains("|disabled|"));
     // The manager stops the apply worker of a disabled subscription.
-    let started = std::time::Instant::now();
-    while s
-        .sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'")
-        .unwrap()
-        != "0"
-    {
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "apply worker still running after sub_disable"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until(
+        || "apply worker still running after sub_disable".to_string(),
+        10,
+        || {
+            (s.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'spock apply'")
+                .unwrap()
+                == "0")
+                .then_some(())
+        },
+    );
     assert_eq!(
         s.sql("SELECT spock.sub_remove_repset('test_subscription', 'ddl_sql')")
             .unwrap(),

@@ -19,7 +19,7 @@ crate::per_major!(
 );
 
 use harness::{Cluster, ClusterOptions, Node};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Nodes n1 (provider) and n2, each a spock node with `schema`, with `settings` in both
 /// servers' configuration.
@@ -34,46 +34,14 @@ fn nodes_n(
     schema: &str,
     settings: &[(&str, &str)],
 ) -> Cluster {
-    let mut opts = ClusterOptions::default().nodes(count);
+    let mut opts = ClusterOptions::default();
     for (name, value) in settings {
         opts = opts.setting(name, value);
     }
-    let cluster = Cluster::start(kernel, &opts).unwrap();
-    for (i, n) in cluster.nodes.iter().enumerate() {
-        n.sql("CREATE EXTENSION spock").unwrap();
-        n.sql(&format!(
-            "SELECT spock.node_create('n{}', '{}')",
-            i + 1,
-            n.dsn("postgres")
-        ))
-        .unwrap();
-        if !schema.is_empty() {
-            n.sql(schema).unwrap();
-        }
-    }
-    cluster
-}
-
-/// Subscribes `s` to `p`'s default sets and waits until the apply worker streams.
-fn subscribe(p: &Node, s: &Node, extra: &str) {
-    s.sql(&format!(
-        "SELECT spock.sub_create('sub_n1_n2', '{}'{extra})",
-        p.dsn("postgres")
-    ))
-    .unwrap();
-    let started = Instant::now();
-    while p
-        .sql("SELECT count(*) FROM pg_replication_slots WHERE active")
-        .unwrap()
-        != "1"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "apply worker never streamed:\n{}",
-            s.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::Mesh::new(count)
+        .options(opts)
+        .schema(schema)
+        .start(kernel)
 }
 
 /// Everything psql prints for `sql` (stdout and stderr, so NOTICEs, DETAILs, HINTs and
@@ -115,7 +83,7 @@ fn set_memberships_are_dependencies(kernel: &harness::Kernel) {
          INSERT INTO t2 VALUES (1, 'a'); INSERT INTO t3 VALUES (1, 'a');",
     )
     .unwrap();
-    subscribe(p, s, ", synchronize_data := true");
+    common::subscribe(s, "sub_n1_n2", p, ", synchronize_data := true");
     s.sql("SET statement_timeout = '60s'; SELECT spock.sub_wait_for_sync('sub_n1_n2')")
         .unwrap();
     wait_for(s, "SELECT count(*) FROM t2", "1");
@@ -283,7 +251,7 @@ fn repair_mode_keeps_ddl_local(kernel: &harness::Kernel) {
         ],
     );
     let (p, s) = (cluster.node(0), cluster.node(1));
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql(
         "BEGIN; SELECT spock.repair_mode(true); \
          CREATE TABLE local_only(id int PRIMARY KEY); \
@@ -340,7 +308,7 @@ fn row_filters_resolve_names_as_upstream(kernel: &harness::Kernel) {
         "(public.wanted(v) AND (random() >= (0)::double precision))",
         "PostgreSQL {major}"
     );
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql("INSERT INTO f VALUES (1, 'shown'), (2, 'hidden'), (3, 'shown')")
         .unwrap();
     wait_for(
@@ -423,7 +391,7 @@ fn automatic_ddl_files_tables_of_create_schema_and_functions(kernel: &harness::K
         ],
     );
     let (p, s) = (cluster.node(0), cluster.node(1));
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     p.sql("CREATE SCHEMA app CREATE TABLE a(id int PRIMARY KEY, v text) CREATE TABLE b(v text)")
         .unwrap();
     p.sql(
@@ -514,7 +482,7 @@ fn api_errors_read_as_upstream(kernel: &harness::Kernel) {
     // The provider's slot is in use: its node cannot be dropped.
     p.sql("SELECT spock.repset_add_table('default', 't')")
         .unwrap();
-    subscribe(p, s, "");
+    common::subscribe(s, "sub_n1_n2", p, "");
     // A second subscription to sets the first one already has: upstream's WARNING, one
     // per set.
     let (out, ok) = psql(
@@ -580,7 +548,7 @@ fn unique_index_collisions_are_conflicts(kernel: &harness::Kernel) {
     let (n1, n2) = (cluster.node(0), cluster.node(1));
     n1.sql("SELECT spock.repset_add_table('default', 'people')")
         .unwrap();
-    subscribe(n1, n2, "");
+    common::subscribe(n2, "sub_n1_n2", n1, "");
     // Remote newer: n2's older local row with the same email gives way.
     n2.sql("INSERT INTO people VALUES (2, 'a@x', 'n2')")
         .unwrap();
@@ -680,7 +648,7 @@ fn apply_delay_holds_each_transaction(kernel: &harness::Kernel) {
         .unwrap();
     n2.sql("ALTER TABLE d ADD COLUMN arrived timestamptz DEFAULT clock_timestamp()")
         .unwrap();
-    subscribe(n1, n2, ", apply_delay := '2 seconds'");
+    common::subscribe(n2, "sub_n1_n2", n1, ", apply_delay := '2 seconds'");
     n1.sql("INSERT INTO d VALUES (1, clock_timestamp())")
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
@@ -714,16 +682,7 @@ fn copies_record_the_providers_progress_for_other_origins(kernel: &harness::Kern
     );
     let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
     // n1 applies n3's rows.
-    n1.sql(&format!(
-        "SELECT spock.sub_create('sub_n3_n1', '{}')",
-        n3.dsn("postgres")
-    ))
-    .unwrap();
-    wait_for(
-        n3,
-        "SELECT count(*) FROM pg_replication_slots WHERE active",
-        "1",
-    );
+    common::subscribe(n1, "sub_n3_n1", n3, "");
     n3.sql("INSERT INTO t SELECT generate_series(1, 10)")
         .unwrap();
     wait_for(n1, "SELECT count(*) FROM t", "10");
@@ -738,12 +697,12 @@ fn copies_record_the_providers_progress_for_other_origins(kernel: &harness::Kern
          AND remote_commit_ts IS NOT NULL"
     );
     // n2 copies n1's table, n3's rows included.
-    n2.sql(&format!(
-        "SELECT spock.sub_create('sub_n1_n2', '{}', synchronize_data := true, \
-         forward_origins := '{{all}}')",
-        n1.dsn("postgres")
-    ))
-    .unwrap();
+    common::sub_create(
+        n2,
+        "sub_n1_n2",
+        n1,
+        ", synchronize_data := true, forward_origins := '{all}'",
+    );
     wait_for(n2, "SELECT count(*) FROM t", "10");
     wait_for(n2, &progress, "1");
     // A resync records it again.

@@ -1,5 +1,11 @@
-//! Which kernels this test run covers (`cargo xtask test` exports them).
+//! What the integration tests share: the majors of the run and a test per major, psql
+//! runners, polling (`wait_until`, `wait_for`) and spock node setup (`mesh`).
 
+pub mod mesh;
+#[allow(unused_imports)]
+pub use mesh::{Mesh, sub_create, subscribe, subscribe_all, wait_active_slots};
+
+/// Which kernels this test run covers (`cargo xtask test` exports them).
 #[allow(dead_code)]
 pub fn majors() -> Vec<u32> {
     let list = std::env::var("PGEDGE_TEST_MAJORS")
@@ -124,23 +130,51 @@ pub fn psql_as(
         .to_string())
 }
 
-/// Polls `sql` on `node` until it returns `want` (or fails after `secs` seconds).
+/// Polls `ready` every 100 ms until it gives `Some`, and returns that; after `secs` seconds
+/// the test fails with `what()`, which is only evaluated then, so that it can report the last
+/// state seen and a log tail of that moment. Every wait of the tests goes through here, so
+/// that none can hang: each has a deadline and says what it waited for.
 #[allow(dead_code)]
-pub fn wait_for(node: &harness::Node, db: &str, sql: &str, want: &str, secs: u64) {
+pub fn wait_until<T>(
+    what: impl FnOnce() -> String,
+    secs: u64,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        let got = node
-            .sql_in(db, sql)
-            .unwrap_or_else(|e| format!("error: {e}"));
-        if got == want {
-            return;
+        if let Some(done) = ready() {
+            return done;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: `{sql}` returned {got:?}, wanted {want:?}; log:\n{}",
-            node.name,
-            node.log_tail(40)
-        );
+        if std::time::Instant::now() >= deadline {
+            panic!("gave up after {secs} s: {}", what());
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Polls `sql` on `node` until it returns `want` (or fails after `secs` seconds, with the last
+/// answer and the node's log). An error counts as another answer: the query may need what is
+/// being waited for (a table a copy creates).
+#[allow(dead_code)]
+pub fn wait_for(node: &harness::Node, db: &str, sql: &str, want: &str, secs: u64) {
+    let got = std::cell::RefCell::new(String::new());
+    wait_until(
+        || {
+            format!(
+                "{}: `{sql}` returned {:?}, wanted {want:?}; log:\n{}",
+                node.name,
+                got.borrow(),
+                node.log_tail(40)
+            )
+        },
+        secs,
+        || {
+            let answer = node
+                .sql_in(db, sql)
+                .unwrap_or_else(|e| format!("error: {e}"));
+            let done = answer == want;
+            *got.borrow_mut() = answer;
+            done.then_some(())
+        },
+    )
 }
