@@ -81,6 +81,10 @@ struct ClusterArgs {
 struct BenchArgs {
     #[arg(value_enum)]
     what: bench::Bench,
+    /// `replication`: rounds of each live workload, which side goes first alternating; the
+    /// ratio reported is the median round's (one run on a shared machine is noise).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     #[command(flatten)]
     kernel: KernelArgs,
 }
@@ -244,7 +248,7 @@ fn main() -> Result<()> {
         }
         Command::Bench(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;
-            bench::run(args.what, &built.pg_config)?;
+            bench::run(args.what, &built.pg_config, args.rounds)?;
         }
         Command::Chaos(args) => {
             let built = pipeline::build(&cache, &options(&args.kernel))?;

@@ -29,12 +29,12 @@ pub enum Bench {
     TableDiff,
 }
 
-pub fn run(what: Bench, pg_config: &Path) -> Result<()> {
+pub fn run(what: Bench, pg_config: &Path, rounds: u32) -> Result<()> {
     let kernel = harness::Kernel::from_pg_config(pg_config)?;
     match what {
         Bench::Snowflake => snowflake::run(&kernel),
         Bench::Lolor => lolor::run(&kernel),
-        Bench::Replication => replication::run(&kernel),
+        Bench::Replication => replication::run(&kernel, rounds),
         Bench::Multimaster => multimaster::run(&kernel),
         Bench::AddNode => add_node::run(&kernel),
         Bench::TableDiff => table_diff::run(&kernel),
@@ -168,10 +168,42 @@ pub fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Dur
 }
 
 /// Prints one result line: ours, the baseline and their ratio.
+/// The median of the rounds' ratios (ours ÷ baseline), and the round it came from.
+pub fn median_round(rounds: &[(f64, f64)]) -> (f64, f64) {
+    let mut sorted = rounds.to_vec();
+    sorted.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    sorted[sorted.len() / 2]
+}
+
+/// `report` for a workload measured in rounds: the median round, then every round's ratio.
+pub fn report_rounds(what: &str, unit: &str, rounds: &[(f64, f64)], goal: f64) {
+    let (ours, baseline) = median_round(rounds);
+    report(what, unit, ours, baseline, goal);
+    if rounds.len() > 1 {
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|(o, b)| format!("{:.2}", o / b))
+            .collect();
+        println!("{:<40} rounds: {}", "", each.join(", "));
+    }
+}
+
 pub fn report(what: &str, unit: &str, ours: f64, baseline: f64, goal: f64) {
     let ratio = ours / baseline;
     let verdict = if ratio >= goal { "meets" } else { "BELOW" };
     println!(
         "{what:<40} ours {ours:>12.1} {unit}  baseline {baseline:>12.1} {unit}  ratio {ratio:.2}x  ({verdict} goal {goal:.2}x)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_round_is_the_middle_ratio() {
+        let rounds = [(90.0, 100.0), (130.0, 100.0), (105.0, 100.0)];
+        assert_eq!(super::median_round(&rounds), (105.0, 100.0));
+        assert_eq!(super::median_round(&rounds[..1]), (90.0, 100.0));
+        // An even count takes the upper middle.
+        assert_eq!(super::median_round(&rounds[..2]), (130.0, 100.0));
+    }
 }

@@ -2,7 +2,7 @@
 //! same two servers, one workload at a time: rows per second from the start of the workload
 //! until the subscriber holds the result.
 
-use super::{cpu_ticks, pgbench_rate, pgbench_tps, report, until};
+use super::{cpu_ticks, pgbench_rate, pgbench_tps, report, report_rounds, until};
 use anyhow::Result;
 use harness::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ const LAG_RATE: u32 = 1000;
 /// One-row transactions queued for the capacity measurement.
 const BACKLOG: u32 = 200_000;
 
-pub fn run(kernel: &harness::Kernel) -> Result<()> {
+pub fn run(kernel: &harness::Kernel, rounds: u32) -> Result<()> {
     let cluster = Cluster::start(kernel, &super::durable(ClusterOptions::default().nodes(2)))?;
     let (p, s) = (cluster.node(0), cluster.node(1));
     for (n, name) in [(p, "n1"), (s, "n2")] {
@@ -54,6 +54,7 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
 
     let rate =
         |workload: &str, ours: f64, native: f64| report(workload, "rows/s", ours, native, GOAL);
+    let rates = |workload: &str, each: &[(f64, f64)]| report_rounds(workload, "rows/s", each, GOAL);
 
     // (a) single-row insert transactions from 4 pgbench clients for 10 s each.
     let small = |t: &str| -> Result<f64> {
@@ -71,18 +72,20 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         let elapsed = until(s, &format!("SELECT count(*) FROM {t}"), &total, started)?;
         Ok((total.parse::<i64>()? - before) as f64 / elapsed.as_secs_f64())
     };
-    let (ours, native) = (small("spock_t")?, small("native_t")?);
-    rate("(a) 1-row transactions, 4 clients", ours, native);
+    let each = alternating(rounds, |t, _| small(t))?;
+    rates("(a) 1-row transactions, 4 clients", &each);
 
     // (b) one transaction of 200,000 rows.
-    let bulk = |t: &str| -> Result<f64> {
+    // Round r inserts ids -(r·200k + 1) … -(r+1)·200k.
+    let bulk = |t: &str, r: u32| -> Result<f64> {
+        let (from, to) = (i64::from(r) * 200_000 + 1, i64::from(r + 1) * 200_000);
         let started = Instant::now();
         p.sql(&format!(
-            "INSERT INTO {t} SELECT -g, 'bulk' FROM generate_series(1, 200000) g"
+            "INSERT INTO {t} SELECT -g, 'bulk' FROM generate_series({from}, {to}) g"
         ))?;
         until(
             s,
-            &format!("SELECT count(*) FROM {t} WHERE id < 0"),
+            &format!("SELECT count(*) FROM {t} WHERE id BETWEEN -{to} AND -{from}"),
             "200000",
             started,
         )?;
@@ -98,30 +101,31 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     };
     let (ours_pid, native_pid) = (sender("spk_%")?, sender("native_sub")?);
     let (ours_before, native_before) = (cpu_ticks(ours_pid)?, cpu_ticks(native_pid)?);
-    let (ours, native) = (bulk("spock_t")?, bulk("native_t")?);
-    rate("(b) one 200k-row transaction", ours, native);
+    let each = alternating(rounds, bulk)?;
+    rates("(b) one 200k-row transaction", &each);
     println!(
-        "(b) walsender CPU for it: spock_output {} ticks, pgoutput {} ticks",
+        "(b) walsender CPU for them: spock_output {} ticks, pgoutput {} ticks",
         cpu_ticks(ours_pid)? - ours_before,
         cpu_ticks(native_pid)? - native_before
     );
 
-    // (c) one transaction updating 100,000 rows.
-    let update = |t: &str| -> Result<f64> {
+    // (c) one transaction updating 100,000 rows: round r updates half of round r's bulk rows.
+    let update = |t: &str, r: u32| -> Result<f64> {
+        let (from, to) = (i64::from(r) * 200_000 + 1, i64::from(r) * 200_000 + 100_000);
         let started = Instant::now();
         p.sql(&format!(
-            "UPDATE {t} SET v = 'updated' WHERE id < 0 AND id >= -100000"
+            "UPDATE {t} SET v = 'updated {r}' WHERE id BETWEEN -{to} AND -{from}"
         ))?;
         until(
             s,
-            &format!("SELECT count(*) FROM {t} WHERE v = 'updated'"),
+            &format!("SELECT count(*) FROM {t} WHERE v = 'updated {r}'"),
             "100000",
             started,
         )?;
         Ok(100_000.0 / started.elapsed().as_secs_f64())
     };
-    let (ours, native) = (update("spock_t")?, update("native_t")?);
-    rate("(c) one 100k-row update", ours, native);
+    let each = alternating(rounds, update)?;
+    rates("(c) one 100k-row update", &each);
 
     // (e) capacity: one-row transactions queued while both subscriptions are disabled (as after
     // an outage or during a burst), then applied from enable until the subscriber has them all.
@@ -212,4 +216,24 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     s.sql("DROP SUBSCRIPTION native_sub")?;
     cluster.stop()?;
     Ok(())
+}
+
+/// `measure(table, round)` for spock's table and native's in each of `rounds` rounds, spock's
+/// first in even rounds and native's first in odd ones, so neither side always runs on the
+/// machine the other one just warmed (or left checkpointing); returns (ours, native) per round.
+fn alternating(
+    rounds: u32,
+    mut measure: impl FnMut(&str, u32) -> Result<f64>,
+) -> Result<Vec<(f64, f64)>> {
+    let mut each = Vec::new();
+    for r in 0..rounds {
+        each.push(if r % 2 == 0 {
+            let ours = measure("spock_t", r)?;
+            (ours, measure("native_t", r)?)
+        } else {
+            let native = measure("native_t", r)?;
+            (measure("spock_t", r)?, native)
+        });
+    }
+    Ok(each)
 }
