@@ -18,6 +18,7 @@ crate::per_major!(
     two_subscribers_cannot_share_a_slot,
     tombstones_are_collected_when_idle,
     a_lagging_subscription_holds_tombstones,
+    an_idle_node_uses_no_transaction_ids,
 );
 
 use harness::{Cluster, ClusterOptions, Node, StopMode};
@@ -442,6 +443,26 @@ fn a_copy_that_cannot_succeed_stops_and_says_why(kernel: &harness::Kernel) {
     p.sql("INSERT INTO t VALUES (1)").unwrap();
     wait_for(s, "SELECT count(*) FROM t", "1");
     assert_eq!(status(s), "replicating", "PostgreSQL {major}");
+    // The provider asks for the table again (queued behind a row of `t`): the failed copy is
+    // tried once more, fails the same way, and the stream goes on past the request.
+    p.sql(
+        "SELECT spock.repset_remove_table('default', 'broken'); \
+         SELECT spock.repset_add_table('default', 'broken', synchronize_data := true); \
+         INSERT INTO t VALUES (2)",
+    )
+    .unwrap();
+    wait_for(s, "SELECT count(*) FROM t", "2");
+    wait_for(
+        s,
+        "SELECT count(*) FROM spock.exception_log WHERE operation = 'SYNC' AND table_name = 'broken'",
+        "2",
+    );
+    wait_for(
+        s,
+        "SELECT status FROM spock.sub_show_table('sub', 'broken')",
+        "sync_failed",
+    );
+    assert_eq!(status(s), "replicating", "PostgreSQL {major}");
     // Fixed, copied again.
     s.sql("ALTER TABLE broken ADD COLUMN extra text").unwrap();
     s.sql("SELECT spock.sub_resync_table('sub', 'broken')")
@@ -552,5 +573,43 @@ fn a_lagging_subscription_holds_tombstones(kernel: &harness::Kernel) {
         "SELECT count(*) FROM spock.tombstones",
         "0",
         90,
+    );
+}
+
+/// An idle spock node nobody subscribes to uses no transaction ids: its manager's
+/// once-a-second look at the subscriptions is read-only, and its heartbeat (every 10 s) goes
+/// only to nodes that stream from it. (Each xid would be a commit record to write and flush,
+/// and to wait for on a synchronous standby.)
+fn an_idle_node_uses_no_transaction_ids(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let cluster = common::Mesh::new(1)
+        .schema("CREATE TABLE t(id int PRIMARY KEY)")
+        .replicate_public()
+        .start(kernel);
+    let n = cluster.node(0);
+    // The manager is up (it has looked at the subscriptions at least once).
+    common::wait_until(
+        || "the spock manager to start".to_string(),
+        60,
+        || {
+            (n.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'spock manager%'",
+            )
+            .ok()?
+                != "0")
+                .then_some(())
+        },
+    );
+    // The next xid, read from a snapshot (which assigns none), across a heartbeat interval.
+    let next_xid = || {
+        n.sql("SELECT pg_snapshot_xmax(pg_current_snapshot())")
+            .unwrap()
+    };
+    let before = next_xid();
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    assert_eq!(
+        next_xid(),
+        before,
+        "PostgreSQL {major}: the idle node assigned xids"
     );
 }

@@ -49,7 +49,8 @@ fn installed_state() -> (Option<String>, bool) {
                                              WHERE l.lanname = 'c') \
                            AND p.prosrc = ANY (ARRAY[{symbols}]))"
     );
-    match Spi::get_two::<String, bool>(&sql) {
+    // Read-only (pgrx's `Spi::get_two` would give the manager's transaction an xid).
+    match Spi::connect(|c| c.select(&sql, None, &[])?.first().get_two::<String, bool>()) {
         Ok((version, decls)) => (version, decls.unwrap_or(false)),
         Err(e) => crate::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()),
     }
@@ -57,10 +58,14 @@ fn installed_state() -> (Option<String>, bool) {
 
 /// Whether this database is a spock node (has a local node row).
 fn is_node() -> bool {
-    Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM spock.local_node)")
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    Spi::connect(|c| {
+        c.select("SELECT EXISTS (SELECT 1 FROM spock.local_node)", None, &[])?
+            .first()
+            .get_one::<bool>()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 /// Runs the steps this database needs in the current transaction; returns them.

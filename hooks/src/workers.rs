@@ -263,9 +263,17 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     while BackgroundWorker::wait_latch(Some(TICK)) {
         catch_up.attempt(db);
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
-            let installed = Spi::get_one::<bool>(
-                "SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL",
-            )
+            // A read-only query: pgrx's `Spi::get_one` would give this once-a-second
+            // transaction an xid and a commit record to flush.
+            let installed = Spi::connect(|c| {
+                c.select(
+                    "SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<bool>()
+            })
             .ok()
             .flatten()
             .unwrap_or(false);
@@ -279,13 +287,28 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
         // even when nothing is written here (tombstone GC). It must be decoded: a
         // transactional logical message is (a transaction with only an xid is not).
         if last_heartbeat.elapsed() >= HEARTBEAT {
+            // Only where a peer streams from this database: a node nobody subscribes to
+            // writes nothing while idle (the message needs an xid and a commit record).
             BackgroundWorker::transaction(|| {
-                Spi::run(
-                    "SELECT pg_catalog.pg_logical_emit_message(true, 'spock_heartbeat', '') \
-                     FROM pg_catalog.pg_replication_slots \
-                     WHERE plugin = 'spock_output' AND database = pg_catalog.current_database() LIMIT 1",
-                )
+                let streamed = Spi::connect(|c| {
+                    c.select(
+                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots \
+                         WHERE plugin = 'spock_output' \
+                         AND database = pg_catalog.current_database())",
+                        None,
+                        &[],
+                    )?
+                    .first()
+                    .get_one::<bool>()
+                })
                 .unwrap_or_else(|e| error!("{e}"))
+                .unwrap_or(false);
+                if streamed {
+                    Spi::run(
+                        "SELECT pg_catalog.pg_logical_emit_message(true, 'spock_heartbeat', '')",
+                    )
+                    .unwrap_or_else(|e| error!("{e}"));
+                }
             });
             last_heartbeat = Instant::now();
         }

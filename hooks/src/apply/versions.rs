@@ -22,7 +22,12 @@ thread_local! {
 
 /// Loads the local node id and the origin → node map.
 pub fn load_nodes() {
-    let local = crate::catalog::nodes::local_id().unwrap_or(0);
+    let local = crate::catalog::nodes::local_id().unwrap_or_else(|| {
+        crate::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "local spock node not found".into(),
+        )
+    });
     let map: HashMap<u16, u32> = crate::catalog::subscriptions::origins()
         .into_iter()
         .map(|(node, origin)| (origin, node))

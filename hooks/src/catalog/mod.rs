@@ -4,6 +4,9 @@
 //! Callers get Rust values, never SQL; columns are read by name, so a reordered query cannot
 //! shift a value into the wrong field.
 //!
+//! Reads run read-only (`Spi::connect` + `select`): pgrx's `Spi::get_one` and friends give
+//! the calling transaction an xid, which a worker's polling transaction must not have.
+//!
 //! Errors: a statement that PostgreSQL rejects raises PostgreSQL's own ERROR (its SQLSTATE);
 //! a row this code cannot read is `XX000` (internal_error, as core reports a broken catalog
 //! lookup); a subscription that is gone is `42704` (undefined_object).
@@ -27,12 +30,10 @@ use pgrx::{FromDatum, IntoDatum};
 
 /// The ERROR for a catalog statement whose result this code cannot read.
 fn broken(what: &str, e: impl std::fmt::Display) -> ! {
-    ereport!(
-        PgLogLevel::ERROR,
+    crate::raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("cannot {what}: {e}")
-    );
-    unreachable!("ereport(ERROR) does not return")
+        format!("cannot {what}: {e}"),
+    )
 }
 
 /// Column `name` of `row` (`None` when NULL); a column missing from the query or of another

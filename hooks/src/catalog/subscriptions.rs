@@ -61,12 +61,10 @@ pub fn load(sub_id: u32) -> Subscription {
             )
             .unwrap_or_else(|e| broken(&format!("read subscription {sub_id}"), e));
         let Some(row) = rows.into_iter().next() else {
-            ereport!(
-                PgLogLevel::ERROR,
+            crate::raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("subscription {sub_id} no longer exists")
-            );
-            unreachable!("ereport(ERROR) does not return")
+                format!("subscription {sub_id} no longer exists"),
+            )
         };
         let text = |name| column::<String>(&row, name).unwrap_or_default();
         let flag = |name| column::<bool>(&row, name).unwrap_or(false);

@@ -52,19 +52,22 @@ pub fn table_failed(sub_id: u32, nsp: &str, rel: &str) {
     .unwrap_or_else(|e| broken("mark the copy failed", e));
 }
 
-/// Asks for a copy of `nsp.rel` (a sync request from the provider's queue). Returns false
-/// when one is already pending.
+/// Asks for a copy of `nsp.rel` (a sync request from the provider's queue): a new one, or
+/// again after a copy that finished or failed. Returns false when one is pending already.
 pub fn request_table(sub_id: u32, nsp: &str, rel: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, sync_relname, \
-         sync_status, sync_statuslsn) VALUES ('d', $1, $2, $3, 'i', '0/0') \
-         ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'i' \
-           WHERE spock.local_sync_status.sync_status = 'r' \
-         RETURNING true",
-        &[sub(sub_id), nsp.into(), rel.into()],
-    )
+    Spi::connect_mut(|c| {
+        c.update(
+            "INSERT INTO spock.local_sync_status (sync_kind, sync_subid, sync_nspname, \
+             sync_relname, sync_status, sync_statuslsn) VALUES ('d', $1, $2, $3, 'i', '0/0') \
+             ON CONFLICT (sync_subid, sync_nspname, sync_relname) DO UPDATE SET sync_status = 'i' \
+               WHERE spock.local_sync_status.sync_status IN ('r', 'e') \
+             RETURNING true",
+            None,
+            &[sub(sub_id), nsp.into(), rel.into()],
+        )
+        .map(|rows| !rows.is_empty())
+    })
     .unwrap_or_else(|e| broken(&format!("request the sync of {nsp}.{rel}"), e))
-    .is_some()
 }
 
 /// The subscription's tables waiting for a copy, as (schema, table), in name order.
@@ -86,13 +89,19 @@ pub fn tables_waiting(sub_id: u32) -> Vec<(String, String)> {
 
 /// Whether no copy of `nsp.rel` is pending (done, failed, or never asked for).
 pub fn table_settled(sub_id: u32, nsp: &str, rel: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) FROM spock.local_sync_status \
-         WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
-        &[sub(sub_id), nsp.into(), rel.into()],
-    )
-    .unwrap_or_else(|e| broken("read the sync status", e))
-    .unwrap_or(true)
+    Spi::connect(|c| {
+        c.select(
+            "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) AS settled \
+             FROM spock.local_sync_status \
+             WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
+            None,
+            &[sub(sub_id), nsp.into(), rel.into()],
+        )
+        .unwrap_or_else(|e| broken("read the sync status", e))
+        .next()
+        .and_then(|row| column::<bool>(&row, "settled"))
+        .unwrap_or(true)
+    })
 }
 
 /// A dropped table's rows (subscriptions know tables by name).
