@@ -5,7 +5,9 @@
 //! shift a value into the wrong field.
 //!
 //! Reads run read-only (`Spi::connect` + `select`): pgrx's `Spi::get_one` and friends give
-//! the calling transaction an xid, which a worker's polling transaction must not have.
+//! the calling transaction an xid, which a worker's polling transaction must not have. A
+//! read-only query sees the caller's snapshot, though: a read that must see later commits from
+//! inside a long transaction (`sync_status::table_settled`) runs in read-write mode.
 //!
 //! Errors: a statement that PostgreSQL rejects raises PostgreSQL's own ERROR (its SQLSTATE);
 //! a row this code cannot read is `XX000` (internal_error, as core reports a broken catalog

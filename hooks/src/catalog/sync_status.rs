@@ -87,21 +87,19 @@ pub fn tables_waiting(sub_id: u32) -> Vec<(String, String)> {
     })
 }
 
-/// Whether no copy of `nsp.rel` is pending (done, failed, or never asked for).
+/// Whether no copy of `nsp.rel` is pending (done, failed, or never asked for). The apply
+/// worker polls this inside its transaction while the sync worker copies: the query must see
+/// commits made since that transaction's snapshot, so it runs in read-write mode, which takes
+/// a new snapshot per query (a read-only SPI query would reuse the transaction's snapshot and
+/// never see the copy finish — or, taken before the request, see no copy pending at all).
 pub fn table_settled(sub_id: u32, nsp: &str, rel: &str) -> bool {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) AS settled \
-             FROM spock.local_sync_status \
-             WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
-            None,
-            &[sub(sub_id), nsp.into(), rel.into()],
-        )
-        .unwrap_or_else(|e| broken("read the sync status", e))
-        .next()
-        .and_then(|row| column::<bool>(&row, "settled"))
-        .unwrap_or(true)
-    })
+    Spi::get_one_with_args::<bool>(
+        "SELECT coalesce(bool_and(sync_status IN ('r', 'e')), true) FROM spock.local_sync_status \
+         WHERE sync_subid = $1 AND sync_nspname = $2 AND sync_relname = $3",
+        &[sub(sub_id), nsp.into(), rel.into()],
+    )
+    .unwrap_or_else(|e| broken("read the sync status", e))
+    .unwrap_or(true)
 }
 
 /// A dropped table's rows (subscriptions know tables by name).
