@@ -58,14 +58,10 @@ fn installed_state() -> (Option<String>, bool) {
 
 /// Whether this database is a spock node (has a local node row).
 fn is_node() -> bool {
-    Spi::connect(|c| {
-        c.select("SELECT EXISTS (SELECT 1 FROM spock.local_node)", None, &[])?
-            .first()
-            .get_one::<bool>()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    crate::catalog::read_one::<bool>("SELECT EXISTS (SELECT 1 FROM spock.local_node)", &[])
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// Runs the steps this database needs in the current transaction; returns them.

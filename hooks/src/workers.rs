@@ -263,17 +263,11 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
     while BackgroundWorker::wait_latch(Some(TICK)) {
         catch_up.attempt(db);
         let subs: Vec<u32> = BackgroundWorker::transaction(|| {
-            // A read-only query: pgrx's `Spi::get_one` would give this once-a-second
-            // transaction an xid and a commit record to flush.
-            let installed = Spi::connect(|c| {
-                c.select(
-                    "SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL",
-                    None,
-                    &[],
-                )?
-                .first()
-                .get_one::<bool>()
-            })
+            // Read-only: this runs once a second and must not take an xid.
+            let installed = crate::catalog::read_one::<bool>(
+                "SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL",
+                &[],
+            )
             .ok()
             .flatten()
             .unwrap_or(false);
@@ -290,17 +284,11 @@ pub extern "C-unwind" fn spock_manager_main(arg: pg_sys::Datum) {
             // Only where a peer streams from this database: a node nobody subscribes to
             // writes nothing while idle (the message needs an xid and a commit record).
             BackgroundWorker::transaction(|| {
-                let streamed = Spi::connect(|c| {
-                    c.select(
-                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots \
-                         WHERE plugin = 'spock_output' \
-                         AND database = pg_catalog.current_database())",
-                        None,
-                        &[],
-                    )?
-                    .first()
-                    .get_one::<bool>()
-                })
+                let streamed = crate::catalog::read_one::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots \
+                     WHERE plugin = 'spock_output' AND database = pg_catalog.current_database())",
+                    &[],
+                )
                 .unwrap_or_else(|e| error!("{e}"))
                 .unwrap_or(false);
                 if streamed {

@@ -5,9 +5,10 @@
 //! The per-change rows go through prepared plans (`crate::prepared`): a conflict storm writes
 //! thousands of them.
 
-use super::broken;
+use super::{broken, ts_param};
 use crate::prepared;
 use pgrx::prelude::*;
+use std::sync::LazyLock;
 
 /// One `spock.resolutions` row. Timestamps are µs since 2000.
 pub struct Resolution {
@@ -29,17 +30,21 @@ pub struct Resolution {
 }
 
 pub fn resolution(r: Resolution) {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO spock.resolutions (node_name, log_time, relname, idxname, \
+             conflict_type, conflict_resolution, local_origin, local_tuple, local_xid, \
+             local_timestamp, remote_origin, remote_tuple, remote_xid, remote_timestamp, \
+             remote_lsn) \
+             VALUES ($1::text::name, now(), $2::text, $3::text, $4::text, $5::text, \
+             coalesce($6::bigint, -1), $7::text, NULL, {}, $9::bigint, $10::text, $11::text::xid, \
+             {}, $13::text::pg_lsn)",
+            ts_param(8),
+            ts_param(12)
+        )
+    });
     prepared::run(
-        "INSERT INTO spock.resolutions (node_name, log_time, relname, idxname, \
-         conflict_type, conflict_resolution, local_origin, local_tuple, local_xid, \
-         local_timestamp, remote_origin, remote_tuple, remote_xid, remote_timestamp, \
-         remote_lsn) \
-         VALUES ($1::text::name, now(), $2::text, $3::text, $4::text, $5::text, \
-         coalesce($6::bigint, -1), $7::text, NULL, \
-         timestamptz '2000-01-01 00:00:00+00' + $8::bigint * interval '1 microsecond', \
-         $9::bigint, $10::text, $11::text::xid, \
-         timestamptz '2000-01-01 00:00:00+00' + $12::bigint * interval '1 microsecond', \
-         $13::text::pg_lsn)",
+        &SQL,
         &[
             Some(r.node_name),
             Some(r.relname),
@@ -75,13 +80,17 @@ pub struct Exception<'a> {
 
 pub fn exception(e: Exception) {
     let text = |v: Option<&str>| v.map(String::from);
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
+             retry_errored_at, remote_xid, table_schema, table_name, operation, remote_old_tup, \
+             remote_new_tup, error_message) VALUES ($1::oid, {}, $3::int, clock_timestamp(), \
+             $4::bigint, $5::text, $6::text, $7::text, $8::jsonb, $9::jsonb, $10::text)",
+            ts_param(2)
+        )
+    });
     prepared::run(
-        "INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, command_counter, \
-         retry_errored_at, remote_xid, table_schema, table_name, operation, remote_old_tup, \
-         remote_new_tup, error_message) VALUES ($1::oid, \
-         timestamptz '2000-01-01 00:00:00+00' + $2::bigint * interval '1 microsecond', \
-         $3::int, clock_timestamp(), $4::bigint, $5::text, $6::text, $7::text, $8::jsonb, \
-         $9::jsonb, $10::text)",
+        &SQL,
         &[
             Some(e.remote_origin.to_string()),
             Some(e.remote_commit_ts.to_string()),

@@ -38,6 +38,22 @@ fn broken(what: &str, e: impl std::fmt::Display) -> ! {
     )
 }
 
+/// The first column of the first row of read-only query `sql` (`None` with no row or NULL).
+/// Read-only, unlike pgrx's `Spi::get_one`, which gives the caller's transaction an xid; it
+/// sees the caller's snapshot (see the note above).
+pub(crate) fn read_one<T: IntoDatum + FromDatum>(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>, pgrx::spi::Error> {
+    Spi::connect(|c| {
+        let rows = c.select(sql, Some(1), args)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.first().get_one::<T>()
+    })
+}
+
 /// Column `name` of `row` (`None` when NULL); a column missing from the query or of another
 /// type is a broken catalog read.
 fn column<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, name: &str) -> Option<T> {

@@ -321,14 +321,7 @@ fn check_is_here(conn: &Conn, step: &str, what: &str) -> Result<(), Failure> {
 /// would give the calling transaction an xid, and slots created on this node by the other
 /// nodes' apply workers would wait for it to end.)
 pub(crate) fn local_value(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Option<String> {
-    Spi::connect(|c| {
-        c.select(sql, Some(1), args)
-            .ok()?
-            .first()
-            .get::<String>(1)
-            .ok()
-            .flatten()
-    })
+    crate::catalog::read_one::<String>(sql, args).ok().flatten()
 }
 
 /// Only superusers manage nodes (the procedures are also revoked from PUBLIC).
