@@ -14,6 +14,7 @@ crate::per_major!(
     automatic_ddl_files_tables_of_create_schema_and_functions,
     api_errors_read_as_upstream,
     unique_index_collisions_are_conflicts,
+    deferrable_unique_constraints_check_at_commit,
     apply_delay_holds_each_transaction,
     copies_record_the_providers_progress_for_other_origins,
 );
@@ -631,6 +632,55 @@ fn unique_index_collisions_are_conflicts(kernel: &harness::Kernel) {
         log.contains("CONFLICT: remote INSERT") && log.contains("Resolution: keep_local"),
         "PostgreSQL {major}: the dropped remote row is reported:\n{}",
         n2.log_tail(30)
+    );
+}
+
+/// A DEFERRABLE unique constraint is checked at commit on the subscriber, as for any write
+/// there: a remote transaction that swaps two rows' values applies, and a key conflict or an
+/// update on such a table is an ordinary conflict, not an apply error (the arbiter search
+/// used to include the deferrable index, which PostgreSQL refuses as an arbiter).
+fn deferrable_unique_constraints_check_at_commit(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let schema = "CREATE TABLE seats(id int PRIMARY KEY, \
+                  seat text UNIQUE DEFERRABLE INITIALLY DEFERRED, who text)";
+    let cluster = nodes(
+        kernel,
+        schema,
+        &[("spock.exception_behaviour", "sub_disable")],
+    );
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    n1.sql("SELECT spock.repset_add_table('default', 'seats')")
+        .unwrap();
+    common::subscribe(n2, "sub_n1_n2", n1, "");
+    let rows = "SELECT string_agg(id || ':' || seat || ':' || who, ',' ORDER BY id) FROM seats";
+    n1.sql("INSERT INTO seats VALUES (1, 'a', 'n1')").unwrap();
+    wait_for(n2, rows, "1:a:n1");
+    n1.sql("UPDATE seats SET seat = 'b' WHERE id = 1").unwrap();
+    wait_for(n2, rows, "1:b:n1");
+    // A key conflict: n2's older local row gives way to n1's newer one.
+    n2.sql("INSERT INTO seats VALUES (2, 'c', 'n2')").unwrap();
+    n1.sql("INSERT INTO seats VALUES (2, 'd', 'n1')").unwrap();
+    wait_for(n2, rows, "1:b:n1,2:d:n1");
+    // A swap, legal only because the check waits for the commit.
+    n1.sql("UPDATE seats SET seat = CASE id WHEN 1 THEN 'd' ELSE 'b' END")
+        .unwrap();
+    wait_for(n2, rows, "1:d:n1,2:b:n1");
+    assert_eq!(
+        n2.sql("SELECT sub_enabled FROM spock.subscription")
+            .unwrap(),
+        "t",
+        "PostgreSQL {major}: the subscription was disabled:\n{}",
+        n2.log_tail(30)
+    );
+    assert_eq!(
+        n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
+        "0",
+        "PostgreSQL {major}: an apply error was logged"
+    );
+    assert_eq!(
+        n1.sql(rows).unwrap(),
+        n2.sql(rows).unwrap(),
+        "PostgreSQL {major}"
     );
 }
 
