@@ -250,6 +250,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         batch: std::cell::RefCell::new(None),
         conflict_log: Default::default(),
         resolution_labels: Default::default(),
+        clock: ClockSettings::read(),
     }
     .run();
 }
@@ -377,6 +378,28 @@ struct Applier {
     /// Per local table: this node's name and the table's key index, as `spock.resolutions`
     /// rows name them (looked up at a table's first saved conflict, not at every one).
     resolution_labels: std::cell::RefCell<HashMap<u32, (String, Option<String>)>>,
+    /// The commit clock settings, as of the last configuration reload.
+    clock: ClockSettings,
+}
+
+/// The kernel's commit clock settings `wait_for_clock` needs. They change in this worker only
+/// when it reloads its configuration, so they are read then, not at every transaction (two
+/// lookups by name were a twentieth of a one-row transaction's apply CPU).
+#[derive(Clone, Copy)]
+struct ClockSettings {
+    /// `pgedge.commit_clock_max_skew`, when set.
+    max_skew_ms: Option<i64>,
+    /// `pgedge.commit_clock_test_offset`.
+    offset_us: i64,
+}
+
+impl ClockSettings {
+    fn read() -> ClockSettings {
+        ClockSettings {
+            max_skew_ms: setting_ms("pgedge.commit_clock_max_skew").filter(|&m| m > 0),
+            offset_us: setting_ms("pgedge.commit_clock_test_offset").unwrap_or(0) * 1000,
+        }
+    }
 }
 
 /// State of the remote transaction being applied.
@@ -406,6 +429,7 @@ impl Applier {
             if !self.in_xact && BackgroundWorker::sighup_received() {
                 // SAFETY: re-reading the configuration between transactions, as core workers do.
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+                self.clock = ClockSettings::read();
             }
             let idle = match self.remote.receive() {
                 Received::Data(bytes) => {
@@ -589,11 +613,13 @@ impl Applier {
     /// `pgedge.commit_clock_max_skew` allows until the local clock has caught up: applying it
     /// now would drag every later local commit timestamp that far into the future.
     fn wait_for_clock(&mut self, commit_time: i64) {
-        let Some(max_skew_ms) = setting_ms("pgedge.commit_clock_max_skew").filter(|&m| m > 0)
+        let ClockSettings {
+            max_skew_ms: Some(max_skew_ms),
+            offset_us,
+        } = self.clock
         else {
             return;
         };
-        let offset_us = setting_ms("pgedge.commit_clock_test_offset").unwrap_or(0) * 1000;
         let mut warned = false;
         loop {
             // SAFETY: reading the clock.
