@@ -230,6 +230,9 @@ pub struct Change {
     /// The unique and exclusion indexes checked at insert time, those a conflict is looked
     /// for on (null: none).
     arbiters: *mut pg_sys::List,
+    /// The unique indexes checked at update time other than the replica identity, those
+    /// `lock_colliding` searches.
+    other_unique: Vec<pg_sys::Oid>,
     /// The speculative-insertion token of the run's inserts and the xid it was taken under,
     /// while locked (see `token`).
     token: Option<(pg_sys::TransactionId, u32)>,
@@ -282,6 +285,7 @@ impl Change {
             // With what the searches of `insert_or_skip` and `lock_colliding` need.
             pg_sys::ExecOpenIndices(rri, true);
             let arbiters = arbiter_indexes(rri);
+            let other_unique = other_unique_indexes(rri, target.index);
             let epq = pg_sys::palloc0(std::mem::size_of::<pg_sys::EPQState>()).cast();
             compat::epq_init(epq, estate);
             let slot = || pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
@@ -319,6 +323,7 @@ impl Change {
                 conflicting: None,
                 defaults,
                 arbiters,
+                other_unique,
                 token: None,
                 worker,
             }
@@ -618,19 +623,16 @@ impl Change {
     /// xmin; `delete_other` removes it.
     pub fn lock_colliding(&mut self, values: &[Value]) -> Option<pg_sys::TransactionId> {
         assert!(self.found, "lock_colliding without a locked row");
+        // Most tables have no other unique index: then the row is not even built.
+        if self.other_unique.is_empty() {
+            return None;
+        }
         self.fill_row(values, Some(self.local));
         // SAFETY: the indexes opened in `open` (with what unique checks need); each check
         // reads the index's columns or expressions of `row`, waiting for inserts in progress.
         unsafe {
-            let n = (*self.rri).ri_NumIndices as usize;
-            let indexes = std::slice::from_raw_parts((*self.rri).ri_IndexRelationDescs, n);
-            for &index in indexes {
-                let oid = (*index).rd_id;
-                // A deferrable index checks at commit, as for any update.
-                let form = (*index).rd_index;
-                if !(*form).indisunique || !(*form).indimmediate || Some(oid) == self.target.index {
-                    continue;
-                }
+            for i in 0..self.other_unique.len() {
+                let oid = self.other_unique[i];
                 let only = pg_sys::lappend_oid(std::ptr::null_mut(), oid);
                 let mut tid = pg_sys::ItemPointerData::default();
                 let free = compat::check_index_constraints(
@@ -825,6 +827,29 @@ unsafe fn arbiter_indexes(rri: *mut pg_sys::ResultRelInfo) -> *mut pg_sys::List 
             }
         }
         list
+    }
+}
+
+/// The unique indexes whose check is immediate, other than `key`, for `lock_colliding`.
+///
+/// # Safety
+/// `rri`'s indexes are open (`ExecOpenIndices`).
+unsafe fn other_unique_indexes(
+    rri: *mut pg_sys::ResultRelInfo,
+    key: Option<pg_sys::Oid>,
+) -> Vec<pg_sys::Oid> {
+    // SAFETY: the array holds `ri_NumIndices` open indexes.
+    unsafe {
+        let n = (*rri).ri_NumIndices as usize;
+        std::slice::from_raw_parts((*rri).ri_IndexRelationDescs, n)
+            .iter()
+            .filter(|&&index| {
+                // A deferrable index checks at commit, as for any update.
+                let form = (*index).rd_index;
+                (*form).indisunique && (*form).indimmediate && Some((*index).rd_id) != key
+            })
+            .map(|&index| (*index).rd_id)
+            .collect()
     }
 }
 
