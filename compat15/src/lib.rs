@@ -218,3 +218,13 @@ pub fn may_execute(func: pg_sys::Oid, role: pg_sys::Oid) -> bool {
             == pg_sys::AclResult::ACLCHECK_OK
     }
 }
+
+/// A wait event set of `nevents` events that lives until `FreeWaitEventSet` (in
+/// TopMemoryContext, owned by no resource owner).
+///
+/// # Safety
+/// Call inside a backend; free the set with `FreeWaitEventSet`.
+pub unsafe fn wait_event_set(nevents: i32) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: forwarded from the caller.
+    unsafe { pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, nevents) }
+}

@@ -12,6 +12,14 @@ use std::ops::Range;
 
 pub struct Remote {
     conn: *mut pg_sys::WalReceiverConn,
+    /// What `wait_readable` waits on, made at its first call.
+    waiter: Option<Waiter>,
+}
+
+/// A wait event set for the latch, postmaster death and the connection's socket `fd`.
+struct Waiter {
+    fd: pg_sys::pgsocket,
+    set: *mut pg_sys::WaitEventSet,
 }
 
 fn functions() -> &'static pg_sys::WalReceiverFunctionsType {
@@ -342,19 +350,20 @@ impl Remote {
                 pg_guard_ffi_boundary(|| compat::walrcv_connect(text.as_ptr(), appname.as_ptr()))
             })
         };
-        conn.map(|conn| Remote { conn }).map_err(|err| {
-            if err.is_null() {
-                "unknown error".into()
-            } else {
-                // SAFETY: libpq's message, a C string palloc'd in TopMemoryContext above and
-                // freed here once copied.
-                unsafe {
-                    let message = CStr::from_ptr(err).to_string_lossy().into_owned();
-                    pg_sys::pfree(err.cast());
-                    scrub(message.trim(), dsn)
+        conn.map(|conn| Remote { conn, waiter: None })
+            .map_err(|err| {
+                if err.is_null() {
+                    "unknown error".into()
+                } else {
+                    // SAFETY: libpq's message, a C string palloc'd in TopMemoryContext above and
+                    // freed here once copied.
+                    unsafe {
+                        let message = CStr::from_ptr(err).to_string_lossy().into_owned();
+                        pg_sys::pfree(err.cast());
+                        scrub(message.trim(), dsn)
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// Runs `sql` and returns its result if the status is `want`, else the error text. The
@@ -485,6 +494,47 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Waits until the socket `receive` named (`Received::WouldBlock`) is readable, the
+    /// process latch is set, or a second has passed; exits if the postmaster dies.
+    ///
+    /// One wait event set serves every wait on the connection. `WaitLatchOrSocket` builds
+    /// and tears down an epoll set at each wait (five system calls), which with small
+    /// transactions arriving one message at a time is a large part of applying them.
+    pub fn wait_readable(&mut self, fd: pg_sys::pgsocket) {
+        if let Some(old) = self.waiter.take_if(|w| w.fd != fd) {
+            // SAFETY: a set made below and used by nothing else.
+            unsafe { pg_sys::FreeWaitEventSet(old.set) };
+        }
+        let set = match &self.waiter {
+            Some(w) => w.set,
+            None => {
+                // SAFETY: a session-lifetime set, kept in `waiter` before the events are added
+                // so that an error leaves it to `Drop`; freed there or when the socket changes.
+                unsafe {
+                    let set = compat::wait_event_set(3);
+                    self.waiter = Some(Waiter { fd, set });
+                    let none = pg_sys::PGINVALID_SOCKET;
+                    let (no_latch, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
+                    let latch = pg_sys::MyLatch;
+                    pg_sys::AddWaitEventToSet(set, pg_sys::WL_LATCH_SET, none, latch, no_data);
+                    let death = pg_sys::WL_EXIT_ON_PM_DEATH;
+                    pg_sys::AddWaitEventToSet(set, death, none, no_latch, no_data);
+                    let readable = pg_sys::WL_SOCKET_READABLE;
+                    pg_sys::AddWaitEventToSet(set, readable, fd, no_latch, no_data);
+                    set
+                }
+            }
+        };
+        // SAFETY: waiting on the set made above; the latch is ours.
+        unsafe {
+            let mut event = pg_sys::WaitEvent::default();
+            pg_sys::WaitEventSetWait(set, 1000, &mut event, 1, pg_sys::PG_WAIT_EXTENSION);
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+    }
+}
+
 /// What a read from a streaming connection gave.
 pub enum Received<'a> {
     Data(&'a [u8]),
@@ -498,27 +548,33 @@ impl Drop for Remote {
     fn drop(&mut self) {
         // While an error unwinds, nothing calls into PostgreSQL: the connection is closed at
         // the end of the transaction (or by the next connect).
+        let set = self.waiter.take().map_or(std::ptr::null_mut(), |w| w.set);
         if std::thread::panicking() {
-            ORPHANS.with(|o| o.borrow_mut().push(self.conn));
+            ORPHANS.with(|o| o.borrow_mut().push((self.conn, set)));
             return;
         }
-        disconnect(self.conn);
+        disconnect(self.conn, set);
     }
 }
 
 thread_local! {
-    /// Connections whose `Remote` was dropped while an error unwound, not yet closed.
-    static ORPHANS: std::cell::RefCell<Vec<*mut pg_sys::WalReceiverConn>> =
+    /// Connections (and their wait sets, if any) whose `Remote` was dropped while an error
+    /// unwound, not yet closed.
+    #[allow(clippy::type_complexity)]
+    static ORPHANS: std::cell::RefCell<Vec<(*mut pg_sys::WalReceiverConn, *mut pg_sys::WaitEventSet)>> =
         const { std::cell::RefCell::new(Vec::new()) };
     static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Closes a connection opened by `connect` (libpq's PQfinish and a pfree in
-/// TopMemoryContext: neither raises an error).
-fn disconnect(conn: *mut pg_sys::WalReceiverConn) {
+/// TopMemoryContext: neither raises an error), and frees its wait set (a close and a pfree).
+fn disconnect(conn: *mut pg_sys::WalReceiverConn, set: *mut pg_sys::WaitEventSet) {
     // SAFETY: the library was loaded by `connect` (so the table is there), and the connection
-    // is one it opened, closed once.
+    // is one it opened, closed once; the set, if any, is the connection's, freed once.
     unsafe {
+        if !set.is_null() {
+            pg_sys::FreeWaitEventSet(set);
+        }
         if let Some(disconnect) = pg_sys::WalReceiverFunctions
             .as_ref()
             .and_then(|f| f.walrcv_disconnect)
@@ -529,8 +585,8 @@ fn disconnect(conn: *mut pg_sys::WalReceiverConn) {
 }
 
 fn close_orphans() {
-    for conn in ORPHANS.with(|o| std::mem::take(&mut *o.borrow_mut())) {
-        disconnect(conn);
+    for (conn, set) in ORPHANS.with(|o| std::mem::take(&mut *o.borrow_mut())) {
+        disconnect(conn, set);
     }
 }
 

@@ -54,13 +54,49 @@ impl Failure {
 #[derive(Default)]
 pub struct Pending {
     /// Its messages so far, for a replay.
-    pub messages: Vec<Vec<u8>>,
+    pub messages: Kept,
     pub bytes: usize,
     /// More than `spock.exception_replay_queue_size`: no replay possible.
     pub overflow: bool,
     pub failed: Option<Failure>,
     /// `sub_alter_skiplsn` named this transaction: it is consumed, not applied.
     pub skip: bool,
+}
+
+/// Messages kept back to back in one buffer, which the next transaction reuses: keeping a
+/// message costs a copy, not an allocation.
+#[derive(Default)]
+pub struct Kept {
+    bytes: Vec<u8>,
+    /// Where each message ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Kept {
+    /// A buffer larger than this is not kept for the next transaction.
+    const REUSE_UP_TO: usize = 1 << 20;
+
+    fn push(&mut self, raw: &[u8]) {
+        self.bytes.extend_from_slice(raw);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(from, &to)| &self.bytes[from..to])
+    }
+
+    /// Empty, for the next transaction (with the buffers' memory unless they grew large).
+    pub fn reused(mut self) -> Kept {
+        if self.bytes.capacity() > Self::REUSE_UP_TO {
+            return Kept::default();
+        }
+        self.bytes.clear();
+        self.ends.clear();
+        self
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -105,9 +141,9 @@ impl Applier {
         p.bytes += raw.len();
         if p.bytes > settings::EXCEPTION_REPLAY_QUEUE_SIZE.get().max(0) as usize {
             p.overflow = true;
-            p.messages = Vec::new();
+            p.messages = Kept::default();
         } else {
-            p.messages.push(raw.to_vec());
+            p.messages.push(raw);
         }
     }
 
@@ -167,14 +203,14 @@ impl Applier {
         result
     }
 
-    fn replay_messages(&mut self, messages: &[Vec<u8>], mode: Mode) -> Result<(), Failure> {
+    fn replay_messages(&mut self, messages: &Kept, mode: Mode) -> Result<(), Failure> {
         let failure_text = self
             .pending
             .failed
             .as_ref()
             .map(|f| f.message.clone())
             .unwrap_or_default();
-        for raw in messages {
+        for raw in messages.iter() {
             let message = Message::decode(raw).map_err(|e| Failure {
                 code: PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION,
                 message: e.to_string(),
@@ -348,5 +384,27 @@ impl Logged {
                 ..Logged::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kept;
+
+    #[test]
+    fn kept_messages_come_back_in_order_and_the_buffer_is_reused() {
+        let mut kept = Kept::default();
+        for m in [&b"B1"[..], b"", b"I-row", b"C"] {
+            kept.push(m);
+        }
+        let back: Vec<&[u8]> = kept.iter().collect();
+        assert_eq!(back, [&b"B1"[..], b"", b"I-row", b"C"]);
+        let capacity = kept.bytes.capacity();
+        let kept = kept.reused();
+        assert_eq!(kept.iter().count(), 0);
+        assert_eq!(kept.bytes.capacity(), capacity);
+        let mut big = Kept::default();
+        big.push(&vec![0; Kept::REUSE_UP_TO + 1]);
+        assert_eq!(big.reused().bytes.capacity(), 0);
     }
 }

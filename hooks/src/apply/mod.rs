@@ -251,6 +251,7 @@ pub extern "C-unwind" fn spock_apply_main(arg: pg_sys::Datum) {
         conflict_log: Default::default(),
         resolution_labels: Default::default(),
         clock: ClockSettings::read(),
+        inbox: Vec::new(),
     }
     .run();
 }
@@ -380,6 +381,8 @@ struct Applier {
     resolution_labels: std::cell::RefCell<HashMap<u32, (String, Option<String>)>>,
     /// The commit clock settings, as of the last configuration reload.
     clock: ClockSettings,
+    /// The message being handled (see `run`).
+    inbox: Vec<u8>,
 }
 
 /// The kernel's commit clock settings `wait_for_clock` needs. They change in this worker only
@@ -433,9 +436,14 @@ impl Applier {
             }
             let idle = match self.remote.receive() {
                 Received::Data(bytes) => {
-                    let bytes = bytes.to_vec();
+                    // Copied out of libpq's buffer (the next receive reuses it) into one of
+                    // ours that is reused too.
+                    let mut inbox = std::mem::take(&mut self.inbox);
+                    inbox.clear();
+                    inbox.extend_from_slice(bytes);
                     self.heard();
-                    self.handle(&bytes);
+                    self.handle(&inbox);
+                    self.inbox = inbox;
                     None
                 }
                 Received::WouldBlock(fd) => Some(fd),
@@ -463,7 +471,7 @@ impl Applier {
                 self.last_sync_check = std::time::Instant::now();
             }
             if let Some(fd) = idle {
-                wait_for_socket(fd);
+                self.remote.wait_readable(fd);
             }
         }
     }
@@ -673,8 +681,10 @@ impl Applier {
             self.wait_for_delay(*commit_time);
         }
         if let Some(final_lsn) = begin {
+            let kept = std::mem::take(&mut self.pending.messages);
             self.pending = exceptions::Pending {
                 skip: self.sub.skip_lsn != 0 && final_lsn == self.sub.skip_lsn,
+                messages: kept.reused(),
                 ..Default::default()
             };
             if let Message::Begin {
@@ -1292,23 +1302,5 @@ fn fmt_ts(ts: i64) -> String {
         std::ffi::CStr::from_ptr(pg_sys::timestamptz_to_str(ts))
             .to_string_lossy()
             .into_owned()
-    }
-}
-
-fn wait_for_socket(fd: pg_sys::pgsocket) {
-    let events = pg_sys::WL_SOCKET_READABLE
-        | pg_sys::WL_LATCH_SET
-        | pg_sys::WL_TIMEOUT
-        | pg_sys::WL_EXIT_ON_PM_DEATH;
-    // SAFETY: waiting on our own latch and the provider's socket.
-    unsafe {
-        pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            events as i32,
-            fd,
-            1000,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
     }
 }

@@ -21,7 +21,7 @@
 //! moment is exactly how far the copy contains that origin's changes. They are recorded in
 //! `spock.progress`; `spock.add_node` starts the new node's streams from the other nodes there.
 
-use super::{Subscription, quote_literal, wait_for_socket};
+use super::{Subscription, quote_literal};
 use crate::catalog;
 use crate::identity;
 use crate::remote::{Received, Remote};
@@ -1041,7 +1041,8 @@ unsafe extern "C-unwind" fn read_copy_data(
                     src.pos = 0;
                 }
                 Received::WouldBlock(fd) => {
-                    wait_for_socket(fd);
+                    // SAFETY: as above; the received data's borrow ended with the match arm.
+                    unsafe { &mut *src.remote }.wait_readable(fd);
                     check_for_interrupts!();
                 }
                 Received::End => src.done = true,
