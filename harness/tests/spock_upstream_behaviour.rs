@@ -15,6 +15,7 @@ crate::per_major!(
     api_errors_read_as_upstream,
     unique_index_collisions_are_conflicts,
     deferrable_unique_constraints_check_at_commit,
+    unique_indexes_not_ready_are_passed_over,
     apply_delay_holds_each_transaction,
     copies_record_the_providers_progress_for_other_origins,
 );
@@ -681,6 +682,60 @@ fn deferrable_unique_constraints_check_at_commit(kernel: &harness::Kernel) {
         n1.sql(rows).unwrap(),
         n2.sql(rows).unwrap(),
         "PostgreSQL {major}"
+    );
+}
+
+/// A unique index not ready for inserts (here one a `CREATE UNIQUE INDEX CONCURRENTLY` left
+/// behind when it failed; also one still being built) is passed over by the apply's search
+/// for colliding rows, as PostgreSQL's own checks pass it over: remote updates apply (the
+/// search used to name it, and PostgreSQL then raised "unexpected failure to find arbiter
+/// index").
+fn unique_indexes_not_ready_are_passed_over(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let schema = "CREATE TABLE tags(id int PRIMARY KEY, tag text, who text)";
+    let cluster = nodes(
+        kernel,
+        schema,
+        &[("spock.exception_behaviour", "sub_disable")],
+    );
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    n1.sql("SELECT spock.repset_add_table('default', 'tags')")
+        .unwrap();
+    common::subscribe(n2, "sub_n1_n2", n1, "");
+    let rows = "SELECT string_agg(id || ':' || tag || ':' || who, ',' ORDER BY id) FROM tags";
+    n1.sql("INSERT INTO tags VALUES (1, 'a', 'n1'), (2, 'a', 'n1')")
+        .unwrap();
+    wait_for(n2, rows, "1:a:n1,2:a:n1");
+    let e = n2
+        .sql("CREATE UNIQUE INDEX CONCURRENTLY tags_tag ON tags(tag)")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("could not create unique index"),
+        "PostgreSQL {major}: {e}"
+    );
+    assert_eq!(
+        n2.sql(
+            "SELECT indisready OR indisvalid FROM pg_index WHERE indexrelid = 'tags_tag'::regclass"
+        )
+        .unwrap(),
+        "f",
+        "PostgreSQL {major}: the failed index should be left not ready"
+    );
+    n1.sql("UPDATE tags SET who = 'n1 again' WHERE id = 1")
+        .unwrap();
+    wait_for(n2, rows, "1:a:n1 again,2:a:n1");
+    assert_eq!(
+        n2.sql("SELECT sub_enabled FROM spock.subscription")
+            .unwrap(),
+        "t",
+        "PostgreSQL {major}: the subscription was disabled:\n{}",
+        n2.log_tail(30)
+    );
+    assert_eq!(
+        n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
+        "0",
+        "PostgreSQL {major}: an apply error was logged"
     );
 }
 

@@ -509,21 +509,9 @@ impl Remote {
         let set = match &self.waiter {
             Some(w) => w.set,
             None => {
-                // SAFETY: a session-lifetime set, kept in `waiter` before the events are added
-                // so that an error leaves it to `Drop`; freed there or when the socket changes.
-                unsafe {
-                    let set = compat::wait_event_set(3);
-                    self.waiter = Some(Waiter { fd, set });
-                    let none = pg_sys::PGINVALID_SOCKET;
-                    let (no_latch, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
-                    let latch = pg_sys::MyLatch;
-                    pg_sys::AddWaitEventToSet(set, pg_sys::WL_LATCH_SET, none, latch, no_data);
-                    let death = pg_sys::WL_EXIT_ON_PM_DEATH;
-                    pg_sys::AddWaitEventToSet(set, death, none, no_latch, no_data);
-                    let readable = pg_sys::WL_SOCKET_READABLE;
-                    pg_sys::AddWaitEventToSet(set, readable, fd, no_latch, no_data);
-                    set
-                }
+                let set = new_wait_set(fd);
+                self.waiter = Some(Waiter { fd, set });
+                set
             }
         };
         // SAFETY: waiting on the set made above; the latch is ours.
@@ -533,6 +521,33 @@ impl Remote {
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
     }
+}
+
+/// A session-lifetime wait event set for the latch, postmaster death and `fd`; freed again
+/// if adding an event fails, so no half-made set is ever kept.
+fn new_wait_set(fd: pg_sys::pgsocket) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: a set owned by no resource owner, in TopMemoryContext.
+    let set = unsafe { compat::wait_event_set(3) };
+    PgTryBuilder::new(|| {
+        let none = pg_sys::PGINVALID_SOCKET;
+        let (no_latch, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: events added to the set just made; the latch is ours.
+        unsafe {
+            let latch = pg_sys::MyLatch;
+            pg_sys::AddWaitEventToSet(set, pg_sys::WL_LATCH_SET, none, latch, no_data);
+            let death = pg_sys::WL_EXIT_ON_PM_DEATH;
+            pg_sys::AddWaitEventToSet(set, death, none, no_latch, no_data);
+            let readable = pg_sys::WL_SOCKET_READABLE;
+            pg_sys::AddWaitEventToSet(set, readable, fd, no_latch, no_data);
+        }
+        set
+    })
+    .catch_others(|e| {
+        // SAFETY: the set made above, used by nothing else.
+        unsafe { pg_sys::FreeWaitEventSet(set) };
+        e.rethrow()
+    })
+    .execute()
 }
 
 /// What a read from a streaming connection gave.

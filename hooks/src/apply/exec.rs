@@ -236,6 +236,8 @@ pub struct Change {
     /// The speculative-insertion token of the run's inserts and the xid it was taken under,
     /// while locked (see `token`).
     token: Option<(pg_sys::TransactionId, u32)>,
+    /// The table has an exclusion constraint: each insert releases its token (see `token`).
+    token_per_row: bool,
     /// The worker's own identity, back at `finish`: the changes run as the table's owner.
     worker: crate::identity::Switched,
 }
@@ -325,6 +327,7 @@ impl Change {
                 arbiters,
                 other_unique,
                 token: None,
+                token_per_row: has_exclusion_constraint(rri),
                 worker,
             }
         }
@@ -498,6 +501,9 @@ impl Change {
                     &mut spec_conflict,
                 );
                 pg_sys::table_tuple_complete_speculative(self.rel, slot, token, !spec_conflict);
+                if self.token_per_row {
+                    self.release_token();
+                }
                 if !spec_conflict {
                     pg_sys::ExecARInsertTriggers(
                         self.estate,
@@ -536,18 +542,23 @@ impl Change {
     /// One token serves every row of the run instead of one per row, which saves a lock
     /// acquired and released per row (a tenth of a bulk insert's apply CPU). Whoever finds one
     /// of these rows while it is being inserted waits on the token, and is let go when the run
-    /// ends instead of when the row is confirmed; but a confirmed row is this transaction's
-    /// uncommitted insert, which it would then wait for anyway. The one case where it must
-    /// not wait — the row was taken back after a conflict — releases the token at once.
+    /// ends instead of when the row is confirmed; but a unique index's check then waits for a
+    /// confirmed row's transaction, this one, anyway. The case where it must not wait — the
+    /// row was taken back after a conflict — releases the token at once. An exclusion
+    /// constraint's check during another speculative insertion waits only while a row is
+    /// speculative (and otherwise takes its own row back first), so on a table with one the
+    /// token is released after each row, as core does.
     fn token(&mut self) -> u32 {
         // SAFETY: inside the apply transaction, which has (or here takes) an xid.
         let xid = unsafe { pg_sys::GetCurrentTransactionId() };
-        match self.token {
-            Some((taken_by, token)) if taken_by == xid => return token,
-            // Waiters look the token up under the row's xmin: a subtransaction's rows need a
-            // token under its own xid.
-            Some(_) => self.release_token(),
-            None => {}
+        if let Some((taken_by, token)) = self.token {
+            if taken_by == xid {
+                return token;
+            }
+            // Waiters look the token up under the row's xmin, so a subtransaction's rows need
+            // one under its own xid. The other one stays with the (sub)transaction that took
+            // it (only its resource owner may release it) until that ends.
+            self.token = None;
         }
         // SAFETY: the lock is released by `release_token` or by the transaction's end.
         let token = unsafe { pg_sys::SpeculativeInsertionLockAcquire(xid) };
@@ -562,6 +573,11 @@ impl Change {
         let Some((xid, token)) = self.token.take() else {
             return;
         };
+        // Taken at another (sub)transaction level: left to that level's end (`token`).
+        // SAFETY: reads the current (sub)transaction's xid.
+        if xid != unsafe { pg_sys::GetCurrentTransactionIdIfAny() } {
+            return;
+        }
         let tag = pg_sys::LOCKTAG {
             locktag_field1: xid.into(),
             locktag_field2: token,
@@ -806,7 +822,6 @@ pub struct Merged {
     isnull: bool,
 }
 
-/// `f(old, new, local)` of a delta column (a strict function of a NULL is NULL).
 /// The indexes a new row's key may collide on at insert time: unique and exclusion indexes
 /// whose check is immediate (a deferrable one is checked at commit, as for any insert), as a
 /// list in the current memory context.
@@ -830,7 +845,23 @@ unsafe fn arbiter_indexes(rri: *mut pg_sys::ResultRelInfo) -> *mut pg_sys::List 
     }
 }
 
-/// The unique indexes whose check is immediate, other than `key`, for `lock_colliding`.
+/// Whether one of `rri`'s indexes backs an exclusion constraint.
+///
+/// # Safety
+/// `rri`'s indexes are open (`ExecOpenIndices`).
+unsafe fn has_exclusion_constraint(rri: *mut pg_sys::ResultRelInfo) -> bool {
+    // SAFETY: the array holds `ri_NumIndices` index infos.
+    unsafe {
+        let n = (*rri).ri_NumIndices as usize;
+        std::slice::from_raw_parts((*rri).ri_IndexRelationInfo, n)
+            .iter()
+            .any(|&info| !(*info).ii_ExclusionOps.is_null())
+    }
+}
+
+/// The unique indexes whose check is immediate, other than `key`, for `lock_colliding`; not
+/// those still being built (`CREATE INDEX CONCURRENTLY`, or one that failed), which
+/// `ExecCheckIndexConstraints` passes over and then reports as a missing arbiter.
 ///
 /// # Safety
 /// `rri`'s indexes are open (`ExecOpenIndices`).
@@ -838,21 +869,28 @@ unsafe fn other_unique_indexes(
     rri: *mut pg_sys::ResultRelInfo,
     key: Option<pg_sys::Oid>,
 ) -> Vec<pg_sys::Oid> {
-    // SAFETY: the array holds `ri_NumIndices` open indexes.
+    // SAFETY: the arrays hold `ri_NumIndices` open indexes and their infos.
     unsafe {
         let n = (*rri).ri_NumIndices as usize;
-        std::slice::from_raw_parts((*rri).ri_IndexRelationDescs, n)
+        let descs = std::slice::from_raw_parts((*rri).ri_IndexRelationDescs, n);
+        let infos = std::slice::from_raw_parts((*rri).ri_IndexRelationInfo, n);
+        descs
             .iter()
-            .filter(|&&index| {
+            .zip(infos)
+            .filter(|&(&index, &info)| {
                 // A deferrable index checks at commit, as for any update.
                 let form = (*index).rd_index;
-                (*form).indisunique && (*form).indimmediate && Some((*index).rd_id) != key
+                (*form).indisunique
+                    && (*form).indimmediate
+                    && (*info).ii_ReadyForInserts
+                    && Some((*index).rd_id) != key
             })
-            .map(|&index| (*index).rd_id)
+            .map(|(&index, _)| (*index).rd_id)
             .collect()
     }
 }
 
+/// `f(old, new, local)` of a delta column (a strict function of a NULL is NULL).
 fn call3(d: &Delta, args: [(pg_sys::Datum, bool); 3]) -> (pg_sys::Datum, bool) {
     if d.strict && args.iter().any(|a| a.1) {
         return (pg_sys::Datum::from(0), true);
