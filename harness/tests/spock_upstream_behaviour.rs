@@ -62,6 +62,39 @@ fn error_of(node: &Node, sql: &str, major: u32) -> String {
     out[from..].trim_end().to_string()
 }
 
+/// n1 replicating `table` (made by `schema` on both nodes) to n2, where an apply error
+/// disables the subscription, so none goes unnoticed.
+fn strict_pair(kernel: &harness::Kernel, schema: &str, table: &str) -> Cluster {
+    let cluster = nodes(
+        kernel,
+        schema,
+        &[("spock.exception_behaviour", "sub_disable")],
+    );
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    n1.sql(&format!(
+        "SELECT spock.repset_add_table('default', '{table}')"
+    ))
+    .unwrap();
+    common::subscribe(n2, "sub_n1_n2", n1, "");
+    cluster
+}
+
+/// `strict_pair`'s subscriber applied everything without an apply error.
+fn assert_no_apply_error(n2: &Node, major: u32) {
+    assert_eq!(
+        n2.sql("SELECT sub_enabled FROM spock.subscription")
+            .unwrap(),
+        "t",
+        "PostgreSQL {major}: the subscription was disabled:\n{}",
+        n2.log_tail(30)
+    );
+    assert_eq!(
+        n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
+        "0",
+        "PostgreSQL {major}: an apply error was logged"
+    );
+}
+
 fn wait_for(node: &Node, sql: &str, want: &str) {
     common::wait_for(node, "postgres", sql, want, 60);
 }
@@ -542,15 +575,8 @@ fn api_errors_read_as_upstream(kernel: &harness::Kernel) {
 fn unique_index_collisions_are_conflicts(kernel: &harness::Kernel) {
     let major = kernel.major;
     let schema = "CREATE TABLE people(id int PRIMARY KEY, email text UNIQUE, who text)";
-    let cluster = nodes(
-        kernel,
-        schema,
-        &[("spock.exception_behaviour", "sub_disable")],
-    );
+    let cluster = strict_pair(kernel, schema, "people");
     let (n1, n2) = (cluster.node(0), cluster.node(1));
-    n1.sql("SELECT spock.repset_add_table('default', 'people')")
-        .unwrap();
-    common::subscribe(n2, "sub_n1_n2", n1, "");
     // Remote newer: n2's older local row with the same email gives way.
     n2.sql("INSERT INTO people VALUES (2, 'a@x', 'n2')")
         .unwrap();
@@ -644,15 +670,8 @@ fn deferrable_unique_constraints_check_at_commit(kernel: &harness::Kernel) {
     let major = kernel.major;
     let schema = "CREATE TABLE seats(id int PRIMARY KEY, \
                   seat text UNIQUE DEFERRABLE INITIALLY DEFERRED, who text)";
-    let cluster = nodes(
-        kernel,
-        schema,
-        &[("spock.exception_behaviour", "sub_disable")],
-    );
+    let cluster = strict_pair(kernel, schema, "seats");
     let (n1, n2) = (cluster.node(0), cluster.node(1));
-    n1.sql("SELECT spock.repset_add_table('default', 'seats')")
-        .unwrap();
-    common::subscribe(n2, "sub_n1_n2", n1, "");
     let rows = "SELECT string_agg(id || ':' || seat || ':' || who, ',' ORDER BY id) FROM seats";
     n1.sql("INSERT INTO seats VALUES (1, 'a', 'n1')").unwrap();
     wait_for(n2, rows, "1:a:n1");
@@ -666,18 +685,7 @@ fn deferrable_unique_constraints_check_at_commit(kernel: &harness::Kernel) {
     n1.sql("UPDATE seats SET seat = CASE id WHEN 1 THEN 'd' ELSE 'b' END")
         .unwrap();
     wait_for(n2, rows, "1:d:n1,2:b:n1");
-    assert_eq!(
-        n2.sql("SELECT sub_enabled FROM spock.subscription")
-            .unwrap(),
-        "t",
-        "PostgreSQL {major}: the subscription was disabled:\n{}",
-        n2.log_tail(30)
-    );
-    assert_eq!(
-        n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
-        "0",
-        "PostgreSQL {major}: an apply error was logged"
-    );
+    assert_no_apply_error(n2, major);
     assert_eq!(
         n1.sql(rows).unwrap(),
         n2.sql(rows).unwrap(),
@@ -693,15 +701,8 @@ fn deferrable_unique_constraints_check_at_commit(kernel: &harness::Kernel) {
 fn unique_indexes_not_ready_are_passed_over(kernel: &harness::Kernel) {
     let major = kernel.major;
     let schema = "CREATE TABLE tags(id int PRIMARY KEY, tag text, who text)";
-    let cluster = nodes(
-        kernel,
-        schema,
-        &[("spock.exception_behaviour", "sub_disable")],
-    );
+    let cluster = strict_pair(kernel, schema, "tags");
     let (n1, n2) = (cluster.node(0), cluster.node(1));
-    n1.sql("SELECT spock.repset_add_table('default', 'tags')")
-        .unwrap();
-    common::subscribe(n2, "sub_n1_n2", n1, "");
     let rows = "SELECT string_agg(id || ':' || tag || ':' || who, ',' ORDER BY id) FROM tags";
     n1.sql("INSERT INTO tags VALUES (1, 'a', 'n1'), (2, 'a', 'n1')")
         .unwrap();
@@ -725,18 +726,7 @@ fn unique_indexes_not_ready_are_passed_over(kernel: &harness::Kernel) {
     n1.sql("UPDATE tags SET who = 'n1 again' WHERE id = 1")
         .unwrap();
     wait_for(n2, rows, "1:a:n1 again,2:a:n1");
-    assert_eq!(
-        n2.sql("SELECT sub_enabled FROM spock.subscription")
-            .unwrap(),
-        "t",
-        "PostgreSQL {major}: the subscription was disabled:\n{}",
-        n2.log_tail(30)
-    );
-    assert_eq!(
-        n2.sql("SELECT count(*) FROM spock.exception_log").unwrap(),
-        "0",
-        "PostgreSQL {major}: an apply error was logged"
-    );
+    assert_no_apply_error(n2, major);
 }
 
 /// `sub_create(…, apply_delay := interval)` applies each transaction that long after its

@@ -286,8 +286,7 @@ impl Change {
             pg_sys::AfterTriggerBeginQuery();
             // With what the searches of `insert_or_skip` and `lock_colliding` need.
             pg_sys::ExecOpenIndices(rri, true);
-            let arbiters = arbiter_indexes(rri);
-            let other_unique = other_unique_indexes(rri, target.index);
+            let roles = index_roles(rri, target.index);
             let epq = pg_sys::palloc0(std::mem::size_of::<pg_sys::EPQState>()).cast();
             compat::epq_init(epq, estate);
             let slot = || pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
@@ -324,10 +323,10 @@ impl Change {
                 found: false,
                 conflicting: None,
                 defaults,
-                arbiters,
-                other_unique,
+                arbiters: roles.arbiters,
+                other_unique: roles.other_unique,
                 token: None,
-                token_per_row: has_exclusion_constraint(rri),
+                token_per_row: roles.exclusion,
                 worker,
             }
         }
@@ -822,72 +821,50 @@ pub struct Merged {
     isnull: bool,
 }
 
-/// The indexes a new row's key may collide on at insert time: unique and exclusion indexes
-/// whose check is immediate (a deferrable one is checked at commit, as for any insert), as a
-/// list in the current memory context.
+/// What a run needs to know of the table's indexes, from one pass over them.
+struct IndexRoles {
+    /// The indexes a new row's key may collide on at insert time: unique and exclusion
+    /// indexes checked at once (a deferrable one is checked at commit, as for any insert), as
+    /// a list in the current memory context.
+    arbiters: *mut pg_sys::List,
+    /// Of those, the unique ones other than the replica identity, for `lock_colliding`.
+    other_unique: Vec<pg_sys::Oid>,
+    /// One of the indexes backs an exclusion constraint.
+    exclusion: bool,
+}
+
+/// The `IndexRoles` of `rri`'s indexes, `key` being the replica identity's. Indexes not ready
+/// for inserts (a `CREATE INDEX CONCURRENTLY` under way, or one that failed) are no
+/// arbiters: `ExecCheckIndexConstraints` passes over them and then reports a missing arbiter.
 ///
 /// # Safety
 /// `rri`'s indexes are open (`ExecOpenIndices`).
-unsafe fn arbiter_indexes(rri: *mut pg_sys::ResultRelInfo) -> *mut pg_sys::List {
+unsafe fn index_roles(rri: *mut pg_sys::ResultRelInfo, key: Option<pg_sys::Oid>) -> IndexRoles {
+    let mut roles = IndexRoles {
+        arbiters: std::ptr::null_mut(),
+        other_unique: Vec::new(),
+        exclusion: false,
+    };
     // SAFETY: the arrays hold `ri_NumIndices` open indexes and their infos.
     unsafe {
         let n = (*rri).ri_NumIndices as usize;
         let descs = std::slice::from_raw_parts((*rri).ri_IndexRelationDescs, n);
         let infos = std::slice::from_raw_parts((*rri).ri_IndexRelationInfo, n);
-        let mut list = std::ptr::null_mut();
         for (&index, &info) in descs.iter().zip(infos) {
-            let checked = (*info).ii_Unique || !(*info).ii_ExclusionOps.is_null();
-            if checked && (*info).ii_ReadyForInserts && (*(*index).rd_index).indimmediate {
-                list = pg_sys::lappend_oid(list, (*index).rd_id);
+            let exclusion = !(*info).ii_ExclusionOps.is_null();
+            roles.exclusion |= exclusion;
+            let checked_now = (*info).ii_ReadyForInserts && (*(*index).rd_index).indimmediate;
+            if !checked_now || !((*info).ii_Unique || exclusion) {
+                continue;
+            }
+            let oid = (*index).rd_id;
+            roles.arbiters = pg_sys::lappend_oid(roles.arbiters, oid);
+            if (*info).ii_Unique && Some(oid) != key {
+                roles.other_unique.push(oid);
             }
         }
-        list
     }
-}
-
-/// Whether one of `rri`'s indexes backs an exclusion constraint.
-///
-/// # Safety
-/// `rri`'s indexes are open (`ExecOpenIndices`).
-unsafe fn has_exclusion_constraint(rri: *mut pg_sys::ResultRelInfo) -> bool {
-    // SAFETY: the array holds `ri_NumIndices` index infos.
-    unsafe {
-        let n = (*rri).ri_NumIndices as usize;
-        std::slice::from_raw_parts((*rri).ri_IndexRelationInfo, n)
-            .iter()
-            .any(|&info| !(*info).ii_ExclusionOps.is_null())
-    }
-}
-
-/// The unique indexes whose check is immediate, other than `key`, for `lock_colliding`; not
-/// those still being built (`CREATE INDEX CONCURRENTLY`, or one that failed), which
-/// `ExecCheckIndexConstraints` passes over and then reports as a missing arbiter.
-///
-/// # Safety
-/// `rri`'s indexes are open (`ExecOpenIndices`).
-unsafe fn other_unique_indexes(
-    rri: *mut pg_sys::ResultRelInfo,
-    key: Option<pg_sys::Oid>,
-) -> Vec<pg_sys::Oid> {
-    // SAFETY: the arrays hold `ri_NumIndices` open indexes and their infos.
-    unsafe {
-        let n = (*rri).ri_NumIndices as usize;
-        let descs = std::slice::from_raw_parts((*rri).ri_IndexRelationDescs, n);
-        let infos = std::slice::from_raw_parts((*rri).ri_IndexRelationInfo, n);
-        descs
-            .iter()
-            .zip(infos)
-            .filter(|&(&index, &info)| {
-                // A deferrable index checks at commit, as for any update.
-                let form = (*index).rd_index;
-                (*form).indisunique
-                    && (*form).indimmediate
-                    && (*info).ii_ReadyForInserts
-                    && Some((*index).rd_id) != key
-            })
-            .map(|(&index, _)| (*index).rd_id)
-            .collect()
-    }
+    roles
 }
 
 /// `f(old, new, local)` of a delta column (a strict function of a NULL is NULL).
