@@ -13,6 +13,7 @@ crate::per_major!(
     commit_prepared_uses_the_clock_everywhere,
     commit_clock_api_and_settings,
     old_value_logging_widens_the_old_key,
+    walsender_sends_a_transactions_start_in_one_segment,
 );
 
 use harness::{Cluster, ClusterOptions, Kernel, Node, StopMode};
@@ -20,18 +21,20 @@ use std::process::Command;
 
 const DIST_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The capability level a major's kernel reports: each patch of its series raises it by one
-/// (0005, trusted output plugins, exists only where the server has `output_plugin_libraries`).
+/// The capability level a major's kernel reports: each patch of its series that adds something
+/// extensions use raises it by one, setting `PGEDGE_KERNEL_API` (0005, trusted output plugins,
+/// exists only where the server has `output_plugin_libraries`; 0006, coalesced walsender
+/// writes, adds nothing to call and leaves it).
 fn kernel_api_level(major: u32) -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../patches/{major}"));
     std::fs::read_dir(&dir)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "diff"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
                 .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".diff")
+                .contains("\n+#define PGEDGE_KERNEL_API ")
         })
         .count()
         .to_string()
@@ -520,5 +523,100 @@ fn old_value_logging_widens_the_old_key(kernel: &harness::Kernel) {
     assert!(
         e.contains("unrecognized parameter \"log_old_value\""),
         "{e}"
+    );
+}
+
+/// Kernel patch 0006: the walsender keeps an output plugin's writes that are not the callback's
+/// last in its send buffer and sends them with the last one. spock's plugin writes BEGIN,
+/// ORIGIN and COMMIT_ORDER when a transaction starts, pgoutput BEGIN alone. Counted in the TCP
+/// segments each walsender's socket sent (`ss`) for one-row transactions committed one at a
+/// time: native's stream takes four per transaction (BEGIN, INSERT, COMMIT and a keepalive
+/// when the walsender waits for the next), spock's five (its subscriber answers keepalives in
+/// its periodic report, not each one, so one more comes), and seven without the patch.
+fn walsender_sends_a_transactions_start_in_one_segment(kernel: &harness::Kernel) {
+    let major = kernel.major;
+    let cluster = common::mesh::Mesh::new(2)
+        .schema("CREATE TABLE t(id int PRIMARY KEY)")
+        .replicate_public()
+        .start(kernel);
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    common::mesh::subscribe(n2, "sub_n1_n2", n1, "");
+    // Native logical replication of a table outside spock's sets, alongside.
+    for n in [n1, n2] {
+        n.sql("CREATE SCHEMA nat; CREATE TABLE nat.u(id int PRIMARY KEY)")
+            .unwrap();
+    }
+    n1.sql("CREATE PUBLICATION nat FOR TABLE nat.u").unwrap();
+    n2.sql(&format!(
+        "CREATE SUBSCRIPTION nat CONNECTION '{}' PUBLICATION nat",
+        n1.dsn("postgres")
+    ))
+    .unwrap();
+    // Its table copied (the copy's own walsender gone), both streams run.
+    common::wait_for(
+        n2,
+        "postgres",
+        "SELECT count(*) FILTER (WHERE srsubstate = 'r') FROM pg_subscription_rel",
+        "1",
+        60,
+    );
+    common::wait_for(
+        n1,
+        "postgres",
+        "SELECT string_agg(plugin, ',' ORDER BY plugin) FROM pg_replication_slots WHERE active",
+        "pgoutput,spock_output",
+        60,
+    );
+    let port = |plugin: &str| -> String {
+        n1.sql(&format!(
+            "SELECT r.client_port FROM pg_stat_replication r \
+             JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.plugin = '{plugin}'"
+        ))
+        .unwrap()
+    };
+    let sent = |client_port: &str| -> u64 {
+        let filter = format!("( sport = :{} and dport = :{client_port} )", n1.port);
+        let out = Command::new("ss")
+            .args(["-tinH", "state", "established", &filter])
+            .output()
+            .expect("cannot run ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .find_map(|f| f.strip_prefix("segs_out:"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("PostgreSQL {major}: no segs_out for port {client_port} in {text:?}")
+            })
+    };
+    const TXNS: u32 = 200;
+    // Segments per one-row transaction into `table` sent by the `plugin` walsender. One
+    // transaction at a time with a pause, so that none shares a send with another by being
+    // decoded in the same run.
+    let per_txn = |table: &str, plugin: &str| -> f64 {
+        let count = format!("SELECT count(*) FROM {table}");
+        n1.sql(&format!("INSERT INTO {table} VALUES (0)")).unwrap();
+        common::wait_for(n2, "postgres", &count, "1", 60);
+        let client_port = port(plugin);
+        let before = sent(&client_port);
+        n1.sql(&format!(
+            "DO $$ BEGIN FOR i IN 1..{TXNS} LOOP INSERT INTO {table} VALUES (i); COMMIT; \
+             PERFORM pg_sleep(0.005); END LOOP; END $$"
+        ))
+        .unwrap();
+        common::wait_for(n2, "postgres", &count, &(TXNS + 1).to_string(), 60);
+        (sent(&client_port) - before) as f64 / TXNS as f64
+    };
+    let spock = per_txn("t", "spock_output");
+    let native = per_txn("nat.u", "pgoutput");
+    eprintln!(
+        "PostgreSQL {major}: TCP segments per transaction: spock {spock:.2}, native {native:.2}"
+    );
+    assert!(
+        // Halfway between one more (the keepalive) and three more (the patch missing).
+        spock < native + 2.0,
+        "PostgreSQL {major}: spock's walsender sent {spock:.2} TCP segments per one-row \
+         transaction, native logical replication's {native:.2}: a transaction's start (BEGIN, \
+         ORIGIN, COMMIT_ORDER) should go out in one send (kernel patch 0006), making one more \
+         than native at most"
     );
 }
