@@ -159,7 +159,7 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     );
     let lat = latency_line("commit latency p99, existing nodes", p99_quiet, p99_add);
     println!(
-        " ({} goal 2.00x)",
+        "  ({} goal 2.00x)",
         if lat <= 2.0 { "meets" } else { "ABOVE" }
     );
     // What any bulk copy costs the old nodes on this machine, and what any use of its CPU
