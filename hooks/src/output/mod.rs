@@ -67,7 +67,9 @@ unsafe fn stream<'a>(ctx: *mut pg_sys::LogicalDecodingContext) -> &'a mut Stream
 /// message outside any transaction): the kernel's walsender (patch 0006) keeps the writes
 /// before it in its send buffer, up to 8 kB, and sends a small transaction whole in one
 /// `send()`. It sends what is left after each WAL record anyway, so nothing waits longer; a
-/// stock walsender sends every write at once, as before.
+/// stock walsender sends every write at once, as before. PostgreSQL puts no WAL position in
+/// the header of a write that is not a last one (as for pgoutput's BEGIN), so only COMMIT
+/// carries one; the apply side reads positions from COMMIT and keepalives alone.
 unsafe fn send(ctx: *mut pg_sys::LogicalDecodingContext, bytes: &[u8], last: bool) {
     // SAFETY: the output functions are used the way the decoding machinery expects.
     unsafe {
@@ -214,7 +216,7 @@ unsafe extern "C-unwind" fn begin(
             send(
                 ctx,
                 json::begin(&begin, s.params.no_txinfo).as_bytes(),
-                true,
+                false,
             );
             return;
         }

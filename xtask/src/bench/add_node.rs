@@ -98,10 +98,12 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     let outcome: Result<Vec<Round>> = (1..=rounds)
         .map(|r| round(&cluster, r, r == rounds, &rows.to_string()))
         .collect();
-    // Stop the writers gently (SIGINT: pgbench writes its logs out), also after a failure.
+    // Stop the writers, also after a failure, as their -T time running out would: pgbench
+    // ends its run at SIGALRM and writes out its logs (SIGINT would kill it with the end of
+    // its log still buffered, the last add window's commits among it).
     for w in &writers {
         Command::new("kill")
-            .args(["-INT", &w.id().to_string()])
+            .args(["-ALRM", &w.id().to_string()])
             .status()
             .context("cannot signal pgbench")?;
     }
@@ -251,7 +253,9 @@ fn round(cluster: &Cluster, r: u32, last: bool, rows: &str) -> Result<Round> {
             &db,
             &format!("CALL spock.remove_node('{name}', '{}')", new.dsn(&db)),
         )?;
-        std::thread::sleep(Duration::from_secs(1));
+        // Its aftermath (the others' workers and slots going) stays out of the next quiet
+        // stretch.
+        std::thread::sleep(Duration::from_secs(3));
     }
     Ok(Round {
         quiet,
@@ -267,22 +271,32 @@ fn round(cluster: &Cluster, r: u32, last: bool, rows: &str) -> Result<Round> {
 fn busy_loops() -> Result<Window> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = now_us();
-    let loops: Vec<Child> = (0..cores)
-        .map(|_| {
-            Command::new("nice")
-                .args(["-n", "19", "sh", "-c", "while :; do :; done"])
-                .spawn()
-                .context("cannot start a busy loop")
-        })
-        .collect::<Result<_>>()?;
+    let mut loops: Vec<Child> = Vec::new();
+    for _ in 0..cores {
+        let started = Command::new("nice")
+            .args(["-n", "19", "sh", "-c", "while :; do :; done"])
+            .spawn();
+        match started {
+            Ok(l) => loops.push(l),
+            Err(e) => {
+                stop(loops)?;
+                return Err(e).context("cannot start a busy loop");
+            }
+        }
+    }
     std::thread::sleep(QUIET);
     let window = (started, now_us());
+    stop(loops)?;
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(window)
+}
+
+fn stop(loops: Vec<Child>) -> Result<()> {
     for mut l in loops {
         l.kill()?;
         l.wait()?;
     }
-    std::thread::sleep(Duration::from_secs(1));
-    Ok(window)
+    Ok(())
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
