@@ -90,7 +90,7 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
     std::fs::write(&script, WRITER)?;
 
     // One set of writers for the whole run; each transaction's latency is sorted afterwards
-    // into the window it started in: quiet, pg_dump | pg_restore, or add_node.
+    // into the window it started in: quiet, busy loops, pg_dump | pg_restore, or add_node.
     let writers: Vec<Child> = (0..3)
         .map(|i| writer(cluster.node(i), i + 1, &script, dir))
         .collect::<Result<_>>()?;
@@ -136,7 +136,13 @@ pub fn run(kernel: &harness::Kernel) -> Result<()> {
         (cluster.node(2), "postgres"),
         (cluster.node(3), last_db.as_str()),
     ] {
-        until_in(n, db, "SELECT count(*) FROM w", &writes.to_string())?;
+        super::until_in(
+            n,
+            db,
+            "SELECT count(*) FROM w",
+            &writes.to_string(),
+            Instant::now(),
+        )?;
     }
 
     for (i, r) in rounds.iter().enumerate() {
@@ -247,7 +253,7 @@ fn round(cluster: &Cluster, r: u32, last: bool, rows: &str) -> Result<Round> {
             println!("    {}", line.trim_start_matches("NOTICE:  "));
         }
     }
-    until_in(new, &db, "SELECT count(*) FROM data", rows)?;
+    super::until_in(new, &db, "SELECT count(*) FROM data", rows, Instant::now())?;
     if !last {
         new.sql_in(
             &db,
@@ -304,18 +310,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Waits until `query` in database `db` of `node` returns `want`.
-fn until_in(node: &Node, db: &str, query: &str, want: &str) -> Result<()> {
-    let since = Instant::now();
-    while node.sql_in(db, query)? != want {
-        if since.elapsed() > Duration::from_secs(600) {
-            bail!("{} ({db}) never reached {want} for {query}", node.name);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// pgbench writing at `RATE` on `node` until stopped, logging every transaction under

@@ -136,7 +136,6 @@ pub fn pgbench_rate(
     Ok(())
 }
 
-/// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
 /// CPU time (user + system, in clock ticks) process `pid` has used so far.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -155,19 +154,30 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(tick(11)? + tick(12)?)
 }
 
+/// Waits until `query` on `node` returns `want`; the elapsed time since `since`.
 pub fn until(node: &Node, query: &str, want: &str, since: Instant) -> Result<Duration> {
+    until_in(node, "postgres", query, want, since)
+}
+
+/// `until` in database `db`.
+pub fn until_in(
+    node: &Node,
+    db: &str,
+    query: &str,
+    want: &str,
+    since: Instant,
+) -> Result<Duration> {
     loop {
-        if node.sql(query)? == want {
+        if node.sql_in(db, query)? == want {
             return Ok(since.elapsed());
         }
         if since.elapsed() > Duration::from_secs(600) {
-            bail!("{} never reached {want} for {query}", node.name);
+            bail!("{} ({db}) never reached {want} for {query}", node.name);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Prints one result line: ours, the baseline and their ratio.
 /// The median of the rounds' ratios (ours ÷ baseline), and the round it came from.
 pub fn median_round(rounds: &[(f64, f64)]) -> (f64, f64) {
     let mut sorted = rounds.to_vec();
@@ -188,6 +198,7 @@ pub fn report_rounds(what: &str, unit: &str, rounds: &[(f64, f64)], goal: f64) {
     }
 }
 
+/// Prints one result line: ours, the baseline and their ratio.
 pub fn report(what: &str, unit: &str, ours: f64, baseline: f64, goal: f64) {
     let ratio = ours / baseline;
     let verdict = if ratio >= goal { "meets" } else { "BELOW" };
